@@ -1,0 +1,646 @@
+//! The filter's configuration: the JSON an operator writes (Envoy `configuration`, Istio
+//! `pluginConfig`), parsed and validated into `PepConfig`. Every key of the filter contract,
+//! with its default; an error names the key and what is wrong with it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use url::Url;
+
+use crate::matcher::ResourceMatcher;
+use crate::path::normalize_path;
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The dialect the AS speaks (reference/uma-wire-formats.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AsProfile {
+    /// Spec, Gluu, Janssen: PAT-authenticated `token=` introspection.
+    #[default]
+    Uma2,
+    /// Keycloak: client-authenticated introspection with `token_type_hint=requesting_party_token`.
+    Keycloak,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedPolicy {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeStyle {
+    /// `UMA realm="..", as_uri="..", ticket=".."` (UMA 2.0 grant §3.2.1).
+    #[default]
+    Uma2,
+    /// EOEPCA's unquoted `UMA realm=..,as_uri=..,ticket=..`, for its existing clients.
+    Compact,
+}
+
+/// One protected resource: the AS resource id and the path it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    pub id: String,
+    pub uri: String,
+    /// Scopes registered for the resource; empty = any mapped method scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// AS endpoints that override discovery; each a path on `as_cluster` or an absolute URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointOverrides {
+    pub token: Option<String>,
+    pub permission: Option<String>,
+    pub introspection: Option<String>,
+    pub jwks: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum SigningAlg {
+    #[default]
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+/// `forward`: the JWT minted for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    #[serde(default = "default_forward_header")]
+    pub header: String,
+    #[serde(default)]
+    pub alg: SigningAlg,
+    pub key_pem: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default = "default_forward_iss")]
+    pub iss: String,
+    #[serde(default)]
+    pub aud: Option<String>,
+    #[serde(default)]
+    pub claims: Option<Vec<String>>,
+    /// Remove the RPT's `Authorization` before the upstream (default keeps it, as the seed does).
+    #[serde(default)]
+    pub strip_authorization: bool,
+}
+
+/// `resource_sync`: poll pepctl for the resource table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSync {
+    pub cluster: String,
+    #[serde(default = "default_sync_path")]
+    pub path: String,
+    #[serde(default = "default_sync_interval")]
+    pub interval_s: u64,
+    #[serde(default)]
+    pub authority: Option<String>,
+}
+
+fn default_forward_header() -> String {
+    DEFAULT_FORWARD_HEADER.to_string()
+}
+fn default_forward_iss() -> String {
+    "uma-pep".to_string()
+}
+fn default_sync_path() -> String {
+    "/filter-config".to_string()
+}
+fn default_sync_interval() -> u64 {
+    10
+}
+
+/// Header that carries the minted JWT when `forward.header` is not set. It is stripped from
+/// client requests even when nothing is minted: an upstream may trust it.
+pub const DEFAULT_FORWARD_HEADER: &str = "x-user-id";
+
+/// The JSON as written by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    realm: Option<String>,
+    issuer: Option<String>,
+    as_cluster: Option<String>,
+    #[serde(default)]
+    as_authority: Option<String>,
+    #[serde(default)]
+    as_profile: AsProfile,
+    #[serde(default)]
+    endpoints: EndpointOverrides,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    unmatched: UnmatchedPolicy,
+    #[serde(default)]
+    resources: Vec<Resource>,
+    #[serde(default)]
+    method_scopes: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    rpt_margin_s: Option<u64>,
+    #[serde(default)]
+    rpt_max_uses: Option<u32>,
+    #[serde(default)]
+    challenge_style: ChallengeStyle,
+    #[serde(default)]
+    forward: Option<ForwardConfig>,
+    #[serde(default)]
+    authorize_path: Option<String>,
+    #[serde(default)]
+    resource_sync: Option<ResourceSync>,
+    #[serde(default)]
+    clock_skew_s: Option<u64>,
+}
+
+/// The validated configuration the filter runs with.
+#[derive(Debug, Clone)]
+pub struct PepConfig {
+    pub realm: String,
+    pub issuer: String,
+    pub as_cluster: String,
+    pub as_authority: String,
+    pub as_profile: AsProfile,
+    pub endpoints: EndpointOverrides,
+    pub client_id: String,
+    pub client_secret: String,
+    pub timeout_ms: u64,
+    pub path_prefix: String,
+    pub unmatched: UnmatchedPolicy,
+    pub resources: ResourceMatcher,
+    pub method_scopes: BTreeMap<String, String>,
+    pub rpt_margin_s: u64,
+    pub rpt_max_uses: u32,
+    pub challenge_style: ChallengeStyle,
+    pub forward: Option<ForwardConfig>,
+    pub authorize_path: Option<String>,
+    pub resource_sync: Option<ResourceSync>,
+    /// Tolerated clock difference with the AS for `iat`/`nbf` (seconds).
+    pub clock_skew_s: u64,
+}
+
+pub const DEFAULT_REALM: &str = "eoepca";
+pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_RPT_MARGIN_S: u64 = 5;
+
+/// The seed's fixed verb→scope table.
+pub fn default_method_scopes() -> BTreeMap<String, String> {
+    [
+        ("GET", "protected_get"),
+        ("HEAD", "protected_head"),
+        ("POST", "protected_post"),
+        ("PUT", "protected_put"),
+        ("PATCH", "protected_patch"),
+        ("DELETE", "protected_delete"),
+    ]
+    .into_iter()
+    .map(|(m, s)| (m.to_string(), s.to_string()))
+    .collect()
+}
+
+fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err(ConfigError::new(key, "must not be empty")),
+        None => Err(ConfigError::new(key, "is required")),
+    }
+}
+
+/// A value that is placed inside a quoted header parameter must not break out of it.
+fn check_header_safe(value: &str, key: &str) -> Result<(), ConfigError> {
+    if value
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
+    {
+        return Err(ConfigError::new(
+            key,
+            "must be printable ASCII without '\"' or '\\'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_absolute_path(value: &str, key: &str) -> Result<String, ConfigError> {
+    let normalized =
+        normalize_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))?;
+    if normalized.contains('?') {
+        return Err(ConfigError::new(key, "must not contain a query"));
+    }
+    let trimmed = normalized.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// Checks a resource table (also used for tables polled from pepctl) and normalises each uri.
+pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(resources.len());
+    for (i, mut r) in resources.into_iter().enumerate() {
+        let key = format!("resources[{i}]");
+        if r.id.trim().is_empty() {
+            return Err(ConfigError::new(format!("{key}.id"), "must not be empty"));
+        }
+        check_header_safe(&r.id, &format!("{key}.id"))?;
+        r.uri = check_absolute_path(&r.uri, &format!("{key}.uri"))?;
+        if !seen.insert(r.uri.clone()) {
+            return Err(ConfigError::new(
+                format!("{key}.uri"),
+                format!("{:?} is listed twice", r.uri),
+            ));
+        }
+        out.push(r);
+    }
+    Ok(ResourceMatcher::new(out))
+}
+
+impl PepConfig {
+    /// Parses and validates the configuration JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| {
+            // serde names the unknown or mistyped field in its message.
+            ConfigError::new("configuration", e.to_string())
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
+        check_header_safe(&realm, "realm")?;
+
+        let issuer = required(raw.issuer, "issuer")?;
+        let issuer_url = Url::parse(&issuer)
+            .map_err(|e| ConfigError::new("issuer", format!("not a URL: {e}")))?;
+        if !matches!(issuer_url.scheme(), "http" | "https") {
+            return Err(ConfigError::new("issuer", "must be an http or https URL"));
+        }
+        check_header_safe(&issuer, "issuer")?;
+        let as_authority = match raw.as_authority {
+            Some(a) if !a.trim().is_empty() => a,
+            Some(_) => return Err(ConfigError::new("as_authority", "must not be empty")),
+            None => authority_of(&issuer_url)
+                .ok_or_else(|| ConfigError::new("issuer", "has no host"))?,
+        };
+
+        let as_cluster = required(raw.as_cluster, "as_cluster")?;
+        let client_id = required(raw.client_id, "client_id")?;
+        let client_secret = required(raw.client_secret, "client_secret")?;
+
+        for (key, value) in [
+            ("endpoints.token", &raw.endpoints.token),
+            ("endpoints.permission", &raw.endpoints.permission),
+            ("endpoints.introspection", &raw.endpoints.introspection),
+            ("endpoints.jwks", &raw.endpoints.jwks),
+        ] {
+            if let Some(v) = value {
+                endpoint_path(v).map_err(|p| ConfigError::new(key, p))?;
+            }
+        }
+
+        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > 60_000 {
+            // 0 means "no timeout" to Envoy: a hung AS would hang every request.
+            return Err(ConfigError::new(
+                "timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+
+        let path_prefix = match raw.path_prefix.as_deref() {
+            None | Some("") | Some("/") => String::new(),
+            Some(p) => check_absolute_path(p, "path_prefix")?,
+        };
+
+        let resources = validate_resources(raw.resources)?;
+
+        let method_scopes = match raw.method_scopes {
+            None => default_method_scopes(),
+            Some(map) => {
+                let mut out = BTreeMap::new();
+                for (method, scope) in map {
+                    let key = format!("method_scopes.{method}");
+                    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        return Err(ConfigError::new(key, "method must be letters only"));
+                    }
+                    if scope.trim().is_empty() {
+                        return Err(ConfigError::new(key, "scope must not be empty"));
+                    }
+                    out.insert(method.to_ascii_uppercase(), scope);
+                }
+                out
+            }
+        };
+
+        if let Some(f) = &raw.forward {
+            if f.header.is_empty()
+                || !f
+                    .header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new("forward.header", "must be a header name"));
+            }
+            if f.key_pem.trim().is_empty() {
+                return Err(ConfigError::new("forward.key_pem", "must not be empty"));
+            }
+        }
+
+        let authorize_path = match raw.authorize_path {
+            None => None,
+            Some(p) => Some(check_absolute_path(&p, "authorize_path")?),
+        };
+
+        if let Some(sync) = &raw.resource_sync {
+            if sync.cluster.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "resource_sync.cluster",
+                    "must not be empty",
+                ));
+            }
+            if sync.interval_s == 0 {
+                return Err(ConfigError::new(
+                    "resource_sync.interval_s",
+                    "must be at least 1",
+                ));
+            }
+            if !sync.path.starts_with('/') {
+                return Err(ConfigError::new(
+                    "resource_sync.path",
+                    "must start with '/'",
+                ));
+            }
+        }
+
+        Ok(Self {
+            realm,
+            issuer,
+            as_cluster,
+            as_authority,
+            as_profile: raw.as_profile,
+            endpoints: raw.endpoints,
+            client_id,
+            client_secret,
+            timeout_ms,
+            path_prefix,
+            unmatched: raw.unmatched,
+            resources,
+            method_scopes,
+            rpt_margin_s: raw.rpt_margin_s.unwrap_or(DEFAULT_RPT_MARGIN_S),
+            rpt_max_uses: raw.rpt_max_uses.unwrap_or(0),
+            challenge_style: raw.challenge_style,
+            forward: raw.forward,
+            authorize_path,
+            resource_sync: raw.resource_sync,
+            clock_skew_s: raw.clock_skew_s.unwrap_or(0),
+        })
+    }
+
+    /// `{issuer}/.well-known/uma2-configuration`, as a path on `as_cluster`.
+    pub fn discovery_path(&self) -> String {
+        let base = endpoint_path(&self.issuer).unwrap_or_default();
+        format!(
+            "{}/.well-known/uma2-configuration",
+            base.trim_end_matches('/')
+        )
+    }
+
+    /// The header that carries the minted JWT (and is always stripped from clients).
+    pub fn forward_header(&self) -> &str {
+        self.forward
+            .as_ref()
+            .map_or(DEFAULT_FORWARD_HEADER, |f| f.header.as_str())
+    }
+
+    /// The scope a method needs, if the method is mapped.
+    pub fn scope_for(&self, method: &str) -> Option<&str> {
+        self.method_scopes.get(method).map(String::as_str)
+    }
+}
+
+fn authority_of(url: &Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
+/// The path (and query) an endpoint is called with on `as_cluster`: an absolute URL gives its
+/// path, a bare path is used as it is. Calls always go to `as_authority`, so that a discovery
+/// document naming public host names still works through an internal cluster.
+pub fn endpoint_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') {
+        return Ok(value.to_string());
+    }
+    let url =
+        Url::parse(value).map_err(|e| format!("{value:?} is neither a path nor a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{value:?} must be an http or https URL"));
+    }
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"issuer":"http://as.local:8080/realms/eoepca","as_cluster":"as",
+        "client_id":"pep","client_secret":"s"}"#;
+
+    fn parse(json: &str) -> Result<PepConfig, ConfigError> {
+        PepConfig::from_json(json.as_bytes())
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{},{extra}}}", MINIMAL.trim_end_matches('}'))
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.realm, "eoepca");
+        assert_eq!(c.as_authority, "as.local:8080");
+        assert_eq!(c.as_profile, AsProfile::Uma2);
+        assert_eq!(c.timeout_ms, 2000);
+        assert_eq!(c.path_prefix, "");
+        assert_eq!(c.unmatched, UnmatchedPolicy::Allow);
+        assert!(c.resources.is_empty());
+        assert_eq!(c.scope_for("GET"), Some("protected_get"));
+        assert_eq!(c.scope_for("HEAD"), Some("protected_head"));
+        assert_eq!(c.scope_for("POST"), Some("protected_post"));
+        assert_eq!(c.scope_for("PUT"), Some("protected_put"));
+        assert_eq!(c.scope_for("PATCH"), Some("protected_patch"));
+        assert_eq!(c.scope_for("DELETE"), Some("protected_delete"));
+        assert_eq!(c.scope_for("OPTIONS"), None);
+        assert_eq!(c.rpt_margin_s, 5);
+        assert_eq!(c.rpt_max_uses, 0);
+        assert_eq!(c.challenge_style, ChallengeStyle::Uma2);
+        assert!(c.forward.is_none());
+        assert_eq!(c.forward_header(), "x-user-id");
+        assert!(c.authorize_path.is_none());
+        assert!(c.resource_sync.is_none());
+        assert_eq!(
+            c.discovery_path(),
+            "/realms/eoepca/.well-known/uma2-configuration"
+        );
+    }
+
+    #[test]
+    fn authority_without_port_and_discovery_at_root() {
+        let c = parse(
+            r#"{"issuer":"https://as.example.org/","as_cluster":"as","client_id":"p","client_secret":"s"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.as_authority, "as.example.org");
+        assert_eq!(c.discovery_path(), "/.well-known/uma2-configuration");
+    }
+
+    #[test]
+    fn required_keys_are_named() {
+        for key in ["issuer", "as_cluster", "client_id", "client_secret"] {
+            let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            v.as_object_mut().unwrap().remove(key);
+            let err = parse(&v.to_string()).unwrap_err();
+            assert_eq!(err.key, key);
+            assert!(err.to_string().contains(key));
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_refused_with_their_name() {
+        let err = parse(&with(r#""timout_ms":5"#)).unwrap_err();
+        assert!(err.to_string().contains("timout_ms"), "{err}");
+        let err = parse(&with(r#""timeout_ms":"fast""#)).unwrap_err();
+        assert!(
+            err.to_string().contains("timeout_ms") || err.to_string().contains("u64"),
+            "{err}"
+        );
+        let err = parse(&with(r#""as_profile":"okta""#)).unwrap_err();
+        assert!(err.to_string().contains("okta"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert_eq!(
+            parse(&with(r#""timeout_ms":0"#)).unwrap_err().key,
+            "timeout_ms"
+        );
+        assert_eq!(parse(&with(r#""realm":"a\"b""#)).unwrap_err().key, "realm");
+        assert_eq!(
+            parse(r#"{"issuer":"ftp://x","as_cluster":"a","client_id":"p","client_secret":"s"}"#)
+                .unwrap_err()
+                .key,
+            "issuer"
+        );
+        assert_eq!(
+            parse(&with(r#""resources":[{"id":"","uri":"/a"}]"#))
+                .unwrap_err()
+                .key,
+            "resources[0].id"
+        );
+        assert_eq!(
+            parse(&with(r#""resources":[{"id":"x","uri":"/a/../.."}]"#))
+                .unwrap_err()
+                .key,
+            "resources[0].uri"
+        );
+        assert_eq!(
+            parse(&with(
+                r#""resources":[{"id":"x","uri":"/a"},{"id":"y","uri":"/a/"}]"#
+            ))
+            .unwrap_err()
+            .key,
+            "resources[1].uri"
+        );
+        assert_eq!(
+            parse(&with(r#""method_scopes":{"G-T":"x"}"#))
+                .unwrap_err()
+                .key,
+            "method_scopes.G-T"
+        );
+        assert_eq!(
+            parse(&with(r#""endpoints":{"token":"ftp://x/y"}"#))
+                .unwrap_err()
+                .key,
+            "endpoints.token"
+        );
+        assert_eq!(
+            parse(&with(r#""forward":{"key_pem":" "}"#))
+                .unwrap_err()
+                .key,
+            "forward.key_pem"
+        );
+    }
+
+    #[test]
+    fn resources_are_normalised_and_matched() {
+        let c = parse(&with(
+            r#""resources":[{"id":"r1","uri":"/a//b/"},{"id":"r0","uri":"/"},{"id":"r2","uri":"/%61"}]"#,
+        ))
+        .unwrap();
+        assert_eq!(c.resources.find("/a/b/c").unwrap().id, "r1");
+        assert_eq!(c.resources.find("/a/x").unwrap().id, "r2");
+        assert_eq!(c.resources.find("/zzz").unwrap().id, "r0");
+    }
+
+    #[test]
+    fn method_scopes_replace_defaults_and_uppercase_methods() {
+        let c = parse(&with(r#""method_scopes":{"get":"read","PROPFIND":"dav"}"#)).unwrap();
+        assert_eq!(c.scope_for("GET"), Some("read"));
+        assert_eq!(c.scope_for("PROPFIND"), Some("dav"));
+        assert_eq!(c.scope_for("POST"), None);
+    }
+
+    #[test]
+    fn endpoint_paths_from_urls_or_paths() {
+        assert_eq!(endpoint_path("/t").unwrap(), "/t");
+        assert_eq!(endpoint_path("https://h:1/a/b?x=1").unwrap(), "/a/b?x=1");
+        assert!(endpoint_path("nope").is_err());
+    }
+
+    #[test]
+    fn path_prefix_and_authorize_path_are_normalised() {
+        let c = parse(&with(
+            r#""path_prefix":"/pep/","authorize_path":"/authorize""#,
+        ))
+        .unwrap();
+        assert_eq!(c.path_prefix, "/pep");
+        assert_eq!(c.authorize_path.as_deref(), Some("/authorize"));
+    }
+}

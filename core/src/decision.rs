@@ -1,0 +1,358 @@
+//! The request-level decision: from method, path and `Authorization` to a `Plan` (what must
+//! happen next), and the local replies the PEP answers with. The glue executes plans; every
+//! rule about which answer a client gets lives here.
+
+use crate::config::{PepConfig, UnmatchedPolicy};
+use crate::credential::Credential;
+use crate::path::{normalize_path, split_query};
+
+/// The seed's log codes, one per decision line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogCode {
+    /// 2103: allowed, forwarded (or 200 in PARTIAL mode).
+    Allowed = 2103,
+    /// 2104: a ticket was issued and a 401 challenge answered.
+    TicketIssued = 2104,
+    /// 2105: no resource matched; passed through.
+    Unmatched = 2105,
+    /// 2106: the AS (or the upstream) failed; denied.
+    AsError = 2106,
+    /// 2107: the request itself was refused (bad path, duplicate credentials, no scope, deny-unmatched).
+    Refused = 2107,
+}
+
+impl LogCode {
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// How the request reached the PEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The PEP sits in front of the upstream and forwards allowed requests.
+    Full,
+    /// The PEP answers an authorization check (`authorize_path`) about another request.
+    Partial,
+}
+
+/// An answer the PEP gives itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub code: LogCode,
+    /// For the log line; never holds a token or a secret.
+    pub reason: String,
+}
+
+/// The value of the `Warning` header when no decision could be obtained (UMA grant §3.2.2).
+pub const AS_UNREACHABLE_WARNING: &str = "199 - \"UMA Authorization Server Unreachable\"";
+
+impl LocalReply {
+    fn json_error(status: u32, error: &str, code: LogCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: format!("{{\"error\":\"{error}\"}}"),
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::json_error(400, "invalid_request", LogCode::Refused, reason)
+    }
+
+    pub fn method_not_allowed(method: &str) -> Self {
+        Self::json_error(
+            405,
+            "method_not_allowed",
+            LogCode::Refused,
+            format!("no scope for method {method}"),
+        )
+    }
+
+    pub fn unmatched_denied() -> Self {
+        Self::json_error(
+            403,
+            "forbidden",
+            LogCode::Refused,
+            "no resource matches and unmatched=deny",
+        )
+    }
+
+    /// 403 + `Warning: 199`: the AS gave no usable answer; nothing is forwarded.
+    pub fn as_unreachable(reason: impl Into<String>) -> Self {
+        let mut r = Self::json_error(
+            403,
+            "uma_authorization_server_unreachable",
+            LogCode::AsError,
+            reason,
+        );
+        r.headers
+            .push(("warning".into(), AS_UNREACHABLE_WARNING.into()));
+        r
+    }
+
+    /// 401 with the UMA challenge.
+    pub fn challenge(www_authenticate: String, reason: impl Into<String>) -> Self {
+        Self {
+            status: 401,
+            headers: vec![("www-authenticate".into(), www_authenticate)],
+            body: String::new(),
+            code: LogCode::TicketIssued,
+            reason: reason.into(),
+        }
+    }
+
+    /// PARTIAL mode's answer for an allowed (or unmatched and allowed) request.
+    pub fn authorized(code: LogCode, reason: impl Into<String>) -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body: String::new(),
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What to do with a request, before any AS call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan<'a> {
+    /// Answer now.
+    Reply(LocalReply),
+    /// Unmatched and allowed: forward (FULL) with `path` if it needs rewriting.
+    PassThrough { rewrite: Option<String> },
+    /// A protected resource; `token` is the RPT to check, `None` asks for a ticket at once.
+    Protected {
+        target: Target,
+        token: Option<&'a str>,
+    },
+}
+
+/// The protected resource and scope a request needs, and how it is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub resource_id: String,
+    pub scope: String,
+    /// The normalised path (prefix kept, query appended) when it differs from what came in.
+    pub rewrite: Option<String>,
+}
+
+/// The request as the plan needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// `:path` (FULL) or `X-Original-URI` (PARTIAL), query included.
+    pub raw_path: &'a str,
+    pub authorization: &'a [&'a str],
+}
+
+/// Strips `prefix` on a segment boundary; `None` when the path is not under it.
+fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    if prefix.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(prefix) {
+        Some("") => Some("/"),
+        Some(rest) if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
+
+/// Decides what a request needs.
+pub fn plan<'a>(config: &PepConfig, facts: RequestFacts<'a>) -> Plan<'a> {
+    let normalized = match normalize_path(facts.raw_path) {
+        Ok(p) => p,
+        Err(e) => return Plan::Reply(LocalReply::bad_request(format!("path refused: {e}"))),
+    };
+    let (raw_path_only, query) = split_query(facts.raw_path);
+    let rewrite = (normalized != raw_path_only).then(|| format!("{normalized}{query}"));
+
+    let credential = Credential::from_headers(facts.authorization);
+    if credential == Credential::Duplicated {
+        return Plan::Reply(LocalReply::bad_request(
+            "more than one Authorization header",
+        ));
+    }
+
+    let resource =
+        strip_prefix(&normalized, &config.path_prefix).and_then(|p| config.resources.find(p));
+    let Some(resource) = resource else {
+        return match config.unmatched {
+            UnmatchedPolicy::Allow => Plan::PassThrough { rewrite },
+            UnmatchedPolicy::Deny => Plan::Reply(LocalReply::unmatched_denied()),
+        };
+    };
+
+    let Some(scope) = config.scope_for(facts.method) else {
+        return Plan::Reply(LocalReply::method_not_allowed(facts.method));
+    };
+    if !resource.scopes.is_empty() && !resource.scopes.iter().any(|s| s == scope) {
+        // Only scopes registered for the resource may be asked for (checklist 9).
+        return Plan::Reply(LocalReply::method_not_allowed(facts.method));
+    }
+
+    let token = match credential {
+        Credential::Bearer(t) => Some(t),
+        _ => None,
+    };
+    Plan::Protected {
+        target: Target {
+            resource_id: resource.id.clone(),
+            scope: scope.to_string(),
+            rewrite,
+        },
+        token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> PepConfig {
+        let json = format!(
+            r#"{{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
+            "resources":[{{"id":"r-a","uri":"/a"}},{{"id":"r-ab","uri":"/a/b"}},{{"id":"r-ro","uri":"/ro","scopes":["protected_get"]}}]{extra}}}"#
+        );
+        PepConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn facts<'a>(method: &'a str, path: &'a str, authz: &'a [&'a str]) -> RequestFacts<'a> {
+        RequestFacts {
+            method,
+            raw_path: path,
+            authorization: authz,
+        }
+    }
+
+    fn protected(p: Plan<'_>) -> (Target, Option<&str>) {
+        match p {
+            Plan::Protected { target, token } => (target, token),
+            other => panic!("expected protected, got {other:?}"),
+        }
+    }
+
+    fn status(p: Plan<'_>) -> u32 {
+        match p {
+            Plan::Reply(r) => r.status,
+            other => panic!("expected reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_token_asks_for_a_ticket_for_the_longest_resource() {
+        let c = config("");
+        let (t, tok) = protected(plan(&c, facts("GET", "/a/b/c?x=1", &[])));
+        assert_eq!(t.resource_id, "r-ab");
+        assert_eq!(t.scope, "protected_get");
+        assert_eq!(t.rewrite, None);
+        assert_eq!(tok, None);
+        let (t, _) = protected(plan(&c, facts("DELETE", "/a/bc", &[])));
+        assert_eq!(
+            (t.resource_id.as_str(), t.scope.as_str()),
+            ("r-a", "protected_delete")
+        );
+    }
+
+    #[test]
+    fn bearer_token_is_checked_and_unusable_ones_get_tickets() {
+        let c = config("");
+        let (_, tok) = protected(plan(&c, facts("GET", "/a", &["Bearer abc"])));
+        assert_eq!(tok, Some("abc"));
+        for bad in ["Basic eA==", "Bearer", "Bearer a b"] {
+            let authz = [bad];
+            let (_, tok) = protected(plan(&c, facts("GET", "/a", &authz)));
+            assert_eq!(tok, None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_authorization_is_400() {
+        assert_eq!(
+            status(plan(
+                &config(""),
+                facts("GET", "/a", &["Bearer x", "Bearer y"])
+            )),
+            400
+        );
+    }
+
+    #[test]
+    fn unsafe_paths_are_400_and_normalised_ones_rewritten() {
+        let c = config("");
+        assert_eq!(status(plan(&c, facts("GET", "/a/%2fb", &[]))), 400);
+        assert_eq!(status(plan(&c, facts("GET", "/../a", &[]))), 400);
+        let (t, _) = protected(plan(&c, facts("GET", "/x/../a//b/%63?q=1", &[])));
+        assert_eq!(t.resource_id, "r-ab");
+        assert_eq!(t.rewrite.as_deref(), Some("/a/b/c?q=1"));
+    }
+
+    #[test]
+    fn unmatched_allow_and_deny() {
+        assert_eq!(
+            plan(&config(""), facts("GET", "/zzz", &[])),
+            Plan::PassThrough { rewrite: None }
+        );
+        assert_eq!(
+            plan(&config(""), facts("GET", "/zzz//y", &[])),
+            Plan::PassThrough {
+                rewrite: Some("/zzz/y".into())
+            }
+        );
+        assert_eq!(
+            status(plan(
+                &config(r#","unmatched":"deny""#),
+                facts("GET", "/zzz", &[])
+            )),
+            403
+        );
+    }
+
+    #[test]
+    fn methods_without_scope_are_405() {
+        let c = config("");
+        assert_eq!(status(plan(&c, facts("OPTIONS", "/a", &[]))), 405);
+        assert_eq!(status(plan(&c, facts("POST", "/ro", &[]))), 405);
+        assert!(matches!(
+            plan(&c, facts("GET", "/ro", &[])),
+            Plan::Protected { .. }
+        ));
+        // Unmatched paths are not about scopes.
+        assert!(matches!(
+            plan(&c, facts("OPTIONS", "/zzz", &[])),
+            Plan::PassThrough { .. }
+        ));
+    }
+
+    #[test]
+    fn path_prefix_is_stripped_before_matching() {
+        let c = config(r#","path_prefix":"/pep""#);
+        let (t, _) = protected(plan(&c, facts("GET", "/pep/a/b", &[])));
+        assert_eq!(t.resource_id, "r-ab");
+        assert!(matches!(
+            plan(&c, facts("GET", "/a/b", &[])),
+            Plan::PassThrough { .. }
+        ));
+        assert!(matches!(
+            plan(&c, facts("GET", "/pepa/b", &[])),
+            Plan::PassThrough { .. }
+        ));
+    }
+
+    #[test]
+    fn replies_carry_their_codes() {
+        let r = LocalReply::as_unreachable("x");
+        assert_eq!(r.status, 403);
+        assert!(r.headers.contains(&(
+            "warning".into(),
+            "199 - \"UMA Authorization Server Unreachable\"".into()
+        )));
+        assert_eq!(r.code.code(), 2106);
+        assert_eq!(LocalReply::challenge("UMA x".into(), "y").code.code(), 2104);
+    }
+}

@@ -1,0 +1,531 @@
+//! `IntrospectionResult`: what the AS says of an RPT, in either dialect, and whether it covers
+//! a resource and scope now (UMA federated authz §5; checklist 12-18).
+//!
+//! Both naming styles of permissions are read: the spec's `resource_id`/`resource_scopes`
+//! (Gluu, Janssen, Keycloak with the RPT hint) and Keycloak's `rsid`/`scopes`, at the top
+//! level or under a JWT RPT's `authorization`. `scope` is never read as a UMA grant.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::AsProfile;
+use crate::wire::{form_body, AsError, AsResponse};
+
+/// One permission of an RPT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub resource_id: String,
+    pub scopes: Vec<String>,
+    /// Whether the AS sent a scope list at all (Keycloak omits an empty one).
+    pub scopes_listed: bool,
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+}
+
+/// The parts of an introspection answer the PEP decides and forwards with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntrospectionResult {
+    pub active: bool,
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
+    pub sub: Option<String>,
+    pub client_id: Option<String>,
+    pub permissions: Vec<Permission>,
+    /// Every other claim, for the forwarded JWT.
+    pub claims: Map<String, Value>,
+}
+
+/// Why an RPT does not allow a request. All of them lead to a fresh ticket and a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insufficiency {
+    Inactive,
+    Expired,
+    NotYetValid,
+    NoPermissionForResource,
+    ScopeMissing,
+}
+
+impl Insufficiency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Insufficiency::Inactive => "inactive",
+            Insufficiency::Expired => "expired or expiring within the margin",
+            Insufficiency::NotYetValid => "not yet valid",
+            Insufficiency::NoPermissionForResource => "no permission for the resource",
+            Insufficiency::ScopeMissing => "scope not granted",
+        }
+    }
+}
+
+/// The timing rules a decision is made with.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: i64,
+    /// An RPT must stay valid at least this long (`rpt_margin_s`).
+    pub margin_s: i64,
+    /// Tolerated skew for `iat`/`nbf`.
+    pub skew_s: i64,
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    // Times are NumericDate: usually integers, sometimes floats.
+    let v: Option<Value> = Option::deserialize(d)?;
+    Ok(v.and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))))
+}
+
+#[derive(Deserialize)]
+struct RawPermission {
+    #[serde(default)]
+    resource_id: Option<String>,
+    #[serde(default)]
+    rsid: Option<String>,
+    #[serde(default)]
+    resource_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_time")]
+    exp: Option<i64>,
+    #[serde(default, deserialize_with = "de_time")]
+    nbf: Option<i64>,
+}
+
+impl RawPermission {
+    fn into_permission(self) -> Option<Permission> {
+        let resource_id = self.resource_id.or(self.rsid)?;
+        let listed = self.resource_scopes.is_some() || self.scopes.is_some();
+        let mut scopes = self.resource_scopes.unwrap_or_default();
+        for s in self.scopes.unwrap_or_default() {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        Some(Permission {
+            resource_id,
+            scopes,
+            scopes_listed: listed,
+            exp: self.exp,
+            nbf: self.nbf,
+        })
+    }
+}
+
+fn take_permissions(value: Option<Value>) -> Result<Vec<Permission>, AsError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let raw: Vec<RawPermission> =
+        serde_json::from_value(value).map_err(|e| AsError::Garbage(format!("permissions: {e}")))?;
+    Ok(raw
+        .into_iter()
+        .filter_map(RawPermission::into_permission)
+        .collect())
+}
+
+fn take_time(claims: &mut Map<String, Value>, key: &str) -> Option<i64> {
+    claims
+        .remove(key)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}
+
+fn take_string(claims: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match claims.remove(key) {
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            claims.insert(key.to_string(), other);
+            None
+        }
+        None => None,
+    }
+}
+
+impl IntrospectionResult {
+    /// Reads an introspection answer (or the claims of a JWT RPT) from JSON.
+    pub fn from_json(body: &[u8]) -> Result<Self, AsError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| AsError::Garbage(format!("introspection: {e}")))?;
+        let Value::Object(mut claims) = value else {
+            return Err(AsError::Garbage("introspection: not a JSON object".into()));
+        };
+        let active = match claims.remove("active") {
+            Some(Value::Bool(b)) => b,
+            // A JWT RPT's claims carry no `active`; the caller has checked the signature.
+            None => true,
+            Some(_) => {
+                return Err(AsError::Garbage(
+                    "introspection: `active` is not a boolean".into(),
+                ))
+            }
+        };
+        let mut permissions = take_permissions(claims.remove("permissions"))?;
+        if let Some(Value::Object(mut authz)) = claims.remove("authorization") {
+            permissions.extend(take_permissions(authz.remove("permissions"))?);
+        }
+        let exp = take_time(&mut claims, "exp");
+        let iat = take_time(&mut claims, "iat");
+        let nbf = take_time(&mut claims, "nbf");
+        let sub = take_string(&mut claims, "sub");
+        let client_id = take_string(&mut claims, "client_id").or_else(|| {
+            claims
+                .get("azp")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        Ok(Self {
+            active,
+            exp,
+            iat,
+            nbf,
+            sub,
+            client_id,
+            permissions,
+            claims,
+        })
+    }
+
+    /// Parses an introspection endpoint answer: `200` and a JSON object, else an AS error.
+    pub fn parse(response: &AsResponse<'_>) -> Result<Self, AsError> {
+        match response.status {
+            None => Err(AsError::Unreachable),
+            Some(200) => {
+                let result = Self::from_json(response.body)?;
+                if !response_has_active(response.body) {
+                    // An introspection answer without `active` is not an answer.
+                    return Err(AsError::Garbage("introspection: no `active`".into()));
+                }
+                Ok(result)
+            }
+            Some(s) => Err(AsError::from_status(s, response.body)),
+        }
+    }
+
+    /// Whether this RPT allows `scope` on `resource_id` at `clock.now`.
+    pub fn covers(
+        &self,
+        resource_id: &str,
+        scope: &str,
+        clock: Clock,
+        profile: AsProfile,
+    ) -> Result<(), Insufficiency> {
+        if !self.active {
+            return Err(Insufficiency::Inactive);
+        }
+        self.check_times(clock)?;
+        let mut for_resource = self
+            .permissions
+            .iter()
+            .filter(|p| p.resource_id == resource_id)
+            .peekable();
+        if for_resource.peek().is_none() {
+            return Err(Insufficiency::NoPermissionForResource);
+        }
+        let granted = for_resource
+            .any(|p| permission_is_current(p, clock) && permission_grants(p, scope, profile));
+        if granted {
+            Ok(())
+        } else {
+            Err(Insufficiency::ScopeMissing)
+        }
+    }
+
+    /// Token-level validity: `exp` at least the margin away, `nbf`/`iat` not in the future.
+    pub fn check_times(&self, clock: Clock) -> Result<(), Insufficiency> {
+        if let Some(exp) = self.exp {
+            if exp <= clock.now + clock.margin_s {
+                return Err(Insufficiency::Expired);
+            }
+        }
+        for t in [self.nbf, self.iat].into_iter().flatten() {
+            if t > clock.now + clock.skew_s {
+                return Err(Insufficiency::NotYetValid);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn response_has_active(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Active {
+        active: Option<bool>,
+    }
+    serde_json::from_slice::<Active>(body)
+        .ok()
+        .and_then(|a| a.active)
+        .is_some()
+}
+
+/// A permission's own `exp`/`nbf` count too (the stricter wins, federated authz §5.1.1).
+fn permission_is_current(p: &Permission, clock: Clock) -> bool {
+    p.exp.is_none_or(|exp| exp > clock.now + clock.margin_s)
+        && p.nbf.is_none_or(|nbf| nbf <= clock.now + clock.skew_s)
+}
+
+/// An empty scope list follows the profile: spec = no scopes, Keycloak = every scope.
+fn permission_grants(p: &Permission, scope: &str, profile: AsProfile) -> bool {
+    if p.scopes.iter().any(|s| s == scope) {
+        return true;
+    }
+    profile == AsProfile::Keycloak && p.scopes.is_empty()
+}
+
+/// The introspection request body for a dialect.
+pub fn introspection_body(profile: AsProfile, token: &str) -> Vec<u8> {
+    match profile {
+        AsProfile::Uma2 => form_body(&[("token", token)]),
+        AsProfile::Keycloak => form_body(&[
+            ("token", token),
+            ("token_type_hint", "requesting_party_token"),
+        ]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn clock(margin: i64) -> Clock {
+        Clock {
+            now: NOW,
+            margin_s: margin,
+            skew_s: 0,
+        }
+    }
+
+    fn parse(json: &str) -> IntrospectionResult {
+        IntrospectionResult::parse(&AsResponse {
+            status: Some(200),
+            body: json.as_bytes(),
+        })
+        .unwrap()
+    }
+
+    fn gluu(perms: &str, times: &str) -> IntrospectionResult {
+        parse(&format!(
+            r#"{{"active":true,{times}"permissions":{perms},"client_id":"app","sub":"alice","aud":"app","pct_claims":{{"x":1}}}}"#
+        ))
+    }
+
+    #[test]
+    fn gluu_shape() {
+        let r = gluu(
+            r#"[{"resource_id":"r1","resource_scopes":["protected_get"],"exp":1900000000}]"#,
+            &format!(r#""exp":{},"iat":{},"#, NOW + 100, NOW - 10),
+        );
+        assert_eq!(r.sub.as_deref(), Some("alice"));
+        assert_eq!(r.client_id.as_deref(), Some("app"));
+        assert_eq!(r.permissions.len(), 1);
+        assert_eq!(r.claims.get("pct_claims").unwrap()["x"], 1);
+        assert!(r
+            .covers("r1", "protected_get", clock(5), AsProfile::Uma2)
+            .is_ok());
+        assert_eq!(
+            r.covers("r1", "protected_post", clock(5), AsProfile::Uma2),
+            Err(Insufficiency::ScopeMissing)
+        );
+        assert_eq!(
+            r.covers("r2", "protected_get", clock(5), AsProfile::Uma2),
+            Err(Insufficiency::NoPermissionForResource)
+        );
+    }
+
+    #[test]
+    fn keycloak_shape_with_both_naming_styles() {
+        let r = parse(&format!(
+            r#"{{"active":true,"exp":{},"iat":{},"azp":"app","sub":"bob","permissions":[
+                {{"rsid":"r1","rsname":"R1","scopes":["protected_get"],"resource_id":"r1","resource_scopes":["protected_get"]}},
+                {{"rsid":"r2","rsname":"R2"}}]}}"#,
+            NOW + 100,
+            NOW
+        ));
+        assert_eq!(r.client_id.as_deref(), Some("app"));
+        assert_eq!(r.permissions[0].scopes, vec!["protected_get".to_string()]);
+        assert!(r
+            .covers("r1", "protected_get", clock(5), AsProfile::Keycloak)
+            .is_ok());
+        // Keycloak: an omitted scope list grants every scope; the spec: none.
+        assert!(r
+            .covers("r2", "protected_delete", clock(5), AsProfile::Keycloak)
+            .is_ok());
+        assert_eq!(
+            r.covers("r2", "protected_delete", clock(5), AsProfile::Uma2),
+            Err(Insufficiency::ScopeMissing)
+        );
+    }
+
+    #[test]
+    fn jwt_rpt_claims_under_authorization() {
+        let r = IntrospectionResult::from_json(
+            br#"{"exp":1900000000,"sub":"u","authorization":{"permissions":[{"rsid":"r9","scopes":["s"]}]}}"#,
+        )
+        .unwrap();
+        assert!(r.active);
+        assert!(r.covers("r9", "s", clock(0), AsProfile::Keycloak).is_ok());
+    }
+
+    #[test]
+    fn inactive_and_garbage() {
+        let r = parse(r#"{"active":false}"#);
+        assert_eq!(
+            r.covers("r1", "s", clock(0), AsProfile::Uma2),
+            Err(Insufficiency::Inactive)
+        );
+        for bad in [
+            "",
+            "[]",
+            "null",
+            r#"{"active":"yes"}"#,
+            r#"{"exp":1}"#,
+            "<html>",
+            r#"{"active":true,"permissions":{}}"#,
+        ] {
+            let got = IntrospectionResult::parse(&AsResponse {
+                status: Some(200),
+                body: bad.as_bytes(),
+            });
+            assert!(
+                matches!(got, Err(AsError::Garbage(_))),
+                "{bad:?} gave {got:?}"
+            );
+        }
+        let got = IntrospectionResult::parse(&AsResponse {
+            status: Some(503),
+            body: b"",
+        });
+        assert!(matches!(got, Err(AsError::Status { status: 503, .. })));
+    }
+
+    #[test]
+    fn scope_is_never_a_uma_grant() {
+        let r = parse(r#"{"active":true,"scope":"protected_get","exp":1900000000}"#);
+        assert_eq!(
+            r.covers("r1", "protected_get", clock(0), AsProfile::Uma2),
+            Err(Insufficiency::NoPermissionForResource)
+        );
+    }
+
+    /// The seed's rpt_test.py time cases, margin 0.
+    #[test]
+    fn seed_time_cases() {
+        let perm = r#"[{"resource_id":"r","resource_scopes":["Auth"]}]"#;
+        let ok = |times: String| gluu(perm, &times).covers("r", "Auth", clock(0), AsProfile::Uma2);
+        for exp in [NOW + 1_000_000, NOW + 100, NOW + 5] {
+            assert!(ok(format!(r#""exp":{exp},"#)).is_ok(), "exp {exp}");
+        }
+        for exp in [NOW - 1_000_000, NOW - 100, NOW - 5, NOW] {
+            assert_eq!(
+                ok(format!(r#""exp":{exp},"#)),
+                Err(Insufficiency::Expired),
+                "exp {exp}"
+            );
+        }
+        for nbf in [NOW - 5, NOW - 1000] {
+            assert!(ok(format!(r#""exp":{},"nbf":{nbf},"#, NOW + 100)).is_ok());
+        }
+        for nbf in [NOW + 5, NOW + 1000] {
+            assert_eq!(
+                ok(format!(r#""exp":{},"nbf":{nbf},"#, NOW + 100)),
+                Err(Insufficiency::NotYetValid)
+            );
+        }
+        for iat in [NOW - 5, NOW - 1000] {
+            assert!(ok(format!(r#""exp":{},"iat":{iat},"#, NOW + 100)).is_ok());
+        }
+        for iat in [NOW + 5, NOW + 1000] {
+            assert_eq!(
+                ok(format!(r#""exp":{},"iat":{iat},"#, NOW + 100)),
+                Err(Insufficiency::NotYetValid)
+            );
+        }
+    }
+
+    #[test]
+    fn margin_refuses_nearly_expired() {
+        let r = gluu(
+            r#"[{"resource_id":"r","resource_scopes":["s"]}]"#,
+            &format!(r#""exp":{},"#, NOW + 4),
+        );
+        assert_eq!(
+            r.covers("r", "s", clock(5), AsProfile::Uma2),
+            Err(Insufficiency::Expired)
+        );
+        assert!(r.covers("r", "s", clock(3), AsProfile::Uma2).is_ok());
+    }
+
+    #[test]
+    fn permission_level_times_count() {
+        let past = gluu(
+            &format!(
+                r#"[{{"resource_id":"r","resource_scopes":["s"],"exp":{}}}]"#,
+                NOW - 1
+            ),
+            &format!(r#""exp":{},"#, NOW + 100),
+        );
+        assert_eq!(
+            past.covers("r", "s", clock(0), AsProfile::Uma2),
+            Err(Insufficiency::ScopeMissing)
+        );
+        let future = gluu(
+            &format!(
+                r#"[{{"resource_id":"r","resource_scopes":["s"],"nbf":{}}}]"#,
+                NOW + 60
+            ),
+            &format!(r#""exp":{},"#, NOW + 100),
+        );
+        assert_eq!(
+            future.covers("r", "s", clock(0), AsProfile::Uma2),
+            Err(Insufficiency::ScopeMissing)
+        );
+    }
+
+    /// The seed's rpt_test.py valid/invalid permission sets.
+    #[test]
+    fn seed_permission_cases() {
+        let exp = format!(r#""exp":{},"#, NOW + 100);
+        let covers_all = |perms: &str, reqs: &[(&str, &[&str])]| {
+            let r = gluu(perms, &exp);
+            reqs.iter().all(|(res, scopes)| {
+                scopes
+                    .iter()
+                    .all(|s| r.covers(res, s, clock(0), AsProfile::Uma2).is_ok())
+            })
+        };
+        assert!(covers_all(
+            r#"[{"resource_id":"/simple/test","resource_scopes":["Auth"]}]"#,
+            &[("/simple/test", &["Auth"])]
+        ));
+        assert!(covers_all(
+            r#"[{"resource_id":"/simple/test/b","resource_scopes":["Auth","Multiple","Scopes"]}]"#,
+            &[("/simple/test/b", &["Auth", "Multiple", "Scopes"])]
+        ));
+        for perms in [
+            r#"[]"#,
+            r#"[{"resource_id":"/simple/test","resource_scopes":["AAAAA"]}]"#,
+            r#"[{"resource_id":"/simple/invalid","resource_scopes":["Auth"]}]"#,
+            r#"[{"resource_id":"/simple/test/b","resource_scopes":[]}]"#,
+            r#"[{"resource_id":"/simple/test/b","resource_scopes":["Auth"]}]"#,
+        ] {
+            assert!(
+                !covers_all(
+                    perms,
+                    &[("/simple/test/b", &["Auth", "Multiple", "Scopes", "Invalid"])]
+                ),
+                "{perms}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_bodies_per_dialect() {
+        assert_eq!(
+            introspection_body(AsProfile::Uma2, "a.b+c"),
+            b"token=a.b%2Bc".to_vec()
+        );
+        assert_eq!(
+            introspection_body(AsProfile::Keycloak, "t"),
+            b"token=t&token_type_hint=requesting_party_token".to_vec()
+        );
+    }
+}

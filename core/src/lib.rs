@@ -1,0 +1,15 @@
+//! uma-pep-core: the pure logic of the UMA 2.0 Policy Enforcement Point.
+//!
+//! Nothing here performs I/O or knows proxy-wasm: configuration, path normalisation and
+//! resource matching, the UMA wire formats of both AS dialects, and the allow/deny decision.
+//! The filter (`src/`) turns host events into calls here and the answers into host actions;
+//! `pepctl` shares the configuration and resource types.
+
+pub mod challenge;
+pub mod config;
+pub mod credential;
+pub mod decision;
+pub mod introspection;
+pub mod matcher;
+pub mod path;
+pub mod wire;

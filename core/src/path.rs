@@ -1,0 +1,263 @@
+//! Request-path normalisation: the one canonical form that is both matched and forwarded.
+//!
+//! Rules (filter-contract "Behaviour at the edge"): the query and fragment are cut off,
+//! percent-encoded unreserved characters are decoded, other escapes are upper-cased, raw
+//! non-ASCII bytes are percent-encoded, duplicate slashes collapse and dot segments are
+//! resolved. Anything that could make the PEP and the upstream disagree about which resource
+//! is meant is refused: an encoded `/` or `\`, a raw `\`, NUL or control characters, a bad
+//! escape, and `..` above the root.
+
+use thiserror::Error;
+
+/// Why a path cannot be normalised safely; each maps to a `400`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PathError {
+    #[error("path does not start with '/'")]
+    NotAbsolute,
+    #[error("path contains an encoded '/' or '\\'")]
+    EncodedSeparator,
+    #[error("path contains a backslash")]
+    Backslash,
+    #[error("path contains NUL or a control character")]
+    ControlCharacter,
+    #[error("path contains a malformed percent escape")]
+    BadEscape,
+    #[error("path climbs above the root with '..'")]
+    AboveRoot,
+}
+
+/// Splits a raw `:path` (or `X-Original-URI`) into its path and its query (`?` included).
+pub fn split_query(raw: &str) -> (&str, &str) {
+    let without_fragment = raw.split_once('#').map_or(raw, |(p, _)| p);
+    match without_fragment.find('?') {
+        Some(i) => (&without_fragment[..i], &without_fragment[i..]),
+        None => (without_fragment, ""),
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0x0f)]));
+}
+
+/// Decodes what may be decoded and checks every byte; dot segments are left for later.
+fn canonical_escapes(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex_value);
+                let lo = bytes.get(i + 2).copied().and_then(hex_value);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = (hi << 4) | lo;
+                if v == b'/' || v == b'\\' {
+                    return Err(PathError::EncodedSeparator);
+                }
+                if v < 0x20 || v == 0x7f {
+                    return Err(PathError::ControlCharacter);
+                }
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    push_escape(&mut out, v);
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            0x80..=0xff => {
+                push_escape(&mut out, b);
+                i += 1;
+            }
+            _ => {
+                out.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Normalises a path (query and fragment are ignored). The result starts with `/`, has no
+/// empty, `.` or `..` segments, and keeps one trailing `/` when the input had one.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let (path, _query) = split_query(raw);
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = canonical_escapes(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        normalize_path(raw).unwrap()
+    }
+
+    #[test]
+    fn plain_paths_are_unchanged() {
+        assert_eq!(ok("/"), "/");
+        assert_eq!(ok("/a/b"), "/a/b");
+        assert_eq!(ok("/a/b/"), "/a/b/");
+    }
+
+    #[test]
+    fn query_and_fragment_are_ignored() {
+        assert_eq!(ok("/a/b?x=1/../.."), "/a/b");
+        assert_eq!(ok("/a#frag"), "/a");
+        assert_eq!(split_query("/a?x=1#f"), ("/a", "?x=1"));
+        assert_eq!(split_query("/a"), ("/a", ""));
+    }
+
+    #[test]
+    fn duplicate_slashes_collapse() {
+        assert_eq!(ok("//a///b"), "/a/b");
+        assert_eq!(ok("/a//"), "/a/");
+    }
+
+    #[test]
+    fn dot_segments_resolve() {
+        assert_eq!(ok("/a/./b"), "/a/b");
+        assert_eq!(ok("/a/x/../b"), "/a/b");
+        assert_eq!(ok("/a/b/.."), "/a/");
+        assert_eq!(ok("/a/."), "/a/");
+        assert_eq!(ok("/a/.."), "/");
+    }
+
+    #[test]
+    fn dots_inside_names_are_kept() {
+        assert_eq!(ok("/a/..b/.c/d."), "/a/..b/.c/d.");
+    }
+
+    #[test]
+    fn climbing_above_root_is_refused() {
+        assert_eq!(normalize_path("/.."), Err(PathError::AboveRoot));
+        assert_eq!(normalize_path("/a/../.."), Err(PathError::AboveRoot));
+        assert_eq!(normalize_path("/%2e%2e/etc"), Err(PathError::AboveRoot));
+    }
+
+    #[test]
+    fn unreserved_escapes_decode_and_then_count_as_dots() {
+        assert_eq!(ok("/%61%62c"), "/abc");
+        assert_eq!(ok("/a/%2E/b"), "/a/b");
+        assert_eq!(ok("/a/x/%2e%2E/b"), "/a/b");
+        assert_eq!(ok("/%7e%2D%5f"), "/~-_");
+    }
+
+    #[test]
+    fn reserved_escapes_are_kept_uppercased() {
+        assert_eq!(ok("/a%20b"), "/a%20b");
+        assert_eq!(ok("/a%3fb"), "/a%3Fb");
+        assert_eq!(ok("/%c3%a9"), "/%C3%A9");
+    }
+
+    #[test]
+    fn raw_non_ascii_is_percent_encoded() {
+        assert_eq!(ok("/é"), "/%C3%A9");
+        assert_eq!(ok("/é"), ok("/%c3%a9"));
+    }
+
+    #[test]
+    fn unsafe_inputs_are_refused() {
+        assert_eq!(normalize_path("/a%2fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize_path("/a%2Fb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize_path("/a%5cb"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize_path("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/a%00"), Err(PathError::ControlCharacter));
+        assert_eq!(normalize_path("/a\0"), Err(PathError::ControlCharacter));
+        assert_eq!(normalize_path("/a\tb"), Err(PathError::ControlCharacter));
+        assert_eq!(normalize_path("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_path(""), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
+    }
+
+    /// Properties over many generated paths: idempotence, canonical shape, no dot segments.
+    #[test]
+    fn normalisation_is_idempotent_and_canonical() {
+        let alphabet = [
+            "a", "b", "/", ".", "..", "%2e", "%41", "%20", "~", "é", "//", "%7E",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut raw = String::from("/");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 12) as usize;
+            let mut s = seed;
+            for _ in 0..len {
+                raw.push_str(alphabet[(s % alphabet.len() as u64) as usize]);
+                s /= alphabet.len() as u64;
+                if s == 0 {
+                    s = seed.rotate_left(17);
+                }
+            }
+            match normalize_path(&raw) {
+                Ok(n) => {
+                    assert_eq!(
+                        normalize_path(&n).as_ref(),
+                        Ok(&n),
+                        "not idempotent for {raw:?}"
+                    );
+                    assert!(n.starts_with('/'));
+                    assert!(!n.contains("//"), "{raw:?} -> {n:?}");
+                    assert!(
+                        n.split('/').all(|seg| seg != "." && seg != ".."),
+                        "{raw:?} -> {n:?}"
+                    );
+                    assert!(n.is_ascii());
+                }
+                Err(e) => assert_eq!(e, PathError::AboveRoot, "unexpected error for {raw:?}"),
+            }
+        }
+    }
+}
