@@ -1,1 +1,23 @@
-//! placeholder
+//! uma-pep: the Envoy proxy-wasm filter. This crate is the host glue only: it turns proxy-wasm
+//! callbacks into calls of `uma-pep-core` and the core's answers into host actions (continue,
+//! pause and dispatch, local reply). Decisions are made in the core.
+//!
+//! - `root`: the root context (configuration, ticks, call responses routed to the worker).
+//! - `request`: the HTTP context of one request.
+//! - `worker`: the state one Envoy worker shares between its contexts and the request flows
+//!   waiting on the AS.
+//! - `host`: thin wrappers over hostcalls that never panic on odd input.
+//! - `metrics`: counters visible in Envoy's stats.
+
+mod host;
+mod metrics;
+mod request;
+mod root;
+mod worker;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(root::PepRoot::default()));
+}}

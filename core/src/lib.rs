@@ -12,4 +12,5 @@ pub mod decision;
 pub mod introspection;
 pub mod matcher;
 pub mod path;
+pub mod session;
 pub mod wire;

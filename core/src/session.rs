@@ -1,0 +1,235 @@
+//! `AsSession`: what a worker must know before it can ask the AS anything — the endpoints
+//! (discovered or configured) and a PAT — and when each must be fetched again.
+
+use crate::config::{endpoint_path, PepConfig};
+use crate::wire::{AccessToken, AsError, Discovery};
+
+/// Paths on `as_cluster` of the endpoints the filter calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    pub token: String,
+    pub permission: String,
+    /// Absent when the AS does not publish one (then only local JWT validation could decide).
+    pub introspection: Option<String>,
+}
+
+impl Endpoints {
+    /// Endpoints fully given by `endpoints`, so discovery can be skipped.
+    pub fn from_overrides(config: &PepConfig) -> Option<Self> {
+        let o = &config.endpoints;
+        Some(Self {
+            token: endpoint_path(o.token.as_deref()?).ok()?,
+            permission: endpoint_path(o.permission.as_deref()?).ok()?,
+            introspection: Some(endpoint_path(o.introspection.as_deref()?).ok()?),
+        })
+    }
+
+    /// Discovered endpoints, each replaced by its override when one is configured.
+    pub fn from_discovery(config: &PepConfig, d: &Discovery) -> Result<Self, AsError> {
+        if d.issuer != config.issuer {
+            // `as_uri` must be the discovery issuer; a mismatch is a misconfiguration.
+            return Err(AsError::Garbage(format!(
+                "discovery issuer {:?} differs from the configured issuer",
+                d.issuer
+            )));
+        }
+        let pick =
+            |over: &Option<String>, found: Option<&str>| -> Result<Option<String>, AsError> {
+                match over.as_deref().or(found) {
+                    None => Ok(None),
+                    Some(v) => endpoint_path(v).map(Some).map_err(AsError::Garbage),
+                }
+            };
+        let o = &config.endpoints;
+        let token = pick(&o.token, Some(&d.token_endpoint))?;
+        let permission = pick(&o.permission, Some(&d.permission_endpoint))?;
+        let introspection = pick(&o.introspection, d.introspection_endpoint.as_deref())?;
+        match (token, permission) {
+            (Some(token), Some(permission)) => Ok(Self {
+                token,
+                permission,
+                introspection,
+            }),
+            _ => Err(AsError::Garbage("discovery: missing endpoints".into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pat {
+    pub value: String,
+    /// Fetch a new one from this time on (ms), well before the AS expires it.
+    pub refresh_at_ms: i64,
+}
+
+/// Fraction of a PAT's life after which it is refreshed.
+fn refresh_after_ms(expires_in_s: u64) -> i64 {
+    let life_ms = i64::try_from(expires_in_s)
+        .unwrap_or(i64::MAX / 2000)
+        .saturating_mul(1000);
+    // Refresh at 80% of its life, and at least 5 s before it expires when it lives long enough.
+    (life_ms * 4 / 5).min((life_ms - 5000).max(life_ms / 2))
+}
+
+/// Backoff after a failed discovery or PAT call, so a dead AS is not hammered per request.
+const RETRY_BACKOFF_MS: i64 = 1000;
+
+#[derive(Debug, Default)]
+pub struct AsSession {
+    pub endpoints: Option<Endpoints>,
+    pub pat: Option<Pat>,
+    /// Call token of the discovery or PAT request in flight, and when it was sent.
+    pub in_flight: Option<(u32, i64)>,
+    /// No new attempt before this time after a failure.
+    pub retry_at_ms: i64,
+}
+
+/// What the session needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStep {
+    Ready,
+    /// A call is under way; wait for it.
+    Waiting,
+    /// Failed recently; requests must be denied until the backoff has passed.
+    BackingOff,
+    FetchDiscovery,
+    FetchPat,
+}
+
+impl AsSession {
+    pub fn next_step(&self, now_ms: i64, call_timeout_ms: i64) -> SessionStep {
+        if let Some((_, sent)) = self.in_flight {
+            // A call the host never answered (its context went away) does not block forever.
+            if now_ms - sent <= call_timeout_ms + 1000 {
+                return SessionStep::Waiting;
+            }
+        }
+        let pat_fresh = self.pat.as_ref().is_some_and(|p| now_ms < p.refresh_at_ms);
+        if self.endpoints.is_some() && pat_fresh {
+            return SessionStep::Ready;
+        }
+        if now_ms < self.retry_at_ms {
+            // A usable (if ageing) PAT keeps serving while a refresh is backing off.
+            return if self.endpoints.is_some() && self.pat.is_some() {
+                SessionStep::Ready
+            } else {
+                SessionStep::BackingOff
+            };
+        }
+        if self.endpoints.is_none() {
+            SessionStep::FetchDiscovery
+        } else {
+            SessionStep::FetchPat
+        }
+    }
+
+    pub fn set_pat(&mut self, token: AccessToken, now_ms: i64) {
+        self.pat = Some(Pat {
+            refresh_at_ms: now_ms + refresh_after_ms(token.expires_in),
+            value: token.value,
+        });
+    }
+
+    /// The AS refused the PAT: drop it so that the next step fetches a new one.
+    pub fn invalidate_pat(&mut self) {
+        self.pat = None;
+        self.retry_at_ms = 0;
+    }
+
+    pub fn failed(&mut self, now_ms: i64) {
+        self.in_flight = None;
+        self.retry_at_ms = now_ms + RETRY_BACKOFF_MS;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> PepConfig {
+        PepConfig::from_json(
+            format!(r#"{{"issuer":"http://as/realms/r","as_cluster":"as","client_id":"p","client_secret":"s"{extra}}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn discovery(issuer: &str) -> Discovery {
+        Discovery {
+            issuer: issuer.into(),
+            token_endpoint: "http://public.example/realms/r/token".into(),
+            permission_endpoint: "http://public.example/realms/r/perm".into(),
+            resource_registration_endpoint: "http://public.example/realms/r/rs".into(),
+            introspection_endpoint: Some("http://public.example/realms/r/introspect".into()),
+            jwks_uri: None,
+        }
+    }
+
+    #[test]
+    fn discovered_endpoints_become_paths_and_overrides_win() {
+        let e = Endpoints::from_discovery(&config(""), &discovery("http://as/realms/r")).unwrap();
+        assert_eq!(e.token, "/realms/r/token");
+        assert_eq!(e.permission, "/realms/r/perm");
+        assert_eq!(e.introspection.as_deref(), Some("/realms/r/introspect"));
+        let c = config(r#","endpoints":{"introspection":"/custom/i"}"#);
+        let e = Endpoints::from_discovery(&c, &discovery("http://as/realms/r")).unwrap();
+        assert_eq!(e.introspection.as_deref(), Some("/custom/i"));
+        assert!(Endpoints::from_overrides(&c).is_none());
+    }
+
+    #[test]
+    fn a_foreign_issuer_is_refused() {
+        assert!(
+            Endpoints::from_discovery(&config(""), &discovery("http://evil/realms/r")).is_err()
+        );
+    }
+
+    #[test]
+    fn full_overrides_skip_discovery() {
+        let c =
+            config(r#","endpoints":{"token":"/t","permission":"http://x/p","introspection":"/i"}"#);
+        let e = Endpoints::from_overrides(&c).unwrap();
+        assert_eq!((e.token.as_str(), e.permission.as_str()), ("/t", "/p"));
+    }
+
+    #[test]
+    fn steps_follow_the_state() {
+        let mut s = AsSession::default();
+        assert_eq!(s.next_step(0, 2000), SessionStep::FetchDiscovery);
+        s.in_flight = Some((7, 0));
+        assert_eq!(s.next_step(1000, 2000), SessionStep::Waiting);
+        // A call never answered stops blocking after its timeout.
+        assert_eq!(s.next_step(3001, 2000), SessionStep::FetchDiscovery);
+        s.failed(3001);
+        assert_eq!(s.next_step(3500, 2000), SessionStep::BackingOff);
+        assert_eq!(s.next_step(4001, 2000), SessionStep::FetchDiscovery);
+        s.endpoints = Some(Endpoints {
+            token: "/t".into(),
+            permission: "/p".into(),
+            introspection: None,
+        });
+        assert_eq!(s.next_step(4001, 2000), SessionStep::FetchPat);
+        s.set_pat(
+            AccessToken {
+                value: "pat".into(),
+                expires_in: 100,
+            },
+            10_000,
+        );
+        assert_eq!(s.next_step(10_001, 2000), SessionStep::Ready);
+        // 80% of 100 s.
+        assert_eq!(s.next_step(90_001, 2000), SessionStep::FetchPat);
+        // While a refresh backs off, the ageing PAT still serves.
+        s.failed(90_001);
+        assert_eq!(s.next_step(90_500, 2000), SessionStep::Ready);
+        s.invalidate_pat();
+        assert_eq!(s.next_step(90_500, 2000), SessionStep::FetchPat);
+    }
+
+    #[test]
+    fn refresh_points() {
+        assert_eq!(refresh_after_ms(300), 240_000);
+        assert_eq!(refresh_after_ms(10), 5_000);
+        assert_eq!(refresh_after_ms(1), 500);
+    }
+}

@@ -1,0 +1,167 @@
+//! `RequestContext`: the HTTP context of one request. It reads the request, asks the core for
+//! a plan, and either answers at once or hands the request to the worker, paused.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use uma_pep_core::config::PepConfig;
+use uma_pep_core::decision::{plan, LocalReply, LogCode, Mode, Plan, RequestFacts};
+use uma_pep_core::path::{normalize_path, split_query};
+
+use log::info;
+
+use crate::host;
+use crate::metrics::Counter;
+use crate::worker::{Flow, Worker};
+
+pub struct RequestContext {
+    pub id: u32,
+    pub worker: Rc<Worker>,
+}
+
+/// The request the PEP must decide on: this one (FULL) or the one an `authorize_path` check
+/// describes (PARTIAL).
+struct Subject {
+    mode: Mode,
+    method: String,
+    raw_path: String,
+}
+
+/// PARTIAL mode: `authorize_path` itself takes `X-Original-URI`/`X-Original-Method` (nginx
+/// `auth_request`); a path below it is the original path (Envoy `ext_authz` `path_prefix`).
+fn subject(config: &PepConfig, method: String, raw_path: String) -> Result<Subject, LocalReply> {
+    let Some(authorize) = &config.authorize_path else {
+        return Ok(Subject {
+            mode: Mode::Full,
+            method,
+            raw_path,
+        });
+    };
+    let own = normalize_path(&raw_path).unwrap_or_default();
+    let original_method = host::request_header("x-original-method").filter(|m| !m.is_empty());
+    if own.trim_end_matches('/') == authorize.as_str() {
+        let Some(uri) = host::request_header("x-original-uri").filter(|u| !u.is_empty()) else {
+            return Err(LocalReply::bad_request(
+                "authorization check without X-Original-URI",
+            ));
+        };
+        let method = original_method.unwrap_or_else(|| "GET".to_string());
+        return Ok(Subject {
+            mode: Mode::Partial,
+            method,
+            raw_path: uri,
+        });
+    }
+    if let Some(rest) = own
+        .strip_prefix(authorize.as_str())
+        .filter(|r| r.starts_with('/'))
+    {
+        let (_, query) = split_query(&raw_path);
+        let method = original_method.unwrap_or(method);
+        return Ok(Subject {
+            mode: Mode::Partial,
+            method,
+            raw_path: format!("{rest}{query}"),
+        });
+    }
+    Ok(Subject {
+        mode: Mode::Full,
+        method,
+        raw_path,
+    })
+}
+
+impl RequestContext {
+    fn reply_now(&self, reply: &LocalReply, method: &str, path: &str) -> Action {
+        let counter = if reply.status == 200 {
+            Counter::Allowed
+        } else {
+            Counter::Denied
+        };
+        self.worker.metrics.increment(counter);
+        info!(
+            "{} {method} {path} status={}: {}",
+            reply.code.code(),
+            reply.status,
+            reply.reason
+        );
+        host::send_reply(reply);
+        Action::Pause
+    }
+}
+
+impl Context for RequestContext {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        self.worker.on_call_response(token, num_headers, body_size);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.worker.forget(self.id);
+        true
+    }
+}
+
+impl HttpContext for RequestContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let config = &self.worker.config;
+        // Header hygiene first, on every request: the client never chooses the identity header.
+        host::set_request_header(config.forward_header(), None);
+
+        let method = host::request_header(":method").unwrap_or_default();
+        let raw_path = host::request_header(":path").unwrap_or_default();
+        let subject = match subject(config, method, raw_path) {
+            Ok(s) => s,
+            Err(reply) => return self.reply_now(&reply, "-", "-"),
+        };
+        let log_path = split_query(&subject.raw_path).0.to_string();
+        let authorization = host::request_header_values("authorization");
+        let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
+        let facts = RequestFacts {
+            method: &subject.method,
+            raw_path: &subject.raw_path,
+            authorization: &authorization,
+        };
+
+        match plan(config, facts) {
+            Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
+            Plan::PassThrough { rewrite } => {
+                self.worker.metrics.increment(Counter::Unmatched);
+                info!(
+                    "{} {} {log_path}: no resource matches, passed through",
+                    LogCode::Unmatched.code(),
+                    subject.method
+                );
+                match subject.mode {
+                    Mode::Partial => {
+                        host::send_reply(&LocalReply::authorized(LogCode::Unmatched, ""));
+                        Action::Pause
+                    }
+                    Mode::Full => {
+                        if let Some(path) = rewrite {
+                            host::set_request_header(":path", Some(&path));
+                        }
+                        Action::Continue
+                    }
+                }
+            }
+            Plan::Protected { target, token } => {
+                let flow = Flow::new(
+                    target,
+                    subject.mode,
+                    subject.method.clone(),
+                    log_path,
+                    token.map(str::to_string),
+                );
+                self.worker.start(self.id, flow);
+                Action::Pause
+            }
+        }
+    }
+}

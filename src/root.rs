@@ -1,0 +1,103 @@
+//! `PepRoot`: the root context of a worker. It validates the configuration, owns the
+//! `Worker`, drives its periodic work, and hands it the responses of calls made from here.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{error, info};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use uma_pep_core::config::PepConfig;
+use uma_pep_core::decision::LocalReply;
+
+use crate::host;
+use crate::request::RequestContext;
+use crate::worker::Worker;
+
+#[derive(Default)]
+pub struct PepRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for PepRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(worker) = &self.worker {
+            worker.on_call_response(token, num_headers, body_size);
+        }
+    }
+}
+
+/// How often the worker looks at its session and its waiting requests.
+fn tick_period(timeout_ms: u64) -> Duration {
+    Duration::from_millis((timeout_ms / 4).clamp(50, 250))
+}
+
+impl RootContext for PepRoot {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match PepConfig::from_json(&bytes) {
+            Ok(config) => {
+                info!(
+                    "uma-pep configured: issuer={} profile={:?} resources={} unmatched={:?}",
+                    config.issuer,
+                    config.as_profile,
+                    config.resources.resources().len(),
+                    config.unmatched
+                );
+                let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
+                self.worker = Some(Worker::new(config));
+                true
+            }
+            Err(e) => {
+                error!("uma-pep: invalid configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(worker) = &self.worker {
+            worker.tick();
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(match &self.worker {
+            Some(worker) => Box::new(RequestContext {
+                id: context_id,
+                worker: Rc::clone(worker),
+            }),
+            None => Box::new(Unconfigured),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// A request arriving without a valid configuration is denied: fail closed.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> proxy_wasm::types::Action {
+        host::send_reply(&LocalReply::as_unreachable("filter not configured"));
+        proxy_wasm::types::Action::Pause
+    }
+}
