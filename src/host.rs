@@ -18,6 +18,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+pub fn now_ns() -> i64 {
+    let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 pub fn now_s() -> i64 {
     now_ms() / 1000
 }

@@ -6,6 +6,7 @@
 //! - `request`: the HTTP context of one request.
 //! - `worker`: the state one Envoy worker shares between its contexts and the request flows
 //!   waiting on the AS.
+//! - `shared`: caches in Envoy's shared data, visible to every worker.
 //! - `host`: thin wrappers over hostcalls that never panic on odd input.
 //! - `metrics`: counters visible in Envoy's stats.
 
@@ -13,6 +14,7 @@ mod host;
 mod metrics;
 mod request;
 mod root;
+mod shared;
 mod worker;
 
 use proxy_wasm::types::LogLevel;

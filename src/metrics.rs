@@ -14,9 +14,10 @@ pub enum Counter {
     AsFailures,
     Unmatched,
     PatRequests,
+    JwtMinted,
 }
 
-const ALL: [Counter; 8] = [
+const ALL: [Counter; 9] = [
     Counter::Allowed,
     Counter::Denied,
     Counter::Tickets,
@@ -25,6 +26,7 @@ const ALL: [Counter; 8] = [
     Counter::AsFailures,
     Counter::Unmatched,
     Counter::PatRequests,
+    Counter::JwtMinted,
 ];
 
 impl Counter {
@@ -38,6 +40,7 @@ impl Counter {
             Counter::AsFailures => "uma_pep.as_failures",
             Counter::Unmatched => "uma_pep.unmatched",
             Counter::PatRequests => "uma_pep.pat_requests",
+            Counter::JwtMinted => "uma_pep.jwt_minted",
         }
     }
 }

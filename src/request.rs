@@ -116,6 +116,10 @@ impl HttpContext for RequestContext {
 
         let method = host::request_header(":method").unwrap_or_default();
         let raw_path = host::request_header(":path").unwrap_or_default();
+        if let Some(jwks) = self.worker.jwks_reply(&raw_path) {
+            host::send_reply(&jwks);
+            return Action::Pause;
+        }
         let subject = match subject(config, method, raw_path) {
             Ok(s) => s,
             Err(reply) => return self.reply_now(&reply, "-", "-"),

@@ -10,6 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use uma_pep_core::config::PepConfig;
 use uma_pep_core::decision::LocalReply;
+use uma_pep_core::forward::ForwardSigner;
 
 use crate::host;
 use crate::request::RequestContext;
@@ -49,8 +50,16 @@ impl RootContext for PepRoot {
         .ok()
         .flatten()
         .unwrap_or_default();
-        match PepConfig::from_json(&bytes) {
-            Ok(config) => {
+        let configured = PepConfig::from_json(&bytes).and_then(|config| {
+            let signer = config
+                .forward
+                .as_ref()
+                .map(ForwardSigner::new)
+                .transpose()?;
+            Ok((config, signer))
+        });
+        match configured {
+            Ok((config, signer)) => {
                 info!(
                     "uma-pep configured: issuer={} profile={:?} resources={} unmatched={:?}",
                     config.issuer,
@@ -59,7 +68,7 @@ impl RootContext for PepRoot {
                     config.unmatched
                 );
                 let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
-                self.worker = Some(Worker::new(config));
+                self.worker = Some(Worker::new(config, signer));
                 true
             }
             Err(e) => {

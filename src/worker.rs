@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use log::{info, warn};
-use sha2::{Digest, Sha256};
+use uma_pep_core::cache::{keyed_digest, token_digest, Digest16, LocalCache};
 use uma_pep_core::challenge::Challenge;
 use uma_pep_core::config::{AsProfile, PepConfig};
 use uma_pep_core::decision::{LocalReply, LogCode, Mode, Target};
+use uma_pep_core::forward::ForwardSigner;
 use uma_pep_core::introspection::{introspection_body, Clock, IntrospectionResult};
+use uma_pep_core::path::split_query;
 use uma_pep_core::session::{AsSession, Endpoints, SessionStep};
 use uma_pep_core::wire::{
     basic_authorization, parse_ticket, pat_request_body, permission_request_body, AccessToken,
@@ -24,6 +26,7 @@ use uma_pep_core::wire::{
 
 use crate::host::{self, AsCall, CallResponse};
 use crate::metrics::{Counter, Metrics};
+use crate::shared::SharedSlots;
 
 /// Where a paused request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub struct Flow {
     pub log_path: String,
     /// The RPT still to be checked; `None` once a ticket is the answer.
     pub rpt: Option<String>,
+    rpt_digest: Option<Digest16>,
     /// Why a ticket is asked for, for the log.
     pub ticket_reason: &'static str,
     stage: Stage,
@@ -64,12 +68,14 @@ impl Flow {
         } else {
             "no usable bearer token"
         };
+        let rpt_digest = rpt.as_deref().map(token_digest);
         Self {
             target,
             mode,
             method,
             log_path,
             rpt,
+            rpt_digest,
             ticket_reason,
             stage: Stage::AwaitingSession,
             retried_credentials: false,
@@ -88,27 +94,25 @@ enum Call {
 
 /// Above this many distinct RPTs the per-worker use counts start over (bounded memory).
 const MAX_TRACKED_RPTS: usize = 100_000;
+/// Minted tokens kept per worker, and slots of the shared minted-token cache.
+const MINTED_LOCAL_ENTRIES: usize = 10_000;
+const MINTED_SHARED_SLOTS: u32 = 4096;
 
 pub struct Worker {
     pub config: PepConfig,
     session: RefCell<AsSession>,
     flows: RefCell<HashMap<u32, Flow>>,
     calls: RefCell<HashMap<u32, Call>>,
-    uses: RefCell<HashMap<[u8; 16], u32>>,
+    uses: RefCell<HashMap<Digest16, u32>>,
     pub metrics: Metrics,
     client_basic: String,
-}
-
-/// A digest of a token: what is kept and compared instead of the token itself.
-pub fn token_digest(token: &str) -> [u8; 16] {
-    let full = Sha256::digest(token.as_bytes());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
+    pub signer: Option<ForwardSigner>,
+    minted_local: RefCell<LocalCache<Rc<str>>>,
+    minted_shared: SharedSlots,
 }
 
 impl Worker {
-    pub fn new(config: PepConfig) -> Rc<Self> {
+    pub fn new(config: PepConfig, signer: Option<ForwardSigner>) -> Rc<Self> {
         let client_basic = basic_authorization(&config.client_id, &config.client_secret);
         let session = AsSession {
             endpoints: Endpoints::from_overrides(&config),
@@ -122,7 +126,25 @@ impl Worker {
             uses: RefCell::new(HashMap::new()),
             metrics: Metrics::define(),
             client_basic,
+            signer,
+            minted_local: RefCell::new(LocalCache::new(MINTED_LOCAL_ENTRIES)),
+            minted_shared: SharedSlots::new("minted", MINTED_SHARED_SLOTS),
         })
+    }
+
+    /// The JWKS of the forwarding key, when `path` is `forward.jwks_path`.
+    pub fn jwks_reply(&self, raw_path: &str) -> Option<LocalReply> {
+        let signer = self.signer.as_ref()?;
+        let jwks_path = signer.jwks_path.as_deref()?;
+        if split_query(raw_path).0 != jwks_path {
+            return None;
+        }
+        let mut reply = LocalReply::authorized(LogCode::Allowed, "jwks");
+        reply
+            .headers
+            .push(("content-type".into(), "application/json".into()));
+        reply.body = signer.jwks().to_string();
+        Some(reply)
     }
 
     fn timeout_ms(&self) -> i64 {
@@ -134,8 +156,8 @@ impl Worker {
     /// Takes over a paused request.
     pub fn start(&self, context_id: u32, mut flow: Flow) {
         flow.deadline_ms = host::now_ms() + self.timeout_ms();
-        if let Some(rpt) = &flow.rpt {
-            if self.uses_exhausted(rpt) {
+        if let Some(digest) = &flow.rpt_digest {
+            if self.uses_exhausted(digest) {
                 flow.rpt = None;
                 flow.ticket_reason = "RPT used up";
             }
@@ -256,7 +278,7 @@ impl Worker {
                     )
                 };
                 match verdict {
-                    Ok(()) => self.allow(context_id),
+                    Ok(()) => self.allow(context_id, &result),
                     Err(insufficiency) => {
                         if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
                             flow.rpt = None;
@@ -309,14 +331,13 @@ impl Worker {
         self.advance(context_id);
     }
 
-    fn allow(&self, context_id: u32) {
-        let Some(flow) = self.flows.borrow_mut().remove(&context_id) else {
+    fn allow(&self, context_id: u32, result: &IntrospectionResult) {
+        let Some(mut flow) = self.flows.borrow_mut().remove(&context_id) else {
             return;
         };
-        if let Some(rpt) = &flow.rpt {
-            if !self.count_use(rpt) {
+        if let Some(digest) = &flow.rpt_digest {
+            if flow.rpt.is_some() && !self.count_use(digest) {
                 // Another request used the last permitted use meanwhile.
-                let mut flow = flow;
                 flow.rpt = None;
                 flow.ticket_reason = "RPT used up";
                 flow.stage = Stage::RequestingTicket;
@@ -325,6 +346,18 @@ impl Worker {
                 return;
             }
         }
+        let forwarded = match (&self.signer, &flow.rpt_digest) {
+            (Some(signer), Some(digest)) => {
+                match self.forwarded_token(signer, digest, &flow.target.resource_id, result) {
+                    Ok(token) => Some((signer.header_name.as_str(), token)),
+                    Err(reason) => {
+                        self.answer(context_id, &flow, &LocalReply::signing_failed(reason));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         if !host::enter_context(context_id) {
             return;
         }
@@ -335,10 +368,69 @@ impl Worker {
                 if let Some(path) = &flow.target.rewrite {
                     host::set_request_header(":path", Some(path));
                 }
+                if let Some((header, token)) = &forwarded {
+                    host::set_request_header(header, Some(token));
+                }
+                if self.signer.as_ref().is_some_and(|s| s.strip_authorization) {
+                    host::set_request_header("authorization", None);
+                }
                 host::resume_request();
             }
-            Mode::Partial => host::send_reply(&LocalReply::authorized(LogCode::Allowed, "")),
+            Mode::Partial => {
+                let mut reply = LocalReply::authorized(LogCode::Allowed, "");
+                if let Some((header, token)) = forwarded {
+                    reply.headers.push((header.to_string(), token.to_string()));
+                }
+                host::send_reply(&reply);
+            }
         }
+    }
+
+    /// The JWT for the upstream: minted once per (RPT, resource) and reused, from this
+    /// worker's cache or the one all workers share, until `rpt_margin_s` before it expires.
+    fn forwarded_token(
+        &self,
+        signer: &ForwardSigner,
+        rpt_digest: &Digest16,
+        resource_id: &str,
+        result: &IntrospectionResult,
+    ) -> Result<Rc<str>, String> {
+        let key = keyed_digest(rpt_digest, resource_id);
+        let now = host::now_s();
+        if let Some(token) = self.minted_local.borrow().get(&key, now) {
+            return Ok(Rc::clone(token));
+        }
+        let margin = self.clock().margin_s;
+        if let Some(bytes) = self.minted_shared.get(&key, now) {
+            if let Ok(text) = String::from_utf8(bytes) {
+                let token: Rc<str> = Rc::from(text);
+                let expires = result.exp.map_or(now + 60, |e| e - margin);
+                self.minted_local
+                    .borrow_mut()
+                    .insert(key, expires, Rc::clone(&token), now);
+                return Ok(token);
+            }
+        }
+        let claims = signer.claims(result, resource_id, now);
+        let started = host::now_ns();
+        let token = signer.sign(&claims).map_err(|e| e.to_string())?;
+        let took_us = (host::now_ns() - started) / 1000;
+        self.metrics.increment(Counter::JwtMinted);
+        info!(
+            "minted forwarded JWT alg={:?} in {took_us} us",
+            signer.alg()
+        );
+        let expires = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(now)
+            - margin;
+        self.minted_shared.put(&key, expires, token.as_bytes());
+        let token: Rc<str> = Rc::from(token);
+        self.minted_local
+            .borrow_mut()
+            .insert(key, expires, Rc::clone(&token), now);
+        Ok(token)
     }
 
     fn deny_as_error(&self, context_id: u32, reason: String) {
@@ -390,18 +482,13 @@ impl Worker {
 
     // ---- rpt_max_uses (per worker) ------------------------------------------------------
 
-    fn uses_exhausted(&self, rpt: &str) -> bool {
+    fn uses_exhausted(&self, digest: &Digest16) -> bool {
         let max = self.config.rpt_max_uses;
-        max > 0
-            && self
-                .uses
-                .borrow()
-                .get(&token_digest(rpt))
-                .is_some_and(|n| *n >= max)
+        max > 0 && self.uses.borrow().get(digest).is_some_and(|n| *n >= max)
     }
 
     /// Counts one accepted use; false when the RPT has none left.
-    fn count_use(&self, rpt: &str) -> bool {
+    fn count_use(&self, digest: &Digest16) -> bool {
         let max = self.config.rpt_max_uses;
         if max == 0 {
             return true;
@@ -410,7 +497,7 @@ impl Worker {
         if uses.len() >= MAX_TRACKED_RPTS {
             uses.clear();
         }
-        let n = uses.entry(token_digest(rpt)).or_insert(0);
+        let n = uses.entry(*digest).or_insert(0);
         if *n >= max {
             return false;
         }

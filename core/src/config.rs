@@ -108,6 +108,9 @@ pub struct ForwardConfig {
     /// Remove the RPT's `Authorization` before the upstream (default keeps it, as the seed does).
     #[serde(default)]
     pub strip_authorization: bool,
+    /// A path the filter answers itself with the JWKS of the forwarding key.
+    #[serde(default)]
+    pub jwks_path: Option<String>,
 }
 
 /// `resource_sync`: poll pepctl for the resource table.
@@ -373,6 +376,9 @@ impl PepConfig {
             }
             if f.key_pem.trim().is_empty() {
                 return Err(ConfigError::new("forward.key_pem", "must not be empty"));
+            }
+            if let Some(p) = &f.jwks_path {
+                check_absolute_path(p, "forward.jwks_path")?;
             }
         }
 

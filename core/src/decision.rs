@@ -96,6 +96,11 @@ impl LocalReply {
         r
     }
 
+    /// The forwarded token could not be minted: deny rather than forward without it.
+    pub fn signing_failed(reason: impl Into<String>) -> Self {
+        Self::json_error(500, "internal_error", LogCode::AsError, reason)
+    }
+
     /// 401 with the UMA challenge.
     pub fn challenge(www_authenticate: String, reason: impl Into<String>) -> Self {
         Self {

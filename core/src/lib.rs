@@ -5,11 +5,14 @@
 //! The filter (`src/`) turns host events into calls here and the answers into host actions;
 //! `pepctl` shares the configuration and resource types.
 
+pub mod cache;
 pub mod challenge;
 pub mod config;
 pub mod credential;
 pub mod decision;
+pub mod forward;
 pub mod introspection;
+pub mod jwt_rpt;
 pub mod matcher;
 pub mod path;
 pub mod session;

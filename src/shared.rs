@@ -1,0 +1,40 @@
+//! `SharedSlots`: a cache in Envoy's shared data, visible to every worker of the VM. A fixed
+//! number of slots per cache keeps the key space bounded (shared data has no delete and no
+//! TTL); the slot layout and its checks are `uma_pep_core::cache::SlotValue`.
+
+use proxy_wasm::hostcalls;
+use uma_pep_core::cache::{slot_of, Digest16, SlotValue};
+
+pub struct SharedSlots {
+    name: &'static str,
+    slots: u32,
+}
+
+impl SharedSlots {
+    pub const fn new(name: &'static str, slots: u32) -> Self {
+        Self { name, slots }
+    }
+
+    fn key(&self, digest: &Digest16) -> String {
+        format!("uma_pep.{}.{}", self.name, slot_of(digest, self.slots))
+    }
+
+    /// The payload stored for `digest`, if present and not expired at `now`.
+    pub fn get(&self, digest: &Digest16, now: i64) -> Option<Vec<u8>> {
+        let (bytes, _) = hostcalls::get_shared_data(&self.key(digest)).ok()?;
+        let bytes = bytes?;
+        SlotValue::payload_for(&bytes, digest, now).map(<[u8]>::to_vec)
+    }
+
+    /// Stores a payload, overwriting whatever held the slot (the newest entry wins).
+    pub fn put(&self, digest: &Digest16, expires_at: i64, payload: &[u8]) {
+        let value = SlotValue {
+            digest: *digest,
+            expires_at,
+            payload,
+        }
+        .encode();
+        // A failed write only costs a later recomputation.
+        let _ = hostcalls::set_shared_data(&self.key(digest), Some(&value), None);
+    }
+}
