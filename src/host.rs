@@ -14,14 +14,12 @@ const MAX_AS_BODY: usize = 1024 * 1024;
 /// Seconds and milliseconds since the epoch, from the host clock.
 pub fn now_ms() -> i64 {
     let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 pub fn now_ns() -> i64 {
     let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 pub fn now_s() -> i64 {
@@ -52,11 +50,7 @@ pub fn set_request_header(name: &str, value: Option<&str>) {
 }
 
 pub fn send_reply(reply: &LocalReply) {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let body = (!reply.body.is_empty()).then_some(reply.body.as_bytes());
     let _ = hostcalls::send_http_response(reply.status, headers, body);
 }
@@ -71,10 +65,7 @@ impl CallResponse {
     /// Reads the call response; zero headers means a reset or a timeout.
     pub fn read(num_headers: usize, body_size: usize) -> Self {
         if num_headers == 0 {
-            return Self {
-                status: None,
-                body: Vec::new(),
-            };
+            return Self { status: None, body: Vec::new() };
         }
         let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
@@ -83,10 +74,7 @@ impl CallResponse {
             .and_then(|s| s.parse::<u16>().ok());
         if body_size > MAX_AS_BODY {
             // Keep the status so the error names it, but an oversized body parses as nothing.
-            return Self {
-                status,
-                body: b"\0oversized".to_vec(),
-            };
+            return Self { status, body: b"\0oversized".to_vec() };
         }
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
@@ -96,10 +84,7 @@ impl CallResponse {
     }
 
     pub fn as_response(&self) -> AsResponse<'_> {
-        AsResponse {
-            status: self.status,
-            body: &self.body,
-        }
+        AsResponse { status: self.status, body: &self.body }
     }
 }
 

@@ -6,10 +6,14 @@
 //! - `request`: the HTTP context of one request.
 //! - `worker`: the state one Envoy worker shares between its contexts and the request flows
 //!   waiting on the AS.
-//! - `shared`: caches in Envoy's shared data, visible to every worker.
+//! - `as_session`: discovery, the PAT and the JWKS, fetched once per Envoy.
+//! - `caches`: decisions, minted tokens and use counts, per worker and in shared data.
+//! - `shared`: slots in Envoy's shared data, visible to every worker.
 //! - `host`: thin wrappers over hostcalls that never panic on odd input.
 //! - `metrics`: counters visible in Envoy's stats.
 
+mod as_session;
+mod caches;
 mod host;
 mod metrics;
 mod request;

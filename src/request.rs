@@ -32,73 +32,37 @@ struct Subject {
 /// `auth_request`); a path below it is the original path (Envoy `ext_authz` `path_prefix`).
 fn subject(config: &PepConfig, method: String, raw_path: String) -> Result<Subject, LocalReply> {
     let Some(authorize) = &config.authorize_path else {
-        return Ok(Subject {
-            mode: Mode::Full,
-            method,
-            raw_path,
-        });
+        return Ok(Subject { mode: Mode::Full, method, raw_path });
     };
     let own = normalize_path(&raw_path).unwrap_or_default();
     let original_method = host::request_header("x-original-method").filter(|m| !m.is_empty());
     if own.trim_end_matches('/') == authorize.as_str() {
         let Some(uri) = host::request_header("x-original-uri").filter(|u| !u.is_empty()) else {
-            return Err(LocalReply::bad_request(
-                "authorization check without X-Original-URI",
-            ));
+            return Err(LocalReply::bad_request("authorization check without X-Original-URI"));
         };
         let method = original_method.unwrap_or_else(|| "GET".to_string());
-        return Ok(Subject {
-            mode: Mode::Partial,
-            method,
-            raw_path: uri,
-        });
+        return Ok(Subject { mode: Mode::Partial, method, raw_path: uri });
     }
-    if let Some(rest) = own
-        .strip_prefix(authorize.as_str())
-        .filter(|r| r.starts_with('/'))
-    {
+    if let Some(rest) = own.strip_prefix(authorize.as_str()).filter(|r| r.starts_with('/')) {
         let (_, query) = split_query(&raw_path);
         let method = original_method.unwrap_or(method);
-        return Ok(Subject {
-            mode: Mode::Partial,
-            method,
-            raw_path: format!("{rest}{query}"),
-        });
+        return Ok(Subject { mode: Mode::Partial, method, raw_path: format!("{rest}{query}") });
     }
-    Ok(Subject {
-        mode: Mode::Full,
-        method,
-        raw_path,
-    })
+    Ok(Subject { mode: Mode::Full, method, raw_path })
 }
 
 impl RequestContext {
     fn reply_now(&self, reply: &LocalReply, method: &str, path: &str) -> Action {
-        let counter = if reply.status == 200 {
-            Counter::Allowed
-        } else {
-            Counter::Denied
-        };
+        let counter = if reply.status == 200 { Counter::Allowed } else { Counter::Denied };
         self.worker.metrics.increment(counter);
-        info!(
-            "{} {method} {path} status={}: {}",
-            reply.code.code(),
-            reply.status,
-            reply.reason
-        );
+        info!("{} {method} {path} status={}: {}", reply.code.code(), reply.status, reply.reason);
         host::send_reply(reply);
         Action::Pause
     }
 }
 
 impl Context for RequestContext {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         self.worker.on_call_response(token, num_headers, body_size);
     }
 
@@ -163,8 +127,7 @@ impl HttpContext for RequestContext {
                     log_path,
                     token.map(str::to_string),
                 );
-                self.worker.start(self.id, flow);
-                Action::Pause
+                self.worker.start(self.id, flow)
             }
         }
     }

@@ -22,13 +22,7 @@ pub struct PepRoot {
 }
 
 impl Context for PepRoot {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if let Some(worker) = &self.worker {
             worker.on_call_response(token, num_headers, body_size);
         }
@@ -42,20 +36,12 @@ fn tick_period(timeout_ms: u64) -> Duration {
 
 impl RootContext for PepRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, plugin_configuration_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let configured = PepConfig::from_json(&bytes).and_then(|config| {
-            let signer = config
-                .forward
-                .as_ref()
-                .map(ForwardSigner::new)
-                .transpose()?;
+            let signer = config.forward.as_ref().map(ForwardSigner::new).transpose()?;
             Ok((config, signer))
         });
         match configured {
@@ -86,10 +72,7 @@ impl RootContext for PepRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match &self.worker {
-            Some(worker) => Box::new(RequestContext {
-                id: context_id,
-                worker: Rc::clone(worker),
-            }),
+            Some(worker) => Box::new(RequestContext { id: context_id, worker: Rc::clone(worker) }),
             None => Box::new(Unconfigured),
         })
     }

@@ -19,21 +19,18 @@ impl SharedSlots {
         format!("uma_pep.{}.{}", self.name, slot_of(digest, self.slots))
     }
 
-    /// The payload stored for `digest`, if present and not expired at `now`.
-    pub fn get(&self, digest: &Digest16, now: i64) -> Option<Vec<u8>> {
+    /// The expiry and payload stored for `digest`, if present and not expired at `now`.
+    pub fn get(&self, digest: &Digest16, now: i64) -> Option<(i64, Vec<u8>)> {
         let (bytes, _) = hostcalls::get_shared_data(&self.key(digest)).ok()?;
         let bytes = bytes?;
-        SlotValue::payload_for(&bytes, digest, now).map(<[u8]>::to_vec)
+        let value = SlotValue::decode(&bytes)?;
+        (value.digest == *digest && now < value.expires_at)
+            .then(|| (value.expires_at, value.payload.to_vec()))
     }
 
     /// Stores a payload, overwriting whatever held the slot (the newest entry wins).
     pub fn put(&self, digest: &Digest16, expires_at: i64, payload: &[u8]) {
-        let value = SlotValue {
-            digest: *digest,
-            expires_at,
-            payload,
-        }
-        .encode();
+        let value = SlotValue { digest: *digest, expires_at, payload }.encode();
         // A failed write only costs a later recomputation.
         let _ = hostcalls::set_shared_data(&self.key(digest), Some(&value), None);
     }

@@ -1,42 +1,44 @@
 //! `Worker`: the state one Envoy worker (one VM) shares between its root context and its
-//! requests — configuration, the AS session, the requests paused on the AS, and the calls in
-//! flight — and the flow that takes a paused request to its answer.
+//! requests — configuration, the AS session, the caches, the requests paused on the AS and the
+//! calls in flight — and the flow that takes a request to its answer.
 //!
-//! Every dispatched call is recorded here by its token, so its response can be handled
-//! whichever context the SDK delivers it to. A request waiting on another context's call
-//! (discovery, PAT) is resumed by switching the effective context to it.
+//! A request whose RPT was seen before is decided synchronously from the caches (no AS call,
+//! no signature, no pause). Otherwise it pauses, and every dispatched call is recorded here by
+//! its token, so its response is handled whichever context the SDK delivers it to; a request
+//! waiting on another context's call is answered by switching the effective context to it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use log::{info, warn};
-use uma_pep_core::cache::{keyed_digest, token_digest, Digest16, LocalCache};
+use proxy_wasm::types::{Action, Status};
+use uma_pep_core::cache::{keyed_digest, token_digest, Digest16};
 use uma_pep_core::challenge::Challenge;
 use uma_pep_core::config::{AsProfile, PepConfig};
 use uma_pep_core::decision::{LocalReply, LogCode, Mode, Target};
 use uma_pep_core::forward::ForwardSigner;
 use uma_pep_core::introspection::{introspection_body, Clock, IntrospectionResult};
+use uma_pep_core::jwt_rpt::JwtCheck;
 use uma_pep_core::path::split_query;
 use uma_pep_core::session::{AsSession, Endpoints, SessionStep};
-use uma_pep_core::wire::{
-    basic_authorization, parse_ticket, pat_request_body, permission_request_body, AccessToken,
-    AsError, Discovery,
-};
+use uma_pep_core::wire::{basic_authorization, parse_ticket, permission_request_body, AsError};
 
+use crate::as_session::JwksState;
+use crate::caches::{DecisionCache, MintedCache, UseCounter};
 use crate::host::{self, AsCall, CallResponse};
 use crate::metrics::{Counter, Metrics};
-use crate::shared::SharedSlots;
 
 /// Where a paused request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     AwaitingSession,
+    AwaitingJwks,
     Introspecting,
     RequestingTicket,
 }
 
-/// A request paused while the PEP asks the AS about it.
+/// A request the PEP is deciding.
 #[derive(Debug)]
 pub struct Flow {
     pub target: Target,
@@ -45,29 +47,20 @@ pub struct Flow {
     /// The path without its query, for the log.
     pub log_path: String,
     /// The RPT still to be checked; `None` once a ticket is the answer.
-    pub rpt: Option<String>,
+    rpt: Option<String>,
     rpt_digest: Option<Digest16>,
     /// Why a ticket is asked for, for the log.
-    pub ticket_reason: &'static str,
+    ticket_reason: String,
     stage: Stage,
     retried_credentials: bool,
-    /// A request waiting for the session is denied after this time (ms).
+    jwks_refreshed: bool,
+    /// A request waiting for the session or the JWKS is denied after this time (ms).
     deadline_ms: i64,
 }
 
 impl Flow {
-    pub fn new(
-        target: Target,
-        mode: Mode,
-        method: String,
-        log_path: String,
-        rpt: Option<String>,
-    ) -> Self {
-        let ticket_reason = if rpt.is_some() {
-            ""
-        } else {
-            "no usable bearer token"
-        };
+    pub fn new(target: Target, mode: Mode, method: String, log_path: String, rpt: Option<String>) -> Self {
+        let ticket_reason = if rpt.is_some() { String::new() } else { "no usable bearer token".into() };
         let rpt_digest = rpt.as_deref().map(token_digest);
         Self {
             target,
@@ -79,56 +72,96 @@ impl Flow {
             ticket_reason,
             stage: Stage::AwaitingSession,
             retried_credentials: false,
+            jwks_refreshed: false,
             deadline_ms: 0,
         }
+    }
+
+    /// From now on the answer is a ticket.
+    fn needs_ticket(&mut self, reason: impl Into<String>) {
+        self.rpt = None;
+        self.ticket_reason = reason.into();
     }
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Call {
+pub(crate) enum Call {
     Discovery,
     Pat,
-    Introspection(u32),
+    Jwks,
+    /// One introspection serves every request waiting on the same RPT (single flight).
+    Introspection(Digest16),
     Permission(u32),
 }
 
-/// Above this many distinct RPTs the per-worker use counts start over (bounded memory).
-const MAX_TRACKED_RPTS: usize = 100_000;
-/// Minted tokens kept per worker, and slots of the shared minted-token cache.
-const MINTED_LOCAL_ENTRIES: usize = 10_000;
-const MINTED_SHARED_SLOTS: u32 = 4096;
+/// A call to the AS, ready to dispatch.
+pub(crate) struct PreparedCall {
+    kind: Call,
+    method: &'static str,
+    path: String,
+    authorization: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl PreparedCall {
+    pub(crate) fn get(kind: Call, path: String) -> Self {
+        Self { kind, method: "GET", path, authorization: String::new(), content_type: "", body: Vec::new() }
+    }
+
+    pub(crate) fn form(kind: Call, path: String, authorization: String, body: Vec<u8>) -> Self {
+        Self {
+            kind,
+            method: "POST",
+            path,
+            authorization,
+            content_type: "application/x-www-form-urlencoded",
+            body,
+        }
+    }
+}
+
+/// How a grant is carried out: in the request's own callback (continue) or later (resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Now,
+    Resume,
+}
 
 pub struct Worker {
     pub config: PepConfig,
-    session: RefCell<AsSession>,
+    pub(crate) session: RefCell<AsSession>,
+    pub(crate) jwks: RefCell<JwksState>,
     flows: RefCell<HashMap<u32, Flow>>,
     calls: RefCell<HashMap<u32, Call>>,
-    uses: RefCell<HashMap<Digest16, u32>>,
+    /// Requests waiting on the introspection of each RPT in flight, and when it was sent.
+    introspecting: RefCell<HashMap<Digest16, (i64, Vec<u32>)>>,
+    decisions: DecisionCache,
+    minted: MintedCache,
+    uses: UseCounter,
     pub metrics: Metrics,
-    client_basic: String,
-    pub signer: Option<ForwardSigner>,
-    minted_local: RefCell<LocalCache<Rc<str>>>,
-    minted_shared: SharedSlots,
+    pub(crate) client_basic: String,
+    signer: Option<ForwardSigner>,
 }
 
 impl Worker {
     pub fn new(config: PepConfig, signer: Option<ForwardSigner>) -> Rc<Self> {
         let client_basic = basic_authorization(&config.client_id, &config.client_secret);
-        let session = AsSession {
-            endpoints: Endpoints::from_overrides(&config),
-            ..Default::default()
-        };
+        let session = AsSession { endpoints: Endpoints::from_overrides(&config), ..Default::default() };
+        let slots = config.cache_slots;
         Rc::new(Self {
             config,
             session: RefCell::new(session),
+            jwks: RefCell::new(JwksState::default()),
             flows: RefCell::new(HashMap::new()),
             calls: RefCell::new(HashMap::new()),
-            uses: RefCell::new(HashMap::new()),
+            introspecting: RefCell::new(HashMap::new()),
+            decisions: DecisionCache::new(slots),
+            minted: MintedCache::new(slots),
+            uses: UseCounter::new(slots),
             metrics: Metrics::define(),
             client_basic,
             signer,
-            minted_local: RefCell::new(LocalCache::new(MINTED_LOCAL_ENTRIES)),
-            minted_shared: SharedSlots::new("minted", MINTED_SHARED_SLOTS),
         })
     }
 
@@ -140,30 +173,62 @@ impl Worker {
             return None;
         }
         let mut reply = LocalReply::authorized(LogCode::Allowed, "jwks");
-        reply
-            .headers
-            .push(("content-type".into(), "application/json".into()));
+        reply.headers.push(("content-type".into(), "application/json".into()));
         reply.body = signer.jwks().to_string();
         Some(reply)
     }
 
-    fn timeout_ms(&self) -> i64 {
+    pub(crate) fn timeout_ms(&self) -> i64 {
         i64::try_from(self.config.timeout_ms).unwrap_or(i64::MAX)
     }
 
-    // ---- the per-request flow -------------------------------------------------------------
+    pub fn clock(&self) -> Clock {
+        Clock {
+            now: host::now_s(),
+            margin_s: i64::try_from(self.config.rpt_margin_s).unwrap_or(i64::MAX / 2),
+            skew_s: i64::try_from(self.config.clock_skew_s).unwrap_or(0),
+        }
+    }
 
-    /// Takes over a paused request.
-    pub fn start(&self, context_id: u32, mut flow: Flow) {
+    // ---- the flow of one request ------------------------------------------------------------
+
+    /// Decides a protected request: at once when the caches know its RPT (the hot path), else
+    /// by pausing it until the AS has answered.
+    pub fn start(&self, context_id: u32, mut flow: Flow) -> Action {
+        let now = host::now_s();
         flow.deadline_ms = host::now_ms() + self.timeout_ms();
-        if let Some(digest) = &flow.rpt_digest {
-            if self.uses_exhausted(digest) {
-                flow.rpt = None;
-                flow.ticket_reason = "RPT used up";
+        if let (Some(rpt), Some(digest)) = (flow.rpt.as_deref(), flow.rpt_digest) {
+            let max = self.config.rpt_max_uses;
+            if max > 0 && self.uses.used_up(&digest, max, now) {
+                flow.needs_ticket("RPT used up");
+            } else if let Some(result) = self.decisions.get(&digest, now) {
+                self.metrics.increment(Counter::CacheHits);
+                return self.decide(context_id, flow, &result, Delivery::Now);
+            } else {
+                match self.check_jwt_now(rpt) {
+                    Some(JwtCheck::Valid(result)) => {
+                        let result = self.remember(digest, result);
+                        return self.decide(context_id, flow, &result, Delivery::Now);
+                    }
+                    Some(JwtCheck::Invalid(reason)) => {
+                        self.remember_invalid(digest);
+                        flow.needs_ticket(reason);
+                    }
+                    _ => {}
+                }
             }
         }
         self.flows.borrow_mut().insert(context_id, flow);
         self.advance(context_id);
+        Action::Pause
+    }
+
+    /// A JWT RPT checked against the JWKS this worker already holds; `None` when no keys are
+    /// held (or local validation is off).
+    fn check_jwt_now(&self, rpt: &str) -> Option<JwtCheck> {
+        self.jwks_path()?;
+        let keys = self.jwks.borrow().keys.clone()?;
+        Some(keys.check(rpt, &self.config.issuer, self.config.rpt_audience.as_deref()))
     }
 
     /// The request went away (client reset, stream end): nothing more to do for it.
@@ -171,7 +236,14 @@ impl Worker {
         self.flows.borrow_mut().remove(&context_id);
     }
 
-    /// Moves a request to its next AS call, or parks it until the session is ready.
+    fn set_stage(&self, context_id: u32, stage: Stage) {
+        if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
+            flow.stage = stage;
+        }
+    }
+
+    /// Moves a paused request to its next step: wait for the session or the JWKS, check a JWT
+    /// RPT locally, introspect, or ask for a ticket.
     fn advance(&self, context_id: u32) {
         match self.session_step() {
             SessionStep::Ready => {}
@@ -180,186 +252,223 @@ impl Worker {
                 return;
             }
             SessionStep::Waiting | SessionStep::FetchDiscovery | SessionStep::FetchPat => {
-                if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
-                    flow.stage = Stage::AwaitingSession;
-                }
+                self.set_stage(context_id, Stage::AwaitingSession);
                 self.drive_session();
                 return;
             }
         }
-        let (endpoints, pat) = {
+        let (rpt, digest) = match self.flows.borrow().get(&context_id) {
+            Some(flow) => (flow.rpt.clone(), flow.rpt_digest),
+            None => return,
+        };
+        match (rpt, digest) {
+            (Some(rpt), Some(digest)) => self.check_rpt(context_id, &rpt, digest),
+            _ => self.request_ticket(context_id),
+        }
+    }
+
+    fn check_rpt(&self, context_id: u32, rpt: &str, digest: Digest16) {
+        if let Some(result) = self.decisions.get(&digest, host::now_s()) {
+            // Another request brought the answer meanwhile.
+            self.metrics.increment(Counter::CacheHits);
+            self.decide_paused(context_id, &result);
+            return;
+        }
+        let looks_like_jwt = rpt.split('.').count() == 3;
+        if looks_like_jwt && self.jwks_path().is_some() && !self.jwks.borrow().failed {
+            let Some(check) = self.check_jwt_now(rpt) else {
+                self.set_stage(context_id, Stage::AwaitingJwks);
+                self.ensure_jwks();
+                return;
+            };
+            match check {
+                JwtCheck::Valid(result) => {
+                    let result = self.remember(digest, result);
+                    self.decide_paused(context_id, &result);
+                    return;
+                }
+                JwtCheck::Invalid(reason) => {
+                    self.remember_invalid(digest);
+                    self.ticket_instead(context_id, reason);
+                    return;
+                }
+                JwtCheck::UnknownKey(kid) => {
+                    let refreshed = self.flows.borrow().get(&context_id).is_some_and(|f| f.jwks_refreshed);
+                    if refreshed || !self.jwks_refresh_allowed() {
+                        self.ticket_instead(context_id, format!("JWT signed with unknown key {kid}"));
+                        return;
+                    }
+                    if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
+                        flow.jwks_refreshed = true;
+                        flow.stage = Stage::AwaitingJwks;
+                    }
+                    self.request_jwks_refresh();
+                    return;
+                }
+                JwtCheck::NotAJwt => {}
+            }
+        }
+        self.introspect(context_id, rpt, digest);
+    }
+
+    fn introspect(&self, context_id: u32, rpt: &str, digest: Digest16) {
+        self.set_stage(context_id, Stage::Introspecting);
+        if let Some((_, waiting)) = self.introspecting.borrow_mut().get_mut(&digest) {
+            waiting.push(context_id);
+            return;
+        }
+        let session = self.session.borrow();
+        let (Some(endpoints), Some(pat)) = (&session.endpoints, &session.pat) else { return };
+        let Some(path) = endpoints.introspection.clone() else {
+            drop(session);
+            self.deny_as_error(context_id, "the AS publishes no introspection endpoint".into());
+            return;
+        };
+        let authorization = match self.config.as_profile {
+            AsProfile::Uma2 => format!("Bearer {}", pat.value),
+            AsProfile::Keycloak => self.client_basic.clone(),
+        };
+        drop(session);
+        let call = PreparedCall::form(
+            Call::Introspection(digest),
+            path,
+            authorization,
+            introspection_body(self.config.as_profile, rpt),
+        );
+        self.metrics.increment(Counter::Introspections);
+        match self.dispatch(call) {
+            Ok(_) => {
+                self.introspecting.borrow_mut().insert(digest, (host::now_ms(), vec![context_id]));
+            }
+            Err(status) => self.dispatch_failed(context_id, status),
+        }
+    }
+
+    fn request_ticket(&self, context_id: u32) {
+        let (path, pat) = {
             let session = self.session.borrow();
             match (&session.endpoints, &session.pat) {
-                (Some(e), Some(p)) => (e.clone(), p.value.clone()),
+                (Some(e), Some(p)) => (e.permission.clone(), p.value.clone()),
                 _ => return,
             }
         };
-        let call = {
+        let body = {
             let mut flows = self.flows.borrow_mut();
-            let Some(flow) = flows.get_mut(&context_id) else {
-                return;
-            };
-            match &flow.rpt {
-                Some(rpt) => {
-                    let Some(path) = endpoints.introspection.clone() else {
-                        drop(flows);
-                        self.deny_as_error(
-                            context_id,
-                            "the AS publishes no introspection endpoint".into(),
-                        );
-                        return;
-                    };
-                    flow.stage = Stage::Introspecting;
-                    PreparedCall {
-                        kind: Call::Introspection(context_id),
-                        method: "POST",
-                        path,
-                        authorization: match self.config.as_profile {
-                            AsProfile::Uma2 => format!("Bearer {pat}"),
-                            AsProfile::Keycloak => self.client_basic.clone(),
-                        },
-                        content_type: "application/x-www-form-urlencoded",
-                        body: introspection_body(self.config.as_profile, rpt),
-                    }
-                }
-                None => {
-                    flow.stage = Stage::RequestingTicket;
-                    PreparedCall {
-                        kind: Call::Permission(context_id),
-                        method: "POST",
-                        path: endpoints.permission.clone(),
-                        authorization: format!("Bearer {pat}"),
-                        content_type: "application/json",
-                        body: permission_request_body(
-                            &flow.target.resource_id,
-                            &[flow.target.scope.as_str()],
-                        ),
-                    }
-                }
-            }
+            let Some(flow) = flows.get_mut(&context_id) else { return };
+            flow.stage = Stage::RequestingTicket;
+            permission_request_body(&flow.target.resource_id, &[flow.target.scope.as_str()])
         };
-        if matches!(call.kind, Call::Introspection(_)) {
-            self.metrics.increment(Counter::Introspections);
-        }
+        let call = PreparedCall {
+            kind: Call::Permission(context_id),
+            method: "POST",
+            path,
+            authorization: format!("Bearer {pat}"),
+            content_type: "application/json",
+            body,
+        };
         if let Err(status) = self.dispatch(call) {
-            self.metrics.increment(Counter::AsFailures);
-            self.deny_as_error(
-                context_id,
-                format!("AS call could not be dispatched ({status:?})"),
-            );
+            self.dispatch_failed(context_id, status);
         }
     }
 
-    fn on_introspection(&self, context_id: u32, response: &CallResponse) {
-        let retry = {
-            let flows = self.flows.borrow();
-            let Some(flow) = flows.get(&context_id) else {
-                return;
-            };
-            !flow.retried_credentials && self.config.as_profile == AsProfile::Uma2
+    fn dispatch_failed(&self, context_id: u32, status: Status) {
+        self.metrics.increment(Counter::AsFailures);
+        self.deny_as_error(context_id, format!("AS call could not be dispatched ({status:?})"));
+    }
+
+    /// Caches a decision for as long as the RPT may be accepted, within `cache_max_ttl_s`.
+    fn remember(&self, digest: Digest16, result: IntrospectionResult) -> Rc<IntrospectionResult> {
+        let clock = self.clock();
+        let max_ttl = i64::try_from(self.config.cache_max_ttl_s).unwrap_or(0);
+        let negative_ttl = i64::try_from(self.config.negative_cache_ttl_s).unwrap_or(0);
+        let until = if result.active {
+            let by_exp = result.exp.map_or(clock.now + max_ttl, |exp| exp - clock.margin_s);
+            by_exp.min(clock.now + max_ttl)
+        } else {
+            clock.now + negative_ttl
         };
+        let result = Rc::new(result);
+        self.decisions.put(&digest, until, Rc::clone(&result), clock.now);
+        result
+    }
+
+    fn remember_invalid(&self, digest: Digest16) {
+        let inactive = IntrospectionResult {
+            active: false,
+            exp: None,
+            iat: None,
+            nbf: None,
+            sub: None,
+            client_id: None,
+            permissions: Vec::new(),
+            claims: serde_json::Map::new(),
+        };
+        self.remember(digest, inactive);
+    }
+
+    fn on_introspection(&self, digest: Digest16, response: &CallResponse) {
+        let waiting = self.introspecting.borrow_mut().remove(&digest).map(|(_, w)| w).unwrap_or_default();
         match IntrospectionResult::parse(&response.as_response()) {
-            Err(AsError::CredentialsRefused(_)) if retry => self.retry_with_new_pat(context_id),
+            Err(AsError::CredentialsRefused(_)) if self.config.as_profile == AsProfile::Uma2 => {
+                for id in waiting {
+                    self.retry_with_new_pat(id);
+                }
+            }
             Err(e) => {
                 self.metrics.increment(Counter::AsFailures);
-                self.deny_as_error(context_id, format!("introspection failed: {e}"));
+                for id in waiting {
+                    self.deny_as_error(id, format!("introspection failed: {e}"));
+                }
             }
             Ok(result) => {
-                let verdict = {
-                    let flows = self.flows.borrow();
-                    let Some(flow) = flows.get(&context_id) else {
-                        return;
-                    };
-                    result.covers(
-                        &flow.target.resource_id,
-                        &flow.target.scope,
-                        self.clock(),
-                        self.config.as_profile,
-                    )
-                };
-                match verdict {
-                    Ok(()) => self.allow(context_id, &result),
-                    Err(insufficiency) => {
-                        if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
-                            flow.rpt = None;
-                            flow.ticket_reason = insufficiency.as_str();
-                        }
-                        self.advance(context_id);
-                    }
+                let result = self.remember(digest, result);
+                for id in waiting {
+                    self.decide_paused(id, &result);
                 }
             }
         }
     }
 
-    fn on_ticket(&self, context_id: u32, response: &CallResponse) {
-        let retry = match self.flows.borrow().get(&context_id) {
-            Some(flow) => !flow.retried_credentials,
-            None => return,
-        };
-        match parse_ticket(&response.as_response()) {
-            Ok(ticket) => {
-                self.metrics.increment(Counter::Tickets);
-                let Some(flow) = self.flows.borrow_mut().remove(&context_id) else {
-                    return;
-                };
-                let challenge = Challenge {
-                    realm: &self.config.realm,
-                    as_uri: &self.config.issuer,
-                    ticket: &ticket,
-                };
-                let reply = LocalReply::challenge(
-                    challenge.header_value(self.config.challenge_style),
-                    flow.ticket_reason,
-                );
-                self.answer(context_id, &flow, &reply);
-            }
-            Err(AsError::CredentialsRefused(_)) if retry => self.retry_with_new_pat(context_id),
-            Err(e) => {
-                self.metrics.increment(Counter::AsFailures);
-                self.deny_as_error(context_id, format!("permission request failed: {e}"));
-            }
-        }
+    fn decide_paused(&self, context_id: u32, result: &IntrospectionResult) {
+        let Some(flow) = self.flows.borrow_mut().remove(&context_id) else { return };
+        self.decide(context_id, flow, result, Delivery::Resume);
     }
 
-    /// A 401/403 from a protection call: the PAT may have been revoked; fetch one and retry once.
-    fn retry_with_new_pat(&self, context_id: u32) {
-        if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
-            flow.retried_credentials = true;
-            flow.stage = Stage::AwaitingSession;
+    /// Allows when the RPT covers the resource and scope; otherwise the answer is a ticket.
+    fn decide(
+        &self,
+        context_id: u32,
+        mut flow: Flow,
+        result: &IntrospectionResult,
+        delivery: Delivery,
+    ) -> Action {
+        let verdict =
+            result.covers(&flow.target.resource_id, &flow.target.scope, self.clock(), self.config.as_profile);
+        if let Err(insufficiency) = verdict {
+            flow.needs_ticket(insufficiency.as_str());
+            return self.continue_paused(context_id, flow);
         }
-        self.session.borrow_mut().invalidate_pat();
-        self.advance(context_id);
-    }
-
-    fn allow(&self, context_id: u32, result: &IntrospectionResult) {
-        let Some(mut flow) = self.flows.borrow_mut().remove(&context_id) else {
-            return;
-        };
-        if let Some(digest) = &flow.rpt_digest {
-            if flow.rpt.is_some() && !self.count_use(digest) {
-                // Another request used the last permitted use meanwhile.
-                flow.rpt = None;
-                flow.ticket_reason = "RPT used up";
-                flow.stage = Stage::RequestingTicket;
-                self.flows.borrow_mut().insert(context_id, flow);
-                self.advance(context_id);
-                return;
+        if let Some(digest) = flow.rpt_digest {
+            let max = self.config.rpt_max_uses;
+            let expires = result.exp.unwrap_or(host::now_s() + 3600);
+            if max > 0 && !self.uses.take(&digest, max, expires, host::now_s()) {
+                flow.needs_ticket("RPT used up");
+                return self.continue_paused(context_id, flow);
             }
         }
-        let forwarded = match (&self.signer, &flow.rpt_digest) {
+        let forwarded = match (&self.signer, flow.rpt_digest) {
             (Some(signer), Some(digest)) => {
-                match self.forwarded_token(signer, digest, &flow.target.resource_id, result) {
-                    Ok(token) => Some((signer.header_name.as_str(), token)),
+                match self.forwarded_token(signer, &digest, &flow.target.resource_id, result) {
+                    Ok(token) => Some((signer.header_name.clone(), token)),
                     Err(reason) => {
-                        self.answer(context_id, &flow, &LocalReply::signing_failed(reason));
-                        return;
+                        return self.reply(context_id, &flow, &LocalReply::signing_failed(reason), delivery);
                     }
                 }
             }
             _ => None,
         };
-        if !host::enter_context(context_id) {
-            return;
+        if delivery == Delivery::Resume && !host::enter_context(context_id) {
+            return Action::Pause;
         }
         self.metrics.increment(Counter::Allowed);
         self.log_decision(LogCode::Allowed, &flow, "RPT covers resource and scope");
@@ -374,20 +483,42 @@ impl Worker {
                 if self.signer.as_ref().is_some_and(|s| s.strip_authorization) {
                     host::set_request_header("authorization", None);
                 }
-                host::resume_request();
+                match delivery {
+                    Delivery::Now => Action::Continue,
+                    Delivery::Resume => {
+                        host::resume_request();
+                        Action::Pause
+                    }
+                }
             }
             Mode::Partial => {
                 let mut reply = LocalReply::authorized(LogCode::Allowed, "");
                 if let Some((header, token)) = forwarded {
-                    reply.headers.push((header.to_string(), token.to_string()));
+                    reply.headers.push((header, token.to_string()));
                 }
                 host::send_reply(&reply);
+                Action::Pause
             }
         }
     }
 
-    /// The JWT for the upstream: minted once per (RPT, resource) and reused, from this
-    /// worker's cache or the one all workers share, until `rpt_margin_s` before it expires.
+    /// Puts a request that needs a ticket back on the paused path.
+    fn continue_paused(&self, context_id: u32, mut flow: Flow) -> Action {
+        flow.stage = Stage::RequestingTicket;
+        self.flows.borrow_mut().insert(context_id, flow);
+        self.advance(context_id);
+        Action::Pause
+    }
+
+    fn ticket_instead(&self, context_id: u32, reason: String) {
+        if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
+            flow.needs_ticket(reason);
+        }
+        self.advance(context_id);
+    }
+
+    /// The JWT for the upstream: minted once per (RPT, resource) and reused, from this worker's
+    /// cache or the one all workers share, until `rpt_margin_s` before it expires.
     fn forwarded_token(
         &self,
         signer: &ForwardSigner,
@@ -396,74 +527,92 @@ impl Worker {
         result: &IntrospectionResult,
     ) -> Result<Rc<str>, String> {
         let key = keyed_digest(rpt_digest, resource_id);
-        let now = host::now_s();
-        if let Some(token) = self.minted_local.borrow().get(&key, now) {
-            return Ok(Rc::clone(token));
+        let clock = self.clock();
+        if let Some(token) = self.minted.get(&key, clock.now) {
+            return Ok(token);
         }
-        let margin = self.clock().margin_s;
-        if let Some(bytes) = self.minted_shared.get(&key, now) {
-            if let Ok(text) = String::from_utf8(bytes) {
-                let token: Rc<str> = Rc::from(text);
-                let expires = result.exp.map_or(now + 60, |e| e - margin);
-                self.minted_local
-                    .borrow_mut()
-                    .insert(key, expires, Rc::clone(&token), now);
-                return Ok(token);
-            }
-        }
-        let claims = signer.claims(result, resource_id, now);
+        let claims = signer.claims(result, resource_id, clock.now);
         let started = host::now_ns();
         let token = signer.sign(&claims).map_err(|e| e.to_string())?;
         let took_us = (host::now_ns() - started) / 1000;
         self.metrics.increment(Counter::JwtMinted);
-        info!(
-            "minted forwarded JWT alg={:?} in {took_us} us",
-            signer.alg()
-        );
-        let expires = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(now)
-            - margin;
-        self.minted_shared.put(&key, expires, token.as_bytes());
+        info!("minted forwarded JWT alg={:?} in {took_us} us", signer.alg());
+        let exp = claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(clock.now);
         let token: Rc<str> = Rc::from(token);
-        self.minted_local
-            .borrow_mut()
-            .insert(key, expires, Rc::clone(&token), now);
+        self.minted.put(&key, exp - clock.margin_s, Rc::clone(&token), clock.now);
         Ok(token)
     }
 
-    fn deny_as_error(&self, context_id: u32, reason: String) {
-        let Some(flow) = self.flows.borrow_mut().remove(&context_id) else {
-            return;
+    fn on_ticket(&self, context_id: u32, response: &CallResponse) {
+        let retry = match self.flows.borrow().get(&context_id) {
+            Some(flow) => !flow.retried_credentials,
+            None => return,
         };
-        self.answer(context_id, &flow, &LocalReply::as_unreachable(reason));
+        match parse_ticket(&response.as_response()) {
+            Ok(ticket) => {
+                self.metrics.increment(Counter::Tickets);
+                let Some(flow) = self.flows.borrow_mut().remove(&context_id) else { return };
+                let challenge =
+                    Challenge { realm: &self.config.realm, as_uri: &self.config.issuer, ticket: &ticket };
+                let reply = LocalReply::challenge(
+                    challenge.header_value(self.config.challenge_style),
+                    flow.ticket_reason.clone(),
+                );
+                self.reply(context_id, &flow, &reply, Delivery::Resume);
+            }
+            Err(AsError::CredentialsRefused(_)) if retry => self.retry_with_new_pat(context_id),
+            Err(e) => {
+                self.metrics.increment(Counter::AsFailures);
+                self.deny_as_error(context_id, format!("permission request failed: {e}"));
+            }
+        }
     }
 
-    /// Sends a local reply for a paused request and logs the decision.
-    fn answer(&self, context_id: u32, flow: &Flow, reply: &LocalReply) {
-        if !host::enter_context(context_id) {
+    /// A 401/403 from a protection call: the PAT may have been revoked; fetch one and retry once.
+    fn retry_with_new_pat(&self, context_id: u32) {
+        let retried = match self.flows.borrow_mut().get_mut(&context_id) {
+            Some(flow) => std::mem::replace(&mut flow.retried_credentials, true),
+            None => return,
+        };
+        if retried {
+            self.metrics.increment(Counter::AsFailures);
+            self.deny_as_error(context_id, "the AS refused a fresh PAT".into());
             return;
+        }
+        self.set_stage(context_id, Stage::AwaitingSession);
+        self.invalidate_pat();
+        self.advance(context_id);
+    }
+
+    fn deny_as_error(&self, context_id: u32, reason: String) {
+        let Some(flow) = self.flows.borrow_mut().remove(&context_id) else { return };
+        self.reply(context_id, &flow, &LocalReply::as_unreachable(reason), Delivery::Resume);
+    }
+
+    /// Sends a local reply and logs the decision.
+    fn reply(&self, context_id: u32, flow: &Flow, reply: &LocalReply, delivery: Delivery) -> Action {
+        if delivery == Delivery::Resume && !host::enter_context(context_id) {
+            return Action::Pause;
         }
         self.metrics.increment(Counter::Denied);
         self.log_decision(reply.code, flow, &reply.reason);
         host::send_reply(reply);
+        Action::Pause
     }
 
     fn log_decision(&self, code: LogCode, flow: &Flow, reason: &str) {
+        let outcome = match code {
+            LogCode::Allowed => "allowed",
+            LogCode::TicketIssued => "401",
+            _ => "denied",
+        };
         let line = format!(
-            "{} {} {} resource={} scope={} status={}: {}",
+            "{} {} {} resource={} scope={} {outcome}: {reason}",
             code.code(),
             flow.method,
             flow.log_path,
             flow.target.resource_id,
             flow.target.scope,
-            match code {
-                LogCode::Allowed => "allowed",
-                LogCode::TicketIssued => "401",
-                _ => "403",
-            },
-            reason
         );
         if code == LogCode::AsError {
             warn!("{line}");
@@ -472,181 +621,61 @@ impl Worker {
         }
     }
 
-    pub fn clock(&self) -> Clock {
-        Clock {
-            now: host::now_s(),
-            margin_s: i64::try_from(self.config.rpt_margin_s).unwrap_or(i64::MAX / 2),
-            skew_s: i64::try_from(self.config.clock_skew_s).unwrap_or(0),
-        }
+    // ---- waiting requests ----------------------------------------------------------------------
+
+    fn requests_in(&self, stage: Stage) -> Vec<u32> {
+        self.flows.borrow().iter().filter(|(_, f)| f.stage == stage).map(|(id, _)| *id).collect()
     }
 
-    // ---- rpt_max_uses (per worker) ------------------------------------------------------
-
-    fn uses_exhausted(&self, digest: &Digest16) -> bool {
-        let max = self.config.rpt_max_uses;
-        max > 0 && self.uses.borrow().get(digest).is_some_and(|n| *n >= max)
-    }
-
-    /// Counts one accepted use; false when the RPT has none left.
-    fn count_use(&self, digest: &Digest16) -> bool {
-        let max = self.config.rpt_max_uses;
-        if max == 0 {
-            return true;
-        }
-        let mut uses = self.uses.borrow_mut();
-        if uses.len() >= MAX_TRACKED_RPTS {
-            uses.clear();
-        }
-        let n = uses.entry(*digest).or_insert(0);
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    // ---- the AS session ------------------------------------------------------------------
-
-    fn session_step(&self) -> SessionStep {
-        self.session
-            .borrow()
-            .next_step(host::now_ms(), self.timeout_ms())
-    }
-
-    /// Starts the discovery or PAT call the session needs, or settles the waiting requests.
-    fn drive_session(&self) {
-        match self.session_step() {
-            SessionStep::Waiting => {}
-            SessionStep::Ready => self.wake_waiters(),
-            SessionStep::BackingOff => self.fail_waiters("authorization server unavailable"),
-            SessionStep::FetchDiscovery => {
-                let call = PreparedCall {
-                    kind: Call::Discovery,
-                    method: "GET",
-                    path: self.config.discovery_path(),
-                    authorization: String::new(),
-                    content_type: "",
-                    body: Vec::new(),
-                };
-                self.dispatch_session_call(call);
-            }
-            SessionStep::FetchPat => {
-                let Some(path) = self
-                    .session
-                    .borrow()
-                    .endpoints
-                    .as_ref()
-                    .map(|e| e.token.clone())
-                else {
-                    return;
-                };
-                self.metrics.increment(Counter::PatRequests);
-                let call = PreparedCall {
-                    kind: Call::Pat,
-                    method: "POST",
-                    path,
-                    authorization: self.client_basic.clone(),
-                    content_type: "application/x-www-form-urlencoded",
-                    body: pat_request_body(),
-                };
-                self.dispatch_session_call(call);
-            }
-        }
-    }
-
-    fn dispatch_session_call(&self, call: PreparedCall) {
-        let what = if matches!(call.kind, Call::Discovery) {
-            "discovery"
-        } else {
-            "PAT request"
-        };
-        match self.dispatch(call) {
-            Ok(token) => self.session.borrow_mut().in_flight = Some((token, host::now_ms())),
-            Err(status) => {
-                self.session_failed(&format!("{what} could not be dispatched ({status:?})"))
-            }
-        }
-    }
-
-    fn session_failed(&self, reason: &str) {
-        self.metrics.increment(Counter::AsFailures);
-        warn!("{} {reason}", LogCode::AsError.code());
-        self.session.borrow_mut().failed(host::now_ms());
-        self.fail_waiters(reason);
-    }
-
-    fn on_discovery(&self, response: &CallResponse) {
-        self.session.borrow_mut().in_flight = None;
-        let endpoints = Discovery::parse(&response.as_response())
-            .and_then(|d| Endpoints::from_discovery(&self.config, &d));
-        match endpoints {
-            Ok(e) => {
-                info!("discovered the AS endpoints of {}", self.config.issuer);
-                self.session.borrow_mut().endpoints = Some(e);
-                self.drive_session();
-            }
-            Err(e) => self.session_failed(&format!("discovery failed: {e}")),
-        }
-    }
-
-    fn on_pat(&self, response: &CallResponse) {
-        self.session.borrow_mut().in_flight = None;
-        match AccessToken::parse(&response.as_response()) {
-            Ok(token) => {
-                self.session.borrow_mut().set_pat(token, host::now_ms());
-                self.drive_session();
-            }
-            Err(e) => self.session_failed(&format!("PAT request failed: {e}")),
-        }
-    }
-
-    fn waiting_requests(&self) -> Vec<u32> {
-        self.flows
-            .borrow()
-            .iter()
-            .filter(|(_, f)| f.stage == Stage::AwaitingSession)
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    fn wake_waiters(&self) {
-        for id in self.waiting_requests() {
+    pub(crate) fn wake_waiters(&self) {
+        for id in self.requests_in(Stage::AwaitingSession) {
             self.advance(id);
         }
     }
 
-    fn fail_waiters(&self, reason: &str) {
-        for id in self.waiting_requests() {
+    pub(crate) fn wake_jwks_waiters(&self) {
+        for id in self.requests_in(Stage::AwaitingJwks) {
+            self.advance(id);
+        }
+    }
+
+    pub(crate) fn fail_waiters(&self, reason: &str) {
+        for id in self.requests_in(Stage::AwaitingSession) {
             self.deny_as_error(id, reason.to_string());
         }
     }
 
-    /// Periodic work: start discovery and PAT early, refresh the PAT before it expires, and
-    /// deny requests that waited for the session longer than `timeout_ms`.
+    /// Periodic work: start discovery and the PAT early, refresh the PAT before it expires,
+    /// pick up what other workers fetched, and deny requests that waited longer than
+    /// `timeout_ms`.
     pub fn tick(&self) {
         let now = host::now_ms();
+        // A call lost with the context that made it (a client that went away) must not leave
+        // the requests that joined it waiting: they are denied once it is overdue.
+        let overdue = now - self.timeout_ms() - 1000;
+        self.introspecting.borrow_mut().retain(|_, (sent, _)| *sent > overdue);
+        let in_flight: Vec<u32> = self.introspecting.borrow().values().flat_map(|(_, w)| w.clone()).collect();
         let expired: Vec<u32> = self
             .flows
             .borrow()
             .iter()
-            .filter(|(_, f)| f.stage == Stage::AwaitingSession && now > f.deadline_ms)
+            .filter(|(id, f)| match f.stage {
+                Stage::AwaitingSession | Stage::AwaitingJwks => now > f.deadline_ms,
+                Stage::Introspecting => !in_flight.contains(id),
+                Stage::RequestingTicket => now > f.deadline_ms + self.timeout_ms() * 2 + 1000,
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             self.metrics.increment(Counter::AsFailures);
-            self.deny_as_error(id, "timed out waiting for the AS session".into());
+            self.deny_as_error(id, "timed out waiting for the AS".into());
         }
-        if matches!(
-            self.session_step(),
-            SessionStep::FetchDiscovery | SessionStep::FetchPat
-        ) {
-            self.drive_session();
-        }
+        self.drive_session();
     }
 
-    // ---- call plumbing -----------------------------------------------------------------
+    // ---- call plumbing ---------------------------------------------------------------------
 
-    fn dispatch(&self, call: PreparedCall) -> Result<u32, proxy_wasm::types::Status> {
+    pub(crate) fn dispatch(&self, call: PreparedCall) -> Result<u32, Status> {
         let mut headers = Vec::new();
         if !call.authorization.is_empty() {
             headers.push(("authorization", call.authorization.as_str()));
@@ -670,25 +699,14 @@ impl Worker {
 
     /// Handles the response of any call this worker dispatched.
     pub fn on_call_response(&self, token: u32, num_headers: usize, body_size: usize) {
-        let Some(kind) = self.calls.borrow_mut().remove(&token) else {
-            return;
-        };
+        let Some(kind) = self.calls.borrow_mut().remove(&token) else { return };
         let response = CallResponse::read(num_headers, body_size);
         match kind {
             Call::Discovery => self.on_discovery(&response),
             Call::Pat => self.on_pat(&response),
-            Call::Introspection(id) => self.on_introspection(id, &response),
+            Call::Jwks => self.on_jwks(&response),
+            Call::Introspection(digest) => self.on_introspection(digest, &response),
             Call::Permission(id) => self.on_ticket(id, &response),
         }
     }
-}
-
-/// A call to the AS, ready to dispatch.
-struct PreparedCall {
-    kind: Call,
-    method: &'static str,
-    path: String,
-    authorization: String,
-    content_type: &'static str,
-    body: Vec<u8>,
 }

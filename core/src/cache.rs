@@ -62,11 +62,7 @@ impl<'a> SlotValue<'a> {
         }
         let digest: Digest16 = bytes[..16].try_into().ok()?;
         let expires_at = i64::from_le_bytes(bytes[16..HEADER].try_into().ok()?);
-        Some(Self {
-            digest,
-            expires_at,
-            payload: &bytes[HEADER..],
-        })
+        Some(Self { digest, expires_at, payload: &bytes[HEADER..] })
     }
 
     /// The payload, if this slot holds `digest` and it has not expired at `now`.
@@ -86,17 +82,11 @@ pub struct LocalCache<V> {
 
 impl<V> LocalCache<V> {
     pub fn new(max_entries: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            max_entries: max_entries.max(1),
-        }
+        Self { entries: HashMap::new(), max_entries: max_entries.max(1) }
     }
 
     pub fn get(&self, digest: &Digest16, now: i64) -> Option<&V> {
-        self.entries
-            .get(digest)
-            .filter(|(exp, _)| now < *exp)
-            .map(|(_, v)| v)
+        self.entries.get(digest).filter(|(exp, _)| now < *exp).map(|(_, v)| v)
     }
 
     pub fn insert(&mut self, digest: Digest16, expires_at: i64, value: V, now: i64) {
@@ -147,19 +137,11 @@ mod tests {
     #[test]
     fn slot_values_round_trip_and_check_owner_and_expiry() {
         let d = token_digest("t");
-        let bytes = SlotValue {
-            digest: d,
-            expires_at: 100,
-            payload: b"hello",
-        }
-        .encode();
+        let bytes = SlotValue { digest: d, expires_at: 100, payload: b"hello" }.encode();
         assert_eq!(SlotValue::decode(&bytes).unwrap().payload, b"hello");
         assert_eq!(SlotValue::payload_for(&bytes, &d, 99), Some(&b"hello"[..]));
         assert_eq!(SlotValue::payload_for(&bytes, &d, 100), None);
-        assert_eq!(
-            SlotValue::payload_for(&bytes, &token_digest("other"), 50),
-            None
-        );
+        assert_eq!(SlotValue::payload_for(&bytes, &token_digest("other"), 50), None);
         assert_eq!(SlotValue::decode(b"short"), None);
     }
 

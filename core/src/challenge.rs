@@ -19,10 +19,7 @@ impl Challenge<'_> {
                 self.realm, self.as_uri, self.ticket
             ),
             ChallengeStyle::Compact => {
-                format!(
-                    "UMA realm={},as_uri={},ticket={}",
-                    self.realm, self.as_uri, self.ticket
-                )
+                format!("UMA realm={},as_uri={},ticket={}", self.realm, self.as_uri, self.ticket)
             }
         }
     }
@@ -33,9 +30,7 @@ impl Challenge<'_> {
 pub fn is_safe_ticket(ticket: &str) -> bool {
     !ticket.is_empty()
         && ticket.len() <= 8192
-        && ticket
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b','))
+        && ticket.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b','))
 }
 
 #[cfg(test)]

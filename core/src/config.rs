@@ -21,10 +21,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            problem: problem.into(),
-        }
+        Self { key: key.into(), problem: problem.into() }
     }
 }
 
@@ -183,6 +180,16 @@ struct RawConfig {
     resource_sync: Option<ResourceSync>,
     #[serde(default)]
     clock_skew_s: Option<u64>,
+    #[serde(default)]
+    cache_slots: Option<u32>,
+    #[serde(default)]
+    cache_max_ttl_s: Option<u64>,
+    #[serde(default)]
+    negative_cache_ttl_s: Option<u64>,
+    #[serde(default)]
+    local_jwt_validation: Option<bool>,
+    #[serde(default)]
+    rpt_audience: Option<String>,
 }
 
 /// The validated configuration the filter runs with.
@@ -209,11 +216,26 @@ pub struct PepConfig {
     pub resource_sync: Option<ResourceSync>,
     /// Tolerated clock difference with the AS for `iat`/`nbf` (seconds).
     pub clock_skew_s: u64,
+    /// Slots of each cache in shared data (decisions, minted tokens, use counts): the bound on
+    /// what a flood of distinct tokens can make Envoy hold.
+    pub cache_slots: u32,
+    /// Longest a decision is cached, whatever the RPT's `exp`.
+    pub cache_max_ttl_s: u64,
+    /// How long an inactive or invalid RPT is remembered.
+    pub negative_cache_ttl_s: u64,
+    /// Validate JWT RPTs against the AS's JWKS instead of introspecting them. Off for
+    /// deployments that must see revocations at once.
+    pub local_jwt_validation: bool,
+    /// The `aud` a JWT RPT must carry, when set.
+    pub rpt_audience: Option<String>,
 }
 
 pub const DEFAULT_REALM: &str = "eoepca";
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_RPT_MARGIN_S: u64 = 5;
+pub const DEFAULT_CACHE_SLOTS: u32 = 8192;
+pub const DEFAULT_CACHE_MAX_TTL_S: u64 = 300;
+pub const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 5;
 
 /// The seed's fixed verb→scope table.
 pub fn default_method_scopes() -> BTreeMap<String, String> {
@@ -240,30 +262,19 @@ fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
 
 /// A value that is placed inside a quoted header parameter must not break out of it.
 fn check_header_safe(value: &str, key: &str) -> Result<(), ConfigError> {
-    if value
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii())
-    {
-        return Err(ConfigError::new(
-            key,
-            "must be printable ASCII without '\"' or '\\'",
-        ));
+    if value.chars().any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii()) {
+        return Err(ConfigError::new(key, "must be printable ASCII without '\"' or '\\'"));
     }
     Ok(())
 }
 
 fn check_absolute_path(value: &str, key: &str) -> Result<String, ConfigError> {
-    let normalized =
-        normalize_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))?;
+    let normalized = normalize_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))?;
     if normalized.contains('?') {
         return Err(ConfigError::new(key, "must not contain a query"));
     }
     let trimmed = normalized.trim_end_matches('/');
-    Ok(if trimmed.is_empty() {
-        "/".to_string()
-    } else {
-        trimmed.to_string()
-    })
+    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
 }
 
 /// Checks a resource table (also used for tables polled from pepctl) and normalises each uri.
@@ -278,10 +289,7 @@ pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, C
         check_header_safe(&r.id, &format!("{key}.id"))?;
         r.uri = check_absolute_path(&r.uri, &format!("{key}.uri"))?;
         if !seen.insert(r.uri.clone()) {
-            return Err(ConfigError::new(
-                format!("{key}.uri"),
-                format!("{:?} is listed twice", r.uri),
-            ));
+            return Err(ConfigError::new(format!("{key}.uri"), format!("{:?} is listed twice", r.uri)));
         }
         out.push(r);
     }
@@ -303,8 +311,8 @@ impl PepConfig {
         check_header_safe(&realm, "realm")?;
 
         let issuer = required(raw.issuer, "issuer")?;
-        let issuer_url = Url::parse(&issuer)
-            .map_err(|e| ConfigError::new("issuer", format!("not a URL: {e}")))?;
+        let issuer_url =
+            Url::parse(&issuer).map_err(|e| ConfigError::new("issuer", format!("not a URL: {e}")))?;
         if !matches!(issuer_url.scheme(), "http" | "https") {
             return Err(ConfigError::new("issuer", "must be an http or https URL"));
         }
@@ -312,8 +320,7 @@ impl PepConfig {
         let as_authority = match raw.as_authority {
             Some(a) if !a.trim().is_empty() => a,
             Some(_) => return Err(ConfigError::new("as_authority", "must not be empty")),
-            None => authority_of(&issuer_url)
-                .ok_or_else(|| ConfigError::new("issuer", "has no host"))?,
+            None => authority_of(&issuer_url).ok_or_else(|| ConfigError::new("issuer", "has no host"))?,
         };
 
         let as_cluster = required(raw.as_cluster, "as_cluster")?;
@@ -334,10 +341,7 @@ impl PepConfig {
         let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if timeout_ms == 0 || timeout_ms > 60_000 {
             // 0 means "no timeout" to Envoy: a hung AS would hang every request.
-            return Err(ConfigError::new(
-                "timeout_ms",
-                "must be between 1 and 60000",
-            ));
+            return Err(ConfigError::new("timeout_ms", "must be between 1 and 60000"));
         }
 
         let path_prefix = match raw.path_prefix.as_deref() {
@@ -367,10 +371,7 @@ impl PepConfig {
 
         if let Some(f) = &raw.forward {
             if f.header.is_empty()
-                || !f
-                    .header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !f.header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(ConfigError::new("forward.header", "must be a header name"));
             }
@@ -389,23 +390,19 @@ impl PepConfig {
 
         if let Some(sync) = &raw.resource_sync {
             if sync.cluster.trim().is_empty() {
-                return Err(ConfigError::new(
-                    "resource_sync.cluster",
-                    "must not be empty",
-                ));
+                return Err(ConfigError::new("resource_sync.cluster", "must not be empty"));
             }
             if sync.interval_s == 0 {
-                return Err(ConfigError::new(
-                    "resource_sync.interval_s",
-                    "must be at least 1",
-                ));
+                return Err(ConfigError::new("resource_sync.interval_s", "must be at least 1"));
             }
             if !sync.path.starts_with('/') {
-                return Err(ConfigError::new(
-                    "resource_sync.path",
-                    "must start with '/'",
-                ));
+                return Err(ConfigError::new("resource_sync.path", "must start with '/'"));
             }
+        }
+
+        let cache_slots = raw.cache_slots.unwrap_or(DEFAULT_CACHE_SLOTS);
+        if !(16..=1_048_576).contains(&cache_slots) {
+            return Err(ConfigError::new("cache_slots", "must be between 16 and 1048576"));
         }
 
         Ok(Self {
@@ -429,23 +426,23 @@ impl PepConfig {
             authorize_path,
             resource_sync: raw.resource_sync,
             clock_skew_s: raw.clock_skew_s.unwrap_or(0),
+            cache_slots,
+            cache_max_ttl_s: raw.cache_max_ttl_s.unwrap_or(DEFAULT_CACHE_MAX_TTL_S),
+            negative_cache_ttl_s: raw.negative_cache_ttl_s.unwrap_or(DEFAULT_NEGATIVE_CACHE_TTL_S),
+            local_jwt_validation: raw.local_jwt_validation.unwrap_or(true),
+            rpt_audience: raw.rpt_audience,
         })
     }
 
     /// `{issuer}/.well-known/uma2-configuration`, as a path on `as_cluster`.
     pub fn discovery_path(&self) -> String {
         let base = endpoint_path(&self.issuer).unwrap_or_default();
-        format!(
-            "{}/.well-known/uma2-configuration",
-            base.trim_end_matches('/')
-        )
+        format!("{}/.well-known/uma2-configuration", base.trim_end_matches('/'))
     }
 
     /// The header that carries the minted JWT (and is always stripped from clients).
     pub fn forward_header(&self) -> &str {
-        self.forward
-            .as_ref()
-            .map_or(DEFAULT_FORWARD_HEADER, |f| f.header.as_str())
+        self.forward.as_ref().map_or(DEFAULT_FORWARD_HEADER, |f| f.header.as_str())
     }
 
     /// The scope a method needs, if the method is mapped.
@@ -469,8 +466,7 @@ pub fn endpoint_path(value: &str) -> Result<String, String> {
     if value.starts_with('/') {
         return Ok(value.to_string());
     }
-    let url =
-        Url::parse(value).map_err(|e| format!("{value:?} is neither a path nor a URL: {e}"))?;
+    let url = Url::parse(value).map_err(|e| format!("{value:?} is neither a path nor a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{value:?} must be an http or https URL"));
     }
@@ -521,10 +517,10 @@ mod tests {
         assert_eq!(c.forward_header(), "x-user-id");
         assert!(c.authorize_path.is_none());
         assert!(c.resource_sync.is_none());
-        assert_eq!(
-            c.discovery_path(),
-            "/realms/eoepca/.well-known/uma2-configuration"
-        );
+        assert_eq!(c.cache_slots, 8192);
+        assert!(c.local_jwt_validation);
+        assert_eq!(parse(&with(r#""cache_slots":1"#)).unwrap_err().key, "cache_slots");
+        assert_eq!(c.discovery_path(), "/realms/eoepca/.well-known/uma2-configuration");
     }
 
     #[test]
@@ -553,20 +549,14 @@ mod tests {
         let err = parse(&with(r#""timout_ms":5"#)).unwrap_err();
         assert!(err.to_string().contains("timout_ms"), "{err}");
         let err = parse(&with(r#""timeout_ms":"fast""#)).unwrap_err();
-        assert!(
-            err.to_string().contains("timeout_ms") || err.to_string().contains("u64"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("timeout_ms") || err.to_string().contains("u64"), "{err}");
         let err = parse(&with(r#""as_profile":"okta""#)).unwrap_err();
         assert!(err.to_string().contains("okta"), "{err}");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        assert_eq!(
-            parse(&with(r#""timeout_ms":0"#)).unwrap_err().key,
-            "timeout_ms"
-        );
+        assert_eq!(parse(&with(r#""timeout_ms":0"#)).unwrap_err().key, "timeout_ms");
         assert_eq!(parse(&with(r#""realm":"a\"b""#)).unwrap_err().key, "realm");
         assert_eq!(
             parse(r#"{"issuer":"ftp://x","as_cluster":"a","client_id":"p","client_secret":"s"}"#)
@@ -574,44 +564,18 @@ mod tests {
                 .key,
             "issuer"
         );
+        assert_eq!(parse(&with(r#""resources":[{"id":"","uri":"/a"}]"#)).unwrap_err().key, "resources[0].id");
         assert_eq!(
-            parse(&with(r#""resources":[{"id":"","uri":"/a"}]"#))
-                .unwrap_err()
-                .key,
-            "resources[0].id"
-        );
-        assert_eq!(
-            parse(&with(r#""resources":[{"id":"x","uri":"/a/../.."}]"#))
-                .unwrap_err()
-                .key,
+            parse(&with(r#""resources":[{"id":"x","uri":"/a/../.."}]"#)).unwrap_err().key,
             "resources[0].uri"
         );
         assert_eq!(
-            parse(&with(
-                r#""resources":[{"id":"x","uri":"/a"},{"id":"y","uri":"/a/"}]"#
-            ))
-            .unwrap_err()
-            .key,
+            parse(&with(r#""resources":[{"id":"x","uri":"/a"},{"id":"y","uri":"/a/"}]"#)).unwrap_err().key,
             "resources[1].uri"
         );
-        assert_eq!(
-            parse(&with(r#""method_scopes":{"G-T":"x"}"#))
-                .unwrap_err()
-                .key,
-            "method_scopes.G-T"
-        );
-        assert_eq!(
-            parse(&with(r#""endpoints":{"token":"ftp://x/y"}"#))
-                .unwrap_err()
-                .key,
-            "endpoints.token"
-        );
-        assert_eq!(
-            parse(&with(r#""forward":{"key_pem":" "}"#))
-                .unwrap_err()
-                .key,
-            "forward.key_pem"
-        );
+        assert_eq!(parse(&with(r#""method_scopes":{"G-T":"x"}"#)).unwrap_err().key, "method_scopes.G-T");
+        assert_eq!(parse(&with(r#""endpoints":{"token":"ftp://x/y"}"#)).unwrap_err().key, "endpoints.token");
+        assert_eq!(parse(&with(r#""forward":{"key_pem":" "}"#)).unwrap_err().key, "forward.key_pem");
     }
 
     #[test]
@@ -642,10 +606,7 @@ mod tests {
 
     #[test]
     fn path_prefix_and_authorize_path_are_normalised() {
-        let c = parse(&with(
-            r#""path_prefix":"/pep/","authorize_path":"/authorize""#,
-        ))
-        .unwrap();
+        let c = parse(&with(r#""path_prefix":"/pep/","authorize_path":"/authorize""#)).unwrap();
         assert_eq!(c.path_prefix, "/pep");
         assert_eq!(c.authorize_path.as_deref(), Some("/authorize"));
     }

@@ -75,23 +75,14 @@ mod tests {
             Credential::from_headers(&["Bearer abc.def-ghi_~+/=="]),
             Credential::Bearer("abc.def-ghi_~+/==")
         );
-        assert_eq!(
-            Credential::from_headers(&["bearer  tok"]),
-            Credential::Bearer("tok")
-        );
-        assert_eq!(
-            Credential::from_headers(&["BEARER tok "]),
-            Credential::Bearer("tok")
-        );
+        assert_eq!(Credential::from_headers(&["bearer  tok"]), Credential::Bearer("tok"));
+        assert_eq!(Credential::from_headers(&["BEARER tok "]), Credential::Bearer("tok"));
     }
 
     #[test]
     fn absent_and_duplicated() {
         assert_eq!(Credential::from_headers(&[]), Credential::Absent);
-        assert_eq!(
-            Credential::from_headers(&["Bearer a", "Bearer b"]),
-            Credential::Duplicated
-        );
+        assert_eq!(Credential::from_headers(&["Bearer a", "Bearer b"]), Credential::Duplicated);
     }
 
     #[test]
@@ -108,20 +99,11 @@ mod tests {
             "",
             "Digest x",
         ] {
-            assert!(
-                matches!(Credential::from_headers(&[v]), Credential::Unusable(_)),
-                "{v:?}"
-            );
+            assert!(matches!(Credential::from_headers(&[v]), Credential::Unusable(_)), "{v:?}");
         }
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert_eq!(
-            Credential::from_headers(&[&huge]),
-            Credential::Unusable("oversized bearer token")
-        );
+        assert_eq!(Credential::from_headers(&[&huge]), Credential::Unusable("oversized bearer token"));
         let big_ok = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
-        assert!(matches!(
-            Credential::from_headers(&[&big_ok]),
-            Credential::Bearer(_)
-        ));
+        assert!(matches!(Credential::from_headers(&[&big_ok]), Credential::Bearer(_)));
     }
 }

@@ -66,33 +66,17 @@ impl LocalReply {
     }
 
     pub fn method_not_allowed(method: &str) -> Self {
-        Self::json_error(
-            405,
-            "method_not_allowed",
-            LogCode::Refused,
-            format!("no scope for method {method}"),
-        )
+        Self::json_error(405, "method_not_allowed", LogCode::Refused, format!("no scope for method {method}"))
     }
 
     pub fn unmatched_denied() -> Self {
-        Self::json_error(
-            403,
-            "forbidden",
-            LogCode::Refused,
-            "no resource matches and unmatched=deny",
-        )
+        Self::json_error(403, "forbidden", LogCode::Refused, "no resource matches and unmatched=deny")
     }
 
     /// 403 + `Warning: 199`: the AS gave no usable answer; nothing is forwarded.
     pub fn as_unreachable(reason: impl Into<String>) -> Self {
-        let mut r = Self::json_error(
-            403,
-            "uma_authorization_server_unreachable",
-            LogCode::AsError,
-            reason,
-        );
-        r.headers
-            .push(("warning".into(), AS_UNREACHABLE_WARNING.into()));
+        let mut r = Self::json_error(403, "uma_authorization_server_unreachable", LogCode::AsError, reason);
+        r.headers.push(("warning".into(), AS_UNREACHABLE_WARNING.into()));
         r
     }
 
@@ -114,13 +98,7 @@ impl LocalReply {
 
     /// PARTIAL mode's answer for an allowed (or unmatched and allowed) request.
     pub fn authorized(code: LogCode, reason: impl Into<String>) -> Self {
-        Self {
-            status: 200,
-            headers: Vec::new(),
-            body: String::new(),
-            code,
-            reason: reason.into(),
-        }
+        Self { status: 200, headers: Vec::new(), body: String::new(), code, reason: reason.into() }
     }
 }
 
@@ -132,10 +110,7 @@ pub enum Plan<'a> {
     /// Unmatched and allowed: forward (FULL) with `path` if it needs rewriting.
     PassThrough { rewrite: Option<String> },
     /// A protected resource; `token` is the RPT to check, `None` asks for a ticket at once.
-    Protected {
-        target: Target,
-        token: Option<&'a str>,
-    },
+    Protected { target: Target, token: Option<&'a str> },
 }
 
 /// The protected resource and scope a request needs, and how it is forwarded.
@@ -179,13 +154,10 @@ pub fn plan<'a>(config: &PepConfig, facts: RequestFacts<'a>) -> Plan<'a> {
 
     let credential = Credential::from_headers(facts.authorization);
     if credential == Credential::Duplicated {
-        return Plan::Reply(LocalReply::bad_request(
-            "more than one Authorization header",
-        ));
+        return Plan::Reply(LocalReply::bad_request("more than one Authorization header"));
     }
 
-    let resource =
-        strip_prefix(&normalized, &config.path_prefix).and_then(|p| config.resources.find(p));
+    let resource = strip_prefix(&normalized, &config.path_prefix).and_then(|p| config.resources.find(p));
     let Some(resource) = resource else {
         return match config.unmatched {
             UnmatchedPolicy::Allow => Plan::PassThrough { rewrite },
@@ -206,11 +178,7 @@ pub fn plan<'a>(config: &PepConfig, facts: RequestFacts<'a>) -> Plan<'a> {
         _ => None,
     };
     Plan::Protected {
-        target: Target {
-            resource_id: resource.id.clone(),
-            scope: scope.to_string(),
-            rewrite,
-        },
+        target: Target { resource_id: resource.id.clone(), scope: scope.to_string(), rewrite },
         token,
     }
 }
@@ -228,11 +196,7 @@ mod tests {
     }
 
     fn facts<'a>(method: &'a str, path: &'a str, authz: &'a [&'a str]) -> RequestFacts<'a> {
-        RequestFacts {
-            method,
-            raw_path: path,
-            authorization: authz,
-        }
+        RequestFacts { method, raw_path: path, authorization: authz }
     }
 
     fn protected(p: Plan<'_>) -> (Target, Option<&str>) {
@@ -258,10 +222,7 @@ mod tests {
         assert_eq!(t.rewrite, None);
         assert_eq!(tok, None);
         let (t, _) = protected(plan(&c, facts("DELETE", "/a/bc", &[])));
-        assert_eq!(
-            (t.resource_id.as_str(), t.scope.as_str()),
-            ("r-a", "protected_delete")
-        );
+        assert_eq!((t.resource_id.as_str(), t.scope.as_str()), ("r-a", "protected_delete"));
     }
 
     #[test]
@@ -278,13 +239,7 @@ mod tests {
 
     #[test]
     fn duplicate_authorization_is_400() {
-        assert_eq!(
-            status(plan(
-                &config(""),
-                facts("GET", "/a", &["Bearer x", "Bearer y"])
-            )),
-            400
-        );
+        assert_eq!(status(plan(&config(""), facts("GET", "/a", &["Bearer x", "Bearer y"]))), 400);
     }
 
     #[test]
@@ -299,23 +254,12 @@ mod tests {
 
     #[test]
     fn unmatched_allow_and_deny() {
-        assert_eq!(
-            plan(&config(""), facts("GET", "/zzz", &[])),
-            Plan::PassThrough { rewrite: None }
-        );
+        assert_eq!(plan(&config(""), facts("GET", "/zzz", &[])), Plan::PassThrough { rewrite: None });
         assert_eq!(
             plan(&config(""), facts("GET", "/zzz//y", &[])),
-            Plan::PassThrough {
-                rewrite: Some("/zzz/y".into())
-            }
+            Plan::PassThrough { rewrite: Some("/zzz/y".into()) }
         );
-        assert_eq!(
-            status(plan(
-                &config(r#","unmatched":"deny""#),
-                facts("GET", "/zzz", &[])
-            )),
-            403
-        );
+        assert_eq!(status(plan(&config(r#","unmatched":"deny""#), facts("GET", "/zzz", &[]))), 403);
     }
 
     #[test]
@@ -323,15 +267,9 @@ mod tests {
         let c = config("");
         assert_eq!(status(plan(&c, facts("OPTIONS", "/a", &[]))), 405);
         assert_eq!(status(plan(&c, facts("POST", "/ro", &[]))), 405);
-        assert!(matches!(
-            plan(&c, facts("GET", "/ro", &[])),
-            Plan::Protected { .. }
-        ));
+        assert!(matches!(plan(&c, facts("GET", "/ro", &[])), Plan::Protected { .. }));
         // Unmatched paths are not about scopes.
-        assert!(matches!(
-            plan(&c, facts("OPTIONS", "/zzz", &[])),
-            Plan::PassThrough { .. }
-        ));
+        assert!(matches!(plan(&c, facts("OPTIONS", "/zzz", &[])), Plan::PassThrough { .. }));
     }
 
     #[test]
@@ -339,24 +277,17 @@ mod tests {
         let c = config(r#","path_prefix":"/pep""#);
         let (t, _) = protected(plan(&c, facts("GET", "/pep/a/b", &[])));
         assert_eq!(t.resource_id, "r-ab");
-        assert!(matches!(
-            plan(&c, facts("GET", "/a/b", &[])),
-            Plan::PassThrough { .. }
-        ));
-        assert!(matches!(
-            plan(&c, facts("GET", "/pepa/b", &[])),
-            Plan::PassThrough { .. }
-        ));
+        assert!(matches!(plan(&c, facts("GET", "/a/b", &[])), Plan::PassThrough { .. }));
+        assert!(matches!(plan(&c, facts("GET", "/pepa/b", &[])), Plan::PassThrough { .. }));
     }
 
     #[test]
     fn replies_carry_their_codes() {
         let r = LocalReply::as_unreachable("x");
         assert_eq!(r.status, 403);
-        assert!(r.headers.contains(&(
-            "warning".into(),
-            "199 - \"UMA Authorization Server Unreachable\"".into()
-        )));
+        assert!(r
+            .headers
+            .contains(&("warning".into(), "199 - \"UMA Authorization Server Unreachable\"".into())));
         assert_eq!(r.code.code(), 2106);
         assert_eq!(LocalReply::challenge("UMA x".into(), "y").code.code(), 2104);
     }

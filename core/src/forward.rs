@@ -18,28 +18,12 @@ use crate::introspection::IntrospectionResult;
 
 /// Claims copied from introspection when `forward.claims` is not set: who the user is in
 /// Keycloak and OIDC terms, Gluu's claims gathered for the PCT, and EOEPCA's operator flag.
-pub const DEFAULT_FORWARDED_CLAIMS: &[&str] = &[
-    "azp",
-    "preferred_username",
-    "email",
-    "name",
-    "isOperator",
-    "pct_claims",
-    "acr",
-];
+pub const DEFAULT_FORWARDED_CLAIMS: &[&str] =
+    &["azp", "preferred_username", "email", "name", "isOperator", "pct_claims", "acr"];
 
 /// Claims the PEP sets itself; a configured claim of the same name is ignored.
-const RESERVED_CLAIMS: &[&str] = &[
-    "iss",
-    "sub",
-    "aud",
-    "iat",
-    "exp",
-    "nbf",
-    "jti",
-    "client_id",
-    "permissions",
-];
+const RESERVED_CLAIMS: &[&str] =
+    &["iss", "sub", "aud", "iat", "exp", "nbf", "jti", "client_id", "permissions"];
 
 /// Longest life of a minted token when the RPT states no `exp`.
 pub const MAX_LIFETIME_WITHOUT_EXP_S: i64 = 300;
@@ -67,10 +51,7 @@ pub struct ForwardSigner {
 impl std::fmt::Debug for ForwardSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("ForwardSigner")
-            .field("alg", &self.alg)
-            .field("kid", &self.kid())
-            .finish()
+        f.debug_struct("ForwardSigner").field("alg", &self.alg).field("kid", &self.kid()).finish()
     }
 }
 
@@ -97,31 +78,20 @@ pub fn jwk_thumbprint(jwk: &Jwk) -> Option<String> {
 }
 
 /// The public JWK of a PKCS#8 PEM private key for `alg`, with `kid` (thumbprint unless given).
-pub fn public_jwk(
-    key_pem: &str,
-    alg: SigningAlg,
-    kid: Option<&str>,
-) -> Result<(EncodingKey, Jwk), String> {
+pub fn public_jwk(key_pem: &str, alg: SigningAlg, kid: Option<&str>) -> Result<(EncodingKey, Jwk), String> {
     let (key, jwt_alg, key_alg) = match alg {
-        SigningAlg::RS256 => (
-            EncodingKey::from_rsa_pem(key_pem.as_bytes()),
-            Algorithm::RS256,
-            KeyAlgorithm::RS256,
-        ),
-        SigningAlg::ES256 => (
-            EncodingKey::from_ec_pem(key_pem.as_bytes()),
-            Algorithm::ES256,
-            KeyAlgorithm::ES256,
-        ),
-        SigningAlg::EdDSA => (
-            EncodingKey::from_ed_pem(key_pem.as_bytes()),
-            Algorithm::EdDSA,
-            KeyAlgorithm::EdDSA,
-        ),
+        SigningAlg::RS256 => {
+            (EncodingKey::from_rsa_pem(key_pem.as_bytes()), Algorithm::RS256, KeyAlgorithm::RS256)
+        }
+        SigningAlg::ES256 => {
+            (EncodingKey::from_ec_pem(key_pem.as_bytes()), Algorithm::ES256, KeyAlgorithm::ES256)
+        }
+        SigningAlg::EdDSA => {
+            (EncodingKey::from_ed_pem(key_pem.as_bytes()), Algorithm::EdDSA, KeyAlgorithm::EdDSA)
+        }
     };
     let key = key.map_err(|e| format!("not a {alg:?} private key in PEM: {e}"))?;
-    let mut jwk =
-        Jwk::from_encoding_key(&key, jwt_alg).map_err(|e| format!("does not fit {alg:?}: {e}"))?;
+    let mut jwk = Jwk::from_encoding_key(&key, jwt_alg).map_err(|e| format!("does not fit {alg:?}: {e}"))?;
     let kid = match kid {
         Some(k) => k.to_string(),
         None => jwk_thumbprint(&jwk).ok_or_else(|| "has no thumbprint".to_string())?,
@@ -145,18 +115,12 @@ impl ForwardSigner {
         jwt_header.kid = jwk.common.key_id.clone();
         let claims = match &config.claims {
             Some(c) => c.clone(),
-            None => DEFAULT_FORWARDED_CLAIMS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            None => DEFAULT_FORWARDED_CLAIMS.iter().map(|s| s.to_string()).collect(),
         };
         let signer = Self {
             header_name: config.header.to_ascii_lowercase(),
             strip_authorization: config.strip_authorization,
-            jwks_path: config
-                .jwks_path
-                .as_ref()
-                .map(|p| p.trim_end_matches('/').to_string()),
+            jwks_path: config.jwks_path.as_ref().map(|p| p.trim_end_matches('/').to_string()),
             alg,
             key,
             jwt_header,
@@ -166,9 +130,9 @@ impl ForwardSigner {
             jwk,
         };
         // A key that parses but cannot sign (an alg that does not fit it) fails now, not per request.
-        signer.sign(&Map::new()).map_err(|e| {
-            ConfigError::new("forward.alg", format!("{e} (does the key fit the alg?)"))
-        })?;
+        signer
+            .sign(&Map::new())
+            .map_err(|e| ConfigError::new("forward.alg", format!("{e} (does the key fit the alg?)")))?;
         Ok(signer)
     }
 
@@ -186,19 +150,10 @@ impl ForwardSigner {
     }
 
     /// The claims of the token for a request allowed on `resource_id` by `result`.
-    pub fn claims(
-        &self,
-        result: &IntrospectionResult,
-        resource_id: &str,
-        now: i64,
-    ) -> Map<String, Value> {
+    pub fn claims(&self, result: &IntrospectionResult, resource_id: &str, now: i64) -> Map<String, Value> {
         let mut claims = Map::new();
         claims.insert("iss".into(), Value::String(self.iss.clone()));
-        let sub = result
-            .sub
-            .clone()
-            .or_else(|| result.client_id.clone())
-            .unwrap_or_default();
+        let sub = result.sub.clone().or_else(|| result.client_id.clone()).unwrap_or_default();
         claims.insert("sub".into(), Value::String(sub));
         if let Some(aud) = &self.aud {
             claims.insert("aud".into(), Value::String(aud.clone()));
@@ -289,10 +244,7 @@ mod tests {
         assert_eq!(c["preferred_username"], "alice");
         assert_eq!(c["pct_claims"]["role"][0], "x");
         assert!(c.get("secret_thing").is_none());
-        assert_eq!(
-            c["permissions"],
-            json!([{"resource_id":"r1","resource_scopes":["protected_get"]}])
-        );
+        assert_eq!(c["permissions"], json!([{"resource_id":"r1","resource_scopes":["protected_get"]}]));
     }
 
     #[test]
@@ -324,11 +276,7 @@ mod tests {
         let mut c = config(SigningAlg::EdDSA, ED25519_PEM);
         c.claims = Some(vec!["sub".into(), "exp".into(), "email".into()]);
         let signer = ForwardSigner::new(&c).unwrap();
-        let claims = signer.claims(
-            &result(r#"{"active":true,"sub":"a","exp":50,"email":"a@x"}"#),
-            "r",
-            10,
-        );
+        let claims = signer.claims(&result(r#"{"active":true,"sub":"a","exp":50,"email":"a@x"}"#), "r", 10);
         assert_eq!(claims["sub"], "a");
         assert_eq!(claims["exp"], 50);
         assert_eq!(claims["email"], "a@x");
@@ -359,9 +307,6 @@ mod tests {
             "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
         }))
         .unwrap();
-        assert_eq!(
-            jwk_thumbprint(&jwk).unwrap(),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        assert_eq!(jwk_thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 }

@@ -100,13 +100,7 @@ impl RawPermission {
                 scopes.push(s);
             }
         }
-        Some(Permission {
-            resource_id,
-            scopes,
-            scopes_listed: listed,
-            exp: self.exp,
-            nbf: self.nbf,
-        })
+        Some(Permission { resource_id, scopes, scopes_listed: listed, exp: self.exp, nbf: self.nbf })
     }
 }
 
@@ -116,16 +110,11 @@ fn take_permissions(value: Option<Value>) -> Result<Vec<Permission>, AsError> {
     };
     let raw: Vec<RawPermission> =
         serde_json::from_value(value).map_err(|e| AsError::Garbage(format!("permissions: {e}")))?;
-    Ok(raw
-        .into_iter()
-        .filter_map(RawPermission::into_permission)
-        .collect())
+    Ok(raw.into_iter().filter_map(RawPermission::into_permission).collect())
 }
 
 fn take_time(claims: &mut Map<String, Value>, key: &str) -> Option<i64> {
-    claims
-        .remove(key)
-        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+    claims.remove(key).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
 }
 
 fn take_string(claims: &mut Map<String, Value>, key: &str) -> Option<String> {
@@ -142,8 +131,8 @@ fn take_string(claims: &mut Map<String, Value>, key: &str) -> Option<String> {
 impl IntrospectionResult {
     /// Reads an introspection answer (or the claims of a JWT RPT) from JSON.
     pub fn from_json(body: &[u8]) -> Result<Self, AsError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| AsError::Garbage(format!("introspection: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("introspection: {e}")))?;
         let Value::Object(mut claims) = value else {
             return Err(AsError::Garbage("introspection: not a JSON object".into()));
         };
@@ -151,11 +140,7 @@ impl IntrospectionResult {
             Some(Value::Bool(b)) => b,
             // A JWT RPT's claims carry no `active`; the caller has checked the signature.
             None => true,
-            Some(_) => {
-                return Err(AsError::Garbage(
-                    "introspection: `active` is not a boolean".into(),
-                ))
-            }
+            Some(_) => return Err(AsError::Garbage("introspection: `active` is not a boolean".into())),
         };
         let mut permissions = take_permissions(claims.remove("permissions"))?;
         if let Some(Value::Object(mut authz)) = claims.remove("authorization") {
@@ -165,22 +150,9 @@ impl IntrospectionResult {
         let iat = take_time(&mut claims, "iat");
         let nbf = take_time(&mut claims, "nbf");
         let sub = take_string(&mut claims, "sub");
-        let client_id = take_string(&mut claims, "client_id").or_else(|| {
-            claims
-                .get("azp")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        Ok(Self {
-            active,
-            exp,
-            iat,
-            nbf,
-            sub,
-            client_id,
-            permissions,
-            claims,
-        })
+        let client_id = take_string(&mut claims, "client_id")
+            .or_else(|| claims.get("azp").and_then(Value::as_str).map(str::to_string));
+        Ok(Self { active, exp, iat, nbf, sub, client_id, permissions, claims })
     }
 
     /// Parses an introspection endpoint answer: `200` and a JSON object, else an AS error.
@@ -211,16 +183,12 @@ impl IntrospectionResult {
             return Err(Insufficiency::Inactive);
         }
         self.check_times(clock)?;
-        let mut for_resource = self
-            .permissions
-            .iter()
-            .filter(|p| p.resource_id == resource_id)
-            .peekable();
+        let mut for_resource = self.permissions.iter().filter(|p| p.resource_id == resource_id).peekable();
         if for_resource.peek().is_none() {
             return Err(Insufficiency::NoPermissionForResource);
         }
-        let granted = for_resource
-            .any(|p| permission_is_current(p, clock) && permission_grants(p, scope, profile));
+        let granted =
+            for_resource.any(|p| permission_is_current(p, clock) && permission_grants(p, scope, profile));
         if granted {
             Ok(())
         } else {
@@ -249,10 +217,7 @@ fn response_has_active(body: &[u8]) -> bool {
     struct Active {
         active: Option<bool>,
     }
-    serde_json::from_slice::<Active>(body)
-        .ok()
-        .and_then(|a| a.active)
-        .is_some()
+    serde_json::from_slice::<Active>(body).ok().and_then(|a| a.active).is_some()
 }
 
 /// A permission's own `exp`/`nbf` count too (the stricter wins, federated authz §5.1.1).
@@ -273,10 +238,7 @@ fn permission_grants(p: &Permission, scope: &str, profile: AsProfile) -> bool {
 pub fn introspection_body(profile: AsProfile, token: &str) -> Vec<u8> {
     match profile {
         AsProfile::Uma2 => form_body(&[("token", token)]),
-        AsProfile::Keycloak => form_body(&[
-            ("token", token),
-            ("token_type_hint", "requesting_party_token"),
-        ]),
+        AsProfile::Keycloak => form_body(&[("token", token), ("token_type_hint", "requesting_party_token")]),
     }
 }
 
@@ -287,19 +249,11 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn clock(margin: i64) -> Clock {
-        Clock {
-            now: NOW,
-            margin_s: margin,
-            skew_s: 0,
-        }
+        Clock { now: NOW, margin_s: margin, skew_s: 0 }
     }
 
     fn parse(json: &str) -> IntrospectionResult {
-        IntrospectionResult::parse(&AsResponse {
-            status: Some(200),
-            body: json.as_bytes(),
-        })
-        .unwrap()
+        IntrospectionResult::parse(&AsResponse { status: Some(200), body: json.as_bytes() }).unwrap()
     }
 
     fn gluu(perms: &str, times: &str) -> IntrospectionResult {
@@ -318,9 +272,7 @@ mod tests {
         assert_eq!(r.client_id.as_deref(), Some("app"));
         assert_eq!(r.permissions.len(), 1);
         assert_eq!(r.claims.get("pct_claims").unwrap()["x"], 1);
-        assert!(r
-            .covers("r1", "protected_get", clock(5), AsProfile::Uma2)
-            .is_ok());
+        assert!(r.covers("r1", "protected_get", clock(5), AsProfile::Uma2).is_ok());
         assert_eq!(
             r.covers("r1", "protected_post", clock(5), AsProfile::Uma2),
             Err(Insufficiency::ScopeMissing)
@@ -342,13 +294,9 @@ mod tests {
         ));
         assert_eq!(r.client_id.as_deref(), Some("app"));
         assert_eq!(r.permissions[0].scopes, vec!["protected_get".to_string()]);
-        assert!(r
-            .covers("r1", "protected_get", clock(5), AsProfile::Keycloak)
-            .is_ok());
+        assert!(r.covers("r1", "protected_get", clock(5), AsProfile::Keycloak).is_ok());
         // Keycloak: an omitted scope list grants every scope; the spec: none.
-        assert!(r
-            .covers("r2", "protected_delete", clock(5), AsProfile::Keycloak)
-            .is_ok());
+        assert!(r.covers("r2", "protected_delete", clock(5), AsProfile::Keycloak).is_ok());
         assert_eq!(
             r.covers("r2", "protected_delete", clock(5), AsProfile::Uma2),
             Err(Insufficiency::ScopeMissing)
@@ -368,10 +316,7 @@ mod tests {
     #[test]
     fn inactive_and_garbage() {
         let r = parse(r#"{"active":false}"#);
-        assert_eq!(
-            r.covers("r1", "s", clock(0), AsProfile::Uma2),
-            Err(Insufficiency::Inactive)
-        );
+        assert_eq!(r.covers("r1", "s", clock(0), AsProfile::Uma2), Err(Insufficiency::Inactive));
         for bad in [
             "",
             "[]",
@@ -381,19 +326,10 @@ mod tests {
             "<html>",
             r#"{"active":true,"permissions":{}}"#,
         ] {
-            let got = IntrospectionResult::parse(&AsResponse {
-                status: Some(200),
-                body: bad.as_bytes(),
-            });
-            assert!(
-                matches!(got, Err(AsError::Garbage(_))),
-                "{bad:?} gave {got:?}"
-            );
+            let got = IntrospectionResult::parse(&AsResponse { status: Some(200), body: bad.as_bytes() });
+            assert!(matches!(got, Err(AsError::Garbage(_))), "{bad:?} gave {got:?}");
         }
-        let got = IntrospectionResult::parse(&AsResponse {
-            status: Some(503),
-            body: b"",
-        });
+        let got = IntrospectionResult::parse(&AsResponse { status: Some(503), body: b"" });
         assert!(matches!(got, Err(AsError::Status { status: 503, .. })));
     }
 
@@ -415,69 +351,41 @@ mod tests {
             assert!(ok(format!(r#""exp":{exp},"#)).is_ok(), "exp {exp}");
         }
         for exp in [NOW - 1_000_000, NOW - 100, NOW - 5, NOW] {
-            assert_eq!(
-                ok(format!(r#""exp":{exp},"#)),
-                Err(Insufficiency::Expired),
-                "exp {exp}"
-            );
+            assert_eq!(ok(format!(r#""exp":{exp},"#)), Err(Insufficiency::Expired), "exp {exp}");
         }
         for nbf in [NOW - 5, NOW - 1000] {
             assert!(ok(format!(r#""exp":{},"nbf":{nbf},"#, NOW + 100)).is_ok());
         }
         for nbf in [NOW + 5, NOW + 1000] {
-            assert_eq!(
-                ok(format!(r#""exp":{},"nbf":{nbf},"#, NOW + 100)),
-                Err(Insufficiency::NotYetValid)
-            );
+            assert_eq!(ok(format!(r#""exp":{},"nbf":{nbf},"#, NOW + 100)), Err(Insufficiency::NotYetValid));
         }
         for iat in [NOW - 5, NOW - 1000] {
             assert!(ok(format!(r#""exp":{},"iat":{iat},"#, NOW + 100)).is_ok());
         }
         for iat in [NOW + 5, NOW + 1000] {
-            assert_eq!(
-                ok(format!(r#""exp":{},"iat":{iat},"#, NOW + 100)),
-                Err(Insufficiency::NotYetValid)
-            );
+            assert_eq!(ok(format!(r#""exp":{},"iat":{iat},"#, NOW + 100)), Err(Insufficiency::NotYetValid));
         }
     }
 
     #[test]
     fn margin_refuses_nearly_expired() {
-        let r = gluu(
-            r#"[{"resource_id":"r","resource_scopes":["s"]}]"#,
-            &format!(r#""exp":{},"#, NOW + 4),
-        );
-        assert_eq!(
-            r.covers("r", "s", clock(5), AsProfile::Uma2),
-            Err(Insufficiency::Expired)
-        );
+        let r = gluu(r#"[{"resource_id":"r","resource_scopes":["s"]}]"#, &format!(r#""exp":{},"#, NOW + 4));
+        assert_eq!(r.covers("r", "s", clock(5), AsProfile::Uma2), Err(Insufficiency::Expired));
         assert!(r.covers("r", "s", clock(3), AsProfile::Uma2).is_ok());
     }
 
     #[test]
     fn permission_level_times_count() {
         let past = gluu(
-            &format!(
-                r#"[{{"resource_id":"r","resource_scopes":["s"],"exp":{}}}]"#,
-                NOW - 1
-            ),
+            &format!(r#"[{{"resource_id":"r","resource_scopes":["s"],"exp":{}}}]"#, NOW - 1),
             &format!(r#""exp":{},"#, NOW + 100),
         );
-        assert_eq!(
-            past.covers("r", "s", clock(0), AsProfile::Uma2),
-            Err(Insufficiency::ScopeMissing)
-        );
+        assert_eq!(past.covers("r", "s", clock(0), AsProfile::Uma2), Err(Insufficiency::ScopeMissing));
         let future = gluu(
-            &format!(
-                r#"[{{"resource_id":"r","resource_scopes":["s"],"nbf":{}}}]"#,
-                NOW + 60
-            ),
+            &format!(r#"[{{"resource_id":"r","resource_scopes":["s"],"nbf":{}}}]"#, NOW + 60),
             &format!(r#""exp":{},"#, NOW + 100),
         );
-        assert_eq!(
-            future.covers("r", "s", clock(0), AsProfile::Uma2),
-            Err(Insufficiency::ScopeMissing)
-        );
+        assert_eq!(future.covers("r", "s", clock(0), AsProfile::Uma2), Err(Insufficiency::ScopeMissing));
     }
 
     /// The seed's rpt_test.py valid/invalid permission sets.
@@ -487,9 +395,7 @@ mod tests {
         let covers_all = |perms: &str, reqs: &[(&str, &[&str])]| {
             let r = gluu(perms, &exp);
             reqs.iter().all(|(res, scopes)| {
-                scopes
-                    .iter()
-                    .all(|s| r.covers(res, s, clock(0), AsProfile::Uma2).is_ok())
+                scopes.iter().all(|s| r.covers(res, s, clock(0), AsProfile::Uma2).is_ok())
             })
         };
         assert!(covers_all(
@@ -508,10 +414,7 @@ mod tests {
             r#"[{"resource_id":"/simple/test/b","resource_scopes":["Auth"]}]"#,
         ] {
             assert!(
-                !covers_all(
-                    perms,
-                    &[("/simple/test/b", &["Auth", "Multiple", "Scopes", "Invalid"])]
-                ),
+                !covers_all(perms, &[("/simple/test/b", &["Auth", "Multiple", "Scopes", "Invalid"])]),
                 "{perms}"
             );
         }
@@ -519,10 +422,7 @@ mod tests {
 
     #[test]
     fn request_bodies_per_dialect() {
-        assert_eq!(
-            introspection_body(AsProfile::Uma2, "a.b+c"),
-            b"token=a.b%2Bc".to_vec()
-        );
+        assert_eq!(introspection_body(AsProfile::Uma2, "a.b+c"), b"token=a.b%2Bc".to_vec());
         assert_eq!(
             introspection_body(AsProfile::Keycloak, "t"),
             b"token=t&token_type_hint=requesting_party_token".to_vec()

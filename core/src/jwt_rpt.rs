@@ -36,9 +36,7 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("JwtKeys").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -84,8 +82,7 @@ impl JwtKeys {
             Some(200) => response.body,
             Some(s) => return Err(AsError::from_status(s, response.body)),
         };
-        let set: JwkSet =
-            serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("jwks: {e}")))?;
+        let set: JwkSet = serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("jwks: {e}")))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {
@@ -96,11 +93,7 @@ impl JwtKeys {
                 continue;
             }
             let mut algs = algorithms_for(&jwk.algorithm);
-            if let Some(declared) = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| Algorithm::try_from(a).ok())
-            {
+            if let Some(declared) = jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()) {
                 // A key that names its algorithm verifies that one only.
                 algs.retain(|a| *a == declared);
             }
@@ -185,14 +178,9 @@ mod tests {
 
     fn keys() -> (EncodingKey, JwtKeys) {
         let (enc, jwk) =
-            crate::forward::public_jwk(ED_PEM, crate::config::SigningAlg::EdDSA, Some("k1"))
-                .unwrap();
+            crate::forward::public_jwk(ED_PEM, crate::config::SigningAlg::EdDSA, Some("k1")).unwrap();
         let body = json!({"keys": [jwk]}).to_string();
-        let keys = JwtKeys::parse(&AsResponse {
-            status: Some(200),
-            body: body.as_bytes(),
-        })
-        .unwrap();
+        let keys = JwtKeys::parse(&AsResponse { status: Some(200), body: body.as_bytes() }).unwrap();
         (enc, keys)
     }
 
@@ -212,20 +200,10 @@ mod tests {
         let (enc, keys) = keys();
         assert_eq!(keys.len(), 1);
         let token = sign(&enc, "k1", keycloak_claims());
-        let JwtCheck::Valid(r) = keys.check(&token, ISSUER, Some("pep-client")) else {
-            panic!()
-        };
-        let clock = Clock {
-            now: 1_900_000_000,
-            margin_s: 5,
-            skew_s: 0,
-        };
-        assert!(r
-            .covers("r1", "protected_get", clock, AsProfile::Keycloak)
-            .is_ok());
-        assert!(r
-            .covers("r1", "protected_post", clock, AsProfile::Keycloak)
-            .is_err());
+        let JwtCheck::Valid(r) = keys.check(&token, ISSUER, Some("pep-client")) else { panic!() };
+        let clock = Clock { now: 1_900_000_000, margin_s: 5, skew_s: 0 };
+        assert!(r.covers("r1", "protected_get", clock, AsProfile::Keycloak).is_ok());
+        assert!(r.covers("r1", "protected_post", clock, AsProfile::Keycloak).is_err());
         assert_eq!(r.sub.as_deref(), Some("alice"));
     }
 
@@ -238,9 +216,7 @@ mod tests {
             json!({"iss": ISSUER, "client_id": "c", "exp": 2_000_000_000_i64,
             "permissions": [{"resource_id": "r2", "resource_scopes": ["s"]}]}),
         );
-        let JwtCheck::Valid(r) = keys.check(&token, ISSUER, None) else {
-            panic!()
-        };
+        let JwtCheck::Valid(r) = keys.check(&token, ISSUER, None) else { panic!() };
         assert_eq!(r.permissions[0].resource_id, "r2");
     }
 
@@ -251,67 +227,34 @@ mod tests {
         // Wrong issuer, wrong audience, no exp.
         let mut c = keycloak_claims();
         c["iss"] = json!("http://evil");
-        assert!(matches!(
-            keys.check(&sign(&enc, "k1", c), ISSUER, None),
-            JwtCheck::Invalid(_)
-        ));
-        assert!(matches!(
-            keys.check(&good, ISSUER, Some("other")),
-            JwtCheck::Invalid(_)
-        ));
+        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None), JwtCheck::Invalid(_)));
+        assert!(matches!(keys.check(&good, ISSUER, Some("other")), JwtCheck::Invalid(_)));
         let mut c = keycloak_claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert!(matches!(
-            keys.check(&sign(&enc, "k1", c), ISSUER, None),
-            JwtCheck::Invalid(_)
-        ));
+        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None), JwtCheck::Invalid(_)));
         // Tampered payload.
         let parts: Vec<&str> = good.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut claims = keycloak_claims();
         claims["sub"] = json!("admin");
-        let tampered = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64.encode(claims.to_string()),
-            parts[2]
-        );
-        assert!(matches!(
-            keys.check(&tampered, ISSUER, None),
-            JwtCheck::Invalid(_)
-        ));
+        let tampered = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        assert!(matches!(keys.check(&tampered, ISSUER, None), JwtCheck::Invalid(_)));
         // alg none.
-        let none = format!(
-            "{}.{}.",
-            b64.encode(r#"{"alg":"none","kid":"k1"}"#),
-            parts[1]
-        );
-        assert!(matches!(
-            keys.check(&none, ISSUER, None),
-            JwtCheck::Invalid(_)
-        ));
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","kid":"k1"}"#), parts[1]);
+        assert!(matches!(keys.check(&none, ISSUER, None), JwtCheck::Invalid(_)));
         // HS256 keyed with anything.
         let hs = encode(
-            &Header {
-                kid: Some("k1".into()),
-                ..Header::new(Algorithm::HS256)
-            },
+            &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
             &keycloak_claims(),
             &EncodingKey::from_secret(b"public key bytes"),
         )
         .unwrap();
-        assert!(matches!(
-            keys.check(&hs, ISSUER, None),
-            JwtCheck::Invalid(_)
-        ));
+        assert!(matches!(keys.check(&hs, ISSUER, None), JwtCheck::Invalid(_)));
         // Unknown kid, and not a JWT at all.
         assert!(
             matches!(keys.check(&sign(&enc, "k2", keycloak_claims()), ISSUER, None), JwtCheck::UnknownKey(k) if k == "k2")
         );
-        assert!(matches!(
-            keys.check("opaque-token", ISSUER, None),
-            JwtCheck::NotAJwt
-        ));
+        assert!(matches!(keys.check("opaque-token", ISSUER, None), JwtCheck::NotAJwt));
     }
 
     #[test]
@@ -321,16 +264,8 @@ mod tests {
             {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
         ]})
         .to_string();
-        let keys = JwtKeys::parse(&AsResponse {
-            status: Some(200),
-            body: body.as_bytes(),
-        })
-        .unwrap();
+        let keys = JwtKeys::parse(&AsResponse { status: Some(200), body: body.as_bytes() }).unwrap();
         assert!(keys.is_empty());
-        assert!(JwtKeys::parse(&AsResponse {
-            status: Some(200),
-            body: b"nope"
-        })
-        .is_err());
+        assert!(JwtKeys::parse(&AsResponse { status: Some(200), body: b"nope" }).is_err());
     }
 }

@@ -62,12 +62,7 @@ mod tests {
     use super::*;
 
     fn res(id: &str, uri: &str) -> Resource {
-        Resource {
-            id: id.into(),
-            uri: uri.into(),
-            scopes: vec![],
-            name: None,
-        }
+        Resource { id: id.into(), uri: uri.into(), scopes: vec![], name: None }
     }
 
     fn id_of<'a>(m: &'a ResourceMatcher, p: &str) -> Option<&'a str> {

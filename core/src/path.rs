@@ -223,9 +223,7 @@ mod tests {
     /// Properties over many generated paths: idempotence, canonical shape, no dot segments.
     #[test]
     fn normalisation_is_idempotent_and_canonical() {
-        let alphabet = [
-            "a", "b", "/", ".", "..", "%2e", "%41", "%20", "~", "é", "//", "%7E",
-        ];
+        let alphabet = ["a", "b", "/", ".", "..", "%2e", "%41", "%20", "~", "é", "//", "%7E"];
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         for _ in 0..20_000 {
             let mut raw = String::from("/");
@@ -243,17 +241,10 @@ mod tests {
             }
             match normalize_path(&raw) {
                 Ok(n) => {
-                    assert_eq!(
-                        normalize_path(&n).as_ref(),
-                        Ok(&n),
-                        "not idempotent for {raw:?}"
-                    );
+                    assert_eq!(normalize_path(&n).as_ref(), Ok(&n), "not idempotent for {raw:?}");
                     assert!(n.starts_with('/'));
                     assert!(!n.contains("//"), "{raw:?} -> {n:?}");
-                    assert!(
-                        n.split('/').all(|seg| seg != "." && seg != ".."),
-                        "{raw:?} -> {n:?}"
-                    );
+                    assert!(n.split('/').all(|seg| seg != "." && seg != ".."), "{raw:?} -> {n:?}");
                     assert!(n.is_ascii());
                 }
                 Err(e) => assert_eq!(e, PathError::AboveRoot, "unexpected error for {raw:?}"),

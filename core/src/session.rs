@@ -1,16 +1,21 @@
 //! `AsSession`: what a worker must know before it can ask the AS anything — the endpoints
 //! (discovered or configured) and a PAT — and when each must be fetched again.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::{endpoint_path, PepConfig};
 use crate::wire::{AccessToken, AsError, Discovery};
 
 /// Paths on `as_cluster` of the endpoints the filter calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoints {
     pub token: String,
     pub permission: String,
     /// Absent when the AS does not publish one (then only local JWT validation could decide).
     pub introspection: Option<String>,
+    /// The AS's JWKS, for validating JWT RPTs locally.
+    #[serde(default)]
+    pub jwks: Option<String>,
 }
 
 impl Endpoints {
@@ -21,6 +26,7 @@ impl Endpoints {
             token: endpoint_path(o.token.as_deref()?).ok()?,
             permission: endpoint_path(o.permission.as_deref()?).ok()?,
             introspection: Some(endpoint_path(o.introspection.as_deref()?).ok()?),
+            jwks: o.jwks.as_deref().and_then(|j| endpoint_path(j).ok()),
         })
     }
 
@@ -33,29 +39,25 @@ impl Endpoints {
                 d.issuer
             )));
         }
-        let pick =
-            |over: &Option<String>, found: Option<&str>| -> Result<Option<String>, AsError> {
-                match over.as_deref().or(found) {
-                    None => Ok(None),
-                    Some(v) => endpoint_path(v).map(Some).map_err(AsError::Garbage),
-                }
-            };
+        let pick = |over: &Option<String>, found: Option<&str>| -> Result<Option<String>, AsError> {
+            match over.as_deref().or(found) {
+                None => Ok(None),
+                Some(v) => endpoint_path(v).map(Some).map_err(AsError::Garbage),
+            }
+        };
         let o = &config.endpoints;
         let token = pick(&o.token, Some(&d.token_endpoint))?;
         let permission = pick(&o.permission, Some(&d.permission_endpoint))?;
         let introspection = pick(&o.introspection, d.introspection_endpoint.as_deref())?;
+        let jwks = pick(&o.jwks, d.jwks_uri.as_deref())?;
         match (token, permission) {
-            (Some(token), Some(permission)) => Ok(Self {
-                token,
-                permission,
-                introspection,
-            }),
+            (Some(token), Some(permission)) => Ok(Self { token, permission, introspection, jwks }),
             _ => Err(AsError::Garbage("discovery: missing endpoints".into())),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pat {
     pub value: String,
     /// Fetch a new one from this time on (ms), well before the AS expires it.
@@ -64,9 +66,7 @@ pub struct Pat {
 
 /// Fraction of a PAT's life after which it is refreshed.
 fn refresh_after_ms(expires_in_s: u64) -> i64 {
-    let life_ms = i64::try_from(expires_in_s)
-        .unwrap_or(i64::MAX / 2000)
-        .saturating_mul(1000);
+    let life_ms = i64::try_from(expires_in_s).unwrap_or(i64::MAX / 2000).saturating_mul(1000);
     // Refresh at 80% of its life, and at least 5 s before it expires when it lives long enough.
     (life_ms * 4 / 5).min((life_ms - 5000).max(life_ms / 2))
 }
@@ -124,10 +124,8 @@ impl AsSession {
     }
 
     pub fn set_pat(&mut self, token: AccessToken, now_ms: i64) {
-        self.pat = Some(Pat {
-            refresh_at_ms: now_ms + refresh_after_ms(token.expires_in),
-            value: token.value,
-        });
+        self.pat =
+            Some(Pat { refresh_at_ms: now_ms + refresh_after_ms(token.expires_in), value: token.value });
     }
 
     /// The AS refused the PAT: drop it so that the next step fetches a new one.
@@ -140,6 +138,36 @@ impl AsSession {
         self.in_flight = None;
         self.retry_at_ms = now_ms + RETRY_BACKOFF_MS;
     }
+
+    /// What this worker knows, for the other workers (shared data).
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot { endpoints: self.endpoints.clone(), pat: self.pat.clone() }
+    }
+
+    /// Takes what another worker learnt when it is newer; true when anything changed.
+    pub fn adopt(&mut self, shared: SessionSnapshot) -> bool {
+        let mut changed = false;
+        if self.endpoints.is_none() && shared.endpoints.is_some() {
+            self.endpoints = shared.endpoints;
+            changed = true;
+        }
+        if let Some(pat) = shared.pat {
+            let newer = self.pat.as_ref().is_none_or(|mine| pat.refresh_at_ms > mine.refresh_at_ms);
+            if newer {
+                self.pat = Some(pat);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// The session as shared between the workers of one Envoy, so that discovery and the PAT are
+/// fetched once per Envoy, not once per worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    pub endpoints: Option<Endpoints>,
+    pub pat: Option<Pat>,
 }
 
 #[cfg(test)]
@@ -179,15 +207,12 @@ mod tests {
 
     #[test]
     fn a_foreign_issuer_is_refused() {
-        assert!(
-            Endpoints::from_discovery(&config(""), &discovery("http://evil/realms/r")).is_err()
-        );
+        assert!(Endpoints::from_discovery(&config(""), &discovery("http://evil/realms/r")).is_err());
     }
 
     #[test]
     fn full_overrides_skip_discovery() {
-        let c =
-            config(r#","endpoints":{"token":"/t","permission":"http://x/p","introspection":"/i"}"#);
+        let c = config(r#","endpoints":{"token":"/t","permission":"http://x/p","introspection":"/i"}"#);
         let e = Endpoints::from_overrides(&c).unwrap();
         assert_eq!((e.token.as_str(), e.permission.as_str()), ("/t", "/p"));
     }
@@ -203,19 +228,10 @@ mod tests {
         s.failed(3001);
         assert_eq!(s.next_step(3500, 2000), SessionStep::BackingOff);
         assert_eq!(s.next_step(4001, 2000), SessionStep::FetchDiscovery);
-        s.endpoints = Some(Endpoints {
-            token: "/t".into(),
-            permission: "/p".into(),
-            introspection: None,
-        });
+        s.endpoints =
+            Some(Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None });
         assert_eq!(s.next_step(4001, 2000), SessionStep::FetchPat);
-        s.set_pat(
-            AccessToken {
-                value: "pat".into(),
-                expires_in: 100,
-            },
-            10_000,
-        );
+        s.set_pat(AccessToken { value: "pat".into(), expires_in: 100 }, 10_000);
         assert_eq!(s.next_step(10_001, 2000), SessionStep::Ready);
         // 80% of 100 s.
         assert_eq!(s.next_step(90_001, 2000), SessionStep::FetchPat);
@@ -224,6 +240,20 @@ mod tests {
         assert_eq!(s.next_step(90_500, 2000), SessionStep::Ready);
         s.invalidate_pat();
         assert_eq!(s.next_step(90_500, 2000), SessionStep::FetchPat);
+    }
+
+    #[test]
+    fn workers_adopt_newer_shared_state_only() {
+        let mut mine = AsSession::default();
+        let e = Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None };
+        let old = Pat { value: "old".into(), refresh_at_ms: 10 };
+        let new = Pat { value: "new".into(), refresh_at_ms: 20 };
+        assert!(mine.adopt(SessionSnapshot { endpoints: Some(e.clone()), pat: Some(new.clone()) }));
+        assert!(!mine.adopt(SessionSnapshot { endpoints: Some(e.clone()), pat: Some(old) }));
+        assert_eq!(mine.pat.as_ref().unwrap().value, "new");
+        let json = serde_json::to_vec(&mine.snapshot()).unwrap();
+        let back: SessionSnapshot = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, mine.snapshot());
     }
 
     #[test]

@@ -97,32 +97,23 @@ impl AccessToken {
             expires_in: Option<serde_json::Number>,
         }
         let body = expect_success(response, &[200])?;
-        let parsed: TokenBody = serde_json::from_slice(body)
-            .map_err(|e| AsError::Garbage(format!("token response: {e}")))?;
-        if parsed.access_token.is_empty()
-            || !parsed.access_token.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(AsError::Garbage(
-                "token response: unusable access_token".into(),
-            ));
+        let parsed: TokenBody =
+            serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("token response: {e}")))?;
+        if parsed.access_token.is_empty() || !parsed.access_token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AsError::Garbage("token response: unusable access_token".into()));
         }
         let expires_in = parsed
             .expires_in
             .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)))
             .unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
-        Ok(Self {
-            value: parsed.access_token,
-            expires_in,
-        })
+        Ok(Self { value: parsed.access_token, expires_in })
     }
 }
 
 /// The permission request: always a JSON array (Keycloak accepts nothing else, the spec and
 /// Gluu accept both).
 pub fn permission_request_body(resource_id: &str, scopes: &[&str]) -> Vec<u8> {
-    serde_json::json!([{ "resource_id": resource_id, "resource_scopes": scopes }])
-        .to_string()
-        .into_bytes()
+    serde_json::json!([{ "resource_id": resource_id, "resource_scopes": scopes }]).to_string().into_bytes()
 }
 
 /// The ticket from a permission endpoint answer (`201 {"ticket": ..}`).
@@ -132,12 +123,10 @@ pub fn parse_ticket(response: &AsResponse<'_>) -> Result<String, AsError> {
         ticket: String,
     }
     let body = expect_success(response, &[200, 201])?;
-    let parsed: TicketBody = serde_json::from_slice(body)
-        .map_err(|e| AsError::Garbage(format!("permission response: {e}")))?;
+    let parsed: TicketBody =
+        serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("permission response: {e}")))?;
     if !is_safe_ticket(&parsed.ticket) {
-        return Err(AsError::Garbage(
-            "permission response: unsafe ticket".into(),
-        ));
+        return Err(AsError::Garbage("permission response: unsafe ticket".into()));
     }
     Ok(parsed.ticket)
 }
@@ -162,10 +151,7 @@ pub fn form_body(pairs: &[(&str, &str)]) -> Vec<u8> {
 /// The PAT request body: `client_credentials` with `scope=uma_protection` (Gluu refuses a PAT
 /// without it; Keycloak ignores it).
 pub fn pat_request_body() -> Vec<u8> {
-    form_body(&[
-        ("grant_type", "client_credentials"),
-        ("scope", "uma_protection"),
-    ])
+    form_body(&[("grant_type", "client_credentials"), ("scope", "uma_protection")])
 }
 
 #[cfg(test)]
@@ -173,10 +159,7 @@ mod tests {
     use super::*;
 
     fn resp(status: u16, body: &str) -> AsResponse<'_> {
-        AsResponse {
-            status: Some(status),
-            body: body.as_bytes(),
-        }
+        AsResponse { status: Some(status), body: body.as_bytes() }
     }
 
     #[test]
@@ -186,46 +169,24 @@ mod tests {
         let d = Discovery::parse(&resp(200, full)).unwrap();
         assert_eq!(d.permission_endpoint, "http://a/p");
         assert_eq!(d.introspection_endpoint.as_deref(), Some("http://a/i"));
-        let missing = r#"{"issuer":"http://a","token_endpoint":"http://a/t","resource_registration_endpoint":"x"}"#;
-        assert!(matches!(
-            Discovery::parse(&resp(200, missing)),
-            Err(AsError::Garbage(_))
-        ));
-        assert!(matches!(
-            Discovery::parse(&resp(500, full)),
-            Err(AsError::Status { status: 500, .. })
-        ));
-        let gone = AsResponse {
-            status: None,
-            body: b"",
-        };
+        let missing =
+            r#"{"issuer":"http://a","token_endpoint":"http://a/t","resource_registration_endpoint":"x"}"#;
+        assert!(matches!(Discovery::parse(&resp(200, missing)), Err(AsError::Garbage(_))));
+        assert!(matches!(Discovery::parse(&resp(500, full)), Err(AsError::Status { status: 500, .. })));
+        let gone = AsResponse { status: None, body: b"" };
         assert_eq!(Discovery::parse(&gone), Err(AsError::Unreachable));
     }
 
     #[test]
     fn token_responses() {
-        let t =
-            AccessToken::parse(&resp(200, r#"{"access_token":"abc","expires_in":60}"#)).unwrap();
-        assert_eq!(
-            t,
-            AccessToken {
-                value: "abc".into(),
-                expires_in: 60
-            }
-        );
+        let t = AccessToken::parse(&resp(200, r#"{"access_token":"abc","expires_in":60}"#)).unwrap();
+        assert_eq!(t, AccessToken { value: "abc".into(), expires_in: 60 });
         let t = AccessToken::parse(&resp(200, r#"{"access_token":"abc"}"#)).unwrap();
         assert_eq!(t.expires_in, DEFAULT_TOKEN_LIFETIME_S);
-        let t =
-            AccessToken::parse(&resp(200, r#"{"access_token":"abc","expires_in":59.5}"#)).unwrap();
+        let t = AccessToken::parse(&resp(200, r#"{"access_token":"abc","expires_in":59.5}"#)).unwrap();
         assert_eq!(t.expires_in, 59);
-        assert!(matches!(
-            AccessToken::parse(&resp(200, "not json")),
-            Err(AsError::Garbage(_))
-        ));
-        assert!(matches!(
-            AccessToken::parse(&resp(200, r#"{"access_token":""}"#)),
-            Err(AsError::Garbage(_))
-        ));
+        assert!(matches!(AccessToken::parse(&resp(200, "not json")), Err(AsError::Garbage(_))));
+        assert!(matches!(AccessToken::parse(&resp(200, r#"{"access_token":""}"#)), Err(AsError::Garbage(_))));
         assert_eq!(
             AccessToken::parse(&resp(401, r#"{"error":"invalid_client"}"#)),
             Err(AsError::CredentialsRefused(401))
@@ -247,55 +208,28 @@ mod tests {
 
     #[test]
     fn tickets() {
-        assert_eq!(
-            parse_ticket(&resp(201, r#"{"ticket":"t-1"}"#)).unwrap(),
-            "t-1"
-        );
-        assert_eq!(
-            parse_ticket(&resp(200, r#"{"ticket":"t-1"}"#)).unwrap(),
-            "t-1"
-        );
-        assert!(matches!(
-            parse_ticket(&resp(201, r#"{"ticket":"a\"b"}"#)),
-            Err(AsError::Garbage(_))
-        ));
-        assert!(matches!(
-            parse_ticket(&resp(201, "<html>")),
-            Err(AsError::Garbage(_))
-        ));
+        assert_eq!(parse_ticket(&resp(201, r#"{"ticket":"t-1"}"#)).unwrap(), "t-1");
+        assert_eq!(parse_ticket(&resp(200, r#"{"ticket":"t-1"}"#)).unwrap(), "t-1");
+        assert!(matches!(parse_ticket(&resp(201, r#"{"ticket":"a\"b"}"#)), Err(AsError::Garbage(_))));
+        assert!(matches!(parse_ticket(&resp(201, "<html>")), Err(AsError::Garbage(_))));
         assert_eq!(
             parse_ticket(&resp(400, r#"{"error":"invalid_resource_id"}"#)),
-            Err(AsError::Status {
-                status: 400,
-                error: "invalid_resource_id".into()
-            })
+            Err(AsError::Status { status: 400, error: "invalid_resource_id".into() })
         );
-        assert_eq!(
-            parse_ticket(&resp(403, "{}")),
-            Err(AsError::CredentialsRefused(403))
-        );
+        assert_eq!(parse_ticket(&resp(403, "{}")), Err(AsError::CredentialsRefused(403)));
         assert_eq!(
             parse_ticket(&resp(502, "bad gateway")),
-            Err(AsError::Status {
-                status: 502,
-                error: "-".into()
-            })
+            Err(AsError::Status { status: 502, error: "-".into() })
         );
     }
 
     #[test]
     fn basic_auth_and_forms() {
-        assert_eq!(
-            basic_authorization("pep", "s3cr:t"),
-            "Basic cGVwOnMzY3IlM0F0"
-        );
+        assert_eq!(basic_authorization("pep", "s3cr:t"), "Basic cGVwOnMzY3IlM0F0");
         assert_eq!(
             String::from_utf8(pat_request_body()).unwrap(),
             "grant_type=client_credentials&scope=uma_protection"
         );
-        assert_eq!(
-            String::from_utf8(form_body(&[("token", "a+b/c=")])).unwrap(),
-            "token=a%2Bb%2Fc%3D"
-        );
+        assert_eq!(String::from_utf8(form_body(&[("token", "a+b/c=")])).unwrap(), "token=a%2Bb%2Fc%3D");
     }
 }
