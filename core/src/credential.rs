@@ -29,6 +29,17 @@ fn is_b64token(token: &str) -> bool {
     !body.is_empty() && body.bytes().all(is_b64token_char)
 }
 
+/// `scheme SP something`, as a credential (not an auth-param such as `realm="x"`) starts.
+fn looks_like_credential(part: &str) -> bool {
+    let part = part.trim_start();
+    match part.split_once(' ') {
+        Some((scheme, rest)) => {
+            !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric()) && !rest.trim().is_empty()
+        }
+        None => false,
+    }
+}
+
 impl<'a> Credential<'a> {
     /// Classifies the values of every `Authorization` header of a request.
     pub fn from_headers(values: &[&'a str]) -> Self {
@@ -41,6 +52,11 @@ impl<'a> Credential<'a> {
 
     fn from_value(value: &'a str) -> Self {
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        // Envoy joins repeated `Authorization` headers with ','; no single credential of the
+        // Bearer or Basic schemes contains one, so two `scheme value` parts mean two headers.
+        if value.split(',').filter(|part| looks_like_credential(part)).count() > 1 {
+            return Credential::Duplicated;
+        }
         let Some((scheme, rest)) = value.split_once(' ') else {
             return if value.eq_ignore_ascii_case("bearer") {
                 Credential::Unusable("empty bearer token")
@@ -83,6 +99,14 @@ mod tests {
     fn absent_and_duplicated() {
         assert_eq!(Credential::from_headers(&[]), Credential::Absent);
         assert_eq!(Credential::from_headers(&["Bearer a", "Bearer b"]), Credential::Duplicated);
+        // What Envoy makes of two headers.
+        assert_eq!(Credential::from_headers(&["Bearer a,Bearer b"]), Credential::Duplicated);
+        assert_eq!(Credential::from_headers(&["Basic eA==, Bearer b"]), Credential::Duplicated);
+        // One Digest credential with auth-params is not two.
+        assert!(matches!(
+            Credential::from_headers(&["Digest username=\"a\", realm=\"r\""]),
+            Credential::Unusable(_)
+        ));
     }
 
     #[test]

@@ -43,7 +43,9 @@ def forwarding(request, envoy_factory, uma2_as, echo):
     alg = request.param
     key = private_key(alg)
     forward = {"alg": alg, "key_pem": pkcs8_pem(key), "aud": "ades", "jwks_path": "/.well-known/pep-jwks"}
-    config = filter_config(uma2_as, resources=RESOURCES, authorize_path="/authorize", forward=forward)
+    # RS256 stalls a worker ~12 ms per signature: AS calls queued behind 40 of them need room.
+    config = filter_config(uma2_as, resources=RESOURCES, authorize_path="/authorize", forward=forward,
+                           timeout_ms=5000)
     envoy = envoy_factory(config, uma2_as.port, echo.port, concurrency=2)
     return alg, key.public_key(), envoy
 
