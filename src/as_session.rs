@@ -22,8 +22,14 @@ const JWKS_REFRESH_INTERVAL_MS: i64 = 10_000;
 impl Worker {
     /// The session step, after taking whatever another worker has published meanwhile.
     pub(crate) fn session_step(&self) -> SessionStep {
+        let now = host::now_ms();
+        let step = self.session.borrow().next_step(now, self.timeout_ms());
+        if step == SessionStep::Ready {
+            return step;
+        }
+        // Only a worker that is not ready reads what the others have published.
         self.adopt_shared_session();
-        self.session.borrow().next_step(host::now_ms(), self.timeout_ms())
+        self.session.borrow().next_step(now, self.timeout_ms())
     }
 
     fn adopt_shared_session(&self) {
@@ -64,12 +70,14 @@ impl Worker {
         match self.session_step() {
             SessionStep::Waiting => {}
             SessionStep::Ready => {
-                self.ensure_jwks();
+                if self.awaits_jwks() {
+                    self.ensure_jwks();
+                }
                 self.wake_waiters();
             }
             SessionStep::BackingOff => self.fail_waiters("authorization server unavailable"),
             step @ (SessionStep::FetchDiscovery | SessionStep::FetchPat) => {
-                if !self.acquire_lease(host::now_ms()) {
+                if !self.may_dispatch_shared_call() || !self.acquire_lease(host::now_ms()) {
                     // Another worker is fetching; its result arrives through shared data.
                     return;
                 }
@@ -160,10 +168,15 @@ impl Worker {
     /// Fetches the JWKS if it is missing (or a refresh was asked for) and the rate limit allows.
     pub(crate) fn ensure_jwks(&self) {
         let Some(path) = self.jwks_path() else { return };
+        if !self.may_dispatch_shared_call() {
+            return;
+        }
         let now = host::now_ms();
         {
             let jwks = self.jwks.borrow();
-            if jwks.in_flight || (jwks.keys.is_some() && !jwks.refresh_wanted) {
+            // A fetch lost with the context that made it stops counting after the timeout.
+            let in_flight = jwks.in_flight && now - jwks.last_fetch_ms <= self.timeout_ms() + 1000;
+            if in_flight || (jwks.keys.is_some() && !jwks.refresh_wanted) {
                 return;
             }
             if now - jwks.last_fetch_ms < JWKS_REFRESH_INTERVAL_MS && jwks.last_fetch_ms > 0 {

@@ -63,6 +63,7 @@ impl RequestContext {
 
 impl Context for RequestContext {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        self.worker.enter_callback(self.id);
         self.worker.on_call_response(token, num_headers, body_size);
     }
 
@@ -74,6 +75,7 @@ impl Context for RequestContext {
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.worker.enter_callback(self.id);
         let config = &self.worker.config;
         // Header hygiene first, on every request: the client never chooses the identity header.
         host::set_request_header(config.forward_header(), None);

@@ -16,22 +16,30 @@ use crate::host;
 use crate::request::RequestContext;
 use crate::worker::Worker;
 
-#[derive(Default)]
 pub struct PepRoot {
+    id: u32,
     worker: Option<Rc<Worker>>,
+}
+
+impl PepRoot {
+    pub fn new(id: u32) -> Self {
+        Self { id, worker: None }
+    }
 }
 
 impl Context for PepRoot {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if let Some(worker) = &self.worker {
+            worker.enter_callback(self.id);
             worker.on_call_response(token, num_headers, body_size);
         }
     }
 }
 
-/// How often the worker looks at its session and its waiting requests.
+/// How often the worker looks at its session and its waiting requests: also the most a
+/// deferred call waits before it is dispatched.
 fn tick_period(timeout_ms: u64) -> Duration {
-    Duration::from_millis((timeout_ms / 4).clamp(50, 250))
+    Duration::from_millis((timeout_ms / 10).clamp(20, 50))
 }
 
 impl RootContext for PepRoot {
@@ -54,7 +62,7 @@ impl RootContext for PepRoot {
                     config.unmatched
                 );
                 let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
-                self.worker = Some(Worker::new(config, signer));
+                self.worker = Some(Worker::new(config, signer, self.id));
                 true
             }
             Err(e) => {
@@ -66,6 +74,7 @@ impl RootContext for PepRoot {
 
     fn on_tick(&mut self) {
         if let Some(worker) = &self.worker {
+            worker.enter_callback(self.id);
             worker.tick();
         }
     }

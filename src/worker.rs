@@ -7,7 +7,7 @@
 //! its token, so its response is handled whichever context the SDK delivers it to; a request
 //! waiting on another context's call is answered by switching the effective context to it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -130,6 +130,14 @@ enum Delivery {
 
 pub struct Worker {
     pub config: PepConfig,
+    /// The context whose callback is running. The SDK delivers a call's response to the
+    /// context whose callback dispatched it, and drops it if that context has ended; so a call
+    /// is dispatched only from the root's callbacks or from the callback of the request it is
+    /// for, never on behalf of another request (see `deferred`).
+    callback_context: Cell<u32>,
+    root_context: u32,
+    /// Requests whose next call must be dispatched from the root's next tick.
+    deferred: RefCell<Vec<u32>>,
     pub(crate) session: RefCell<AsSession>,
     pub(crate) jwks: RefCell<JwksState>,
     flows: RefCell<HashMap<u32, Flow>>,
@@ -145,12 +153,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(config: PepConfig, signer: Option<ForwardSigner>) -> Rc<Self> {
+    pub fn new(config: PepConfig, signer: Option<ForwardSigner>, root_context: u32) -> Rc<Self> {
         let client_basic = basic_authorization(&config.client_id, &config.client_secret);
         let session = AsSession { endpoints: Endpoints::from_overrides(&config), ..Default::default() };
         let slots = config.cache_slots;
         Rc::new(Self {
             config,
+            callback_context: Cell::new(root_context),
+            root_context,
+            deferred: RefCell::new(Vec::new()),
             session: RefCell::new(session),
             jwks: RefCell::new(JwksState::default()),
             flows: RefCell::new(HashMap::new()),
@@ -317,6 +328,9 @@ impl Worker {
             waiting.push(context_id);
             return;
         }
+        if self.deferred_to_tick(context_id) {
+            return;
+        }
         let session = self.session.borrow();
         let (Some(endpoints), Some(pat)) = (&session.endpoints, &session.pat) else { return };
         let Some(path) = endpoints.introspection.clone() else {
@@ -358,6 +372,9 @@ impl Worker {
             flow.stage = Stage::RequestingTicket;
             permission_request_body(&flow.target.resource_id, &[flow.target.scope.as_str()])
         };
+        if self.deferred_to_tick(context_id) {
+            return;
+        }
         let call = PreparedCall {
             kind: Call::Permission(context_id),
             method: "POST",
@@ -369,6 +386,28 @@ impl Worker {
         if let Err(status) = self.dispatch(call) {
             self.dispatch_failed(context_id, status);
         }
+    }
+
+    /// True (and queued) when a call for `context_id` cannot be dispatched from this callback.
+    fn deferred_to_tick(&self, context_id: u32) -> bool {
+        let callback = self.callback_context.get();
+        if callback == context_id || callback == self.root_context {
+            return false;
+        }
+        self.deferred.borrow_mut().push(context_id);
+        true
+    }
+
+    /// Whether a call not tied to one request (discovery, PAT, JWKS) may be dispatched now:
+    /// from the root, or from a request that itself waits for it (and so outlives it).
+    pub(crate) fn may_dispatch_shared_call(&self) -> bool {
+        let callback = self.callback_context.get();
+        callback == self.root_context
+            || self
+                .flows
+                .borrow()
+                .get(&callback)
+                .is_some_and(|f| matches!(f.stage, Stage::AwaitingSession | Stage::AwaitingJwks))
     }
 
     fn dispatch_failed(&self, context_id: u32, status: Status) {
@@ -633,6 +672,10 @@ impl Worker {
         }
     }
 
+    pub(crate) fn awaits_jwks(&self) -> bool {
+        self.flows.borrow().values().any(|f| f.stage == Stage::AwaitingJwks)
+    }
+
     pub(crate) fn wake_jwks_waiters(&self) {
         for id in self.requests_in(Stage::AwaitingJwks) {
             self.advance(id);
@@ -649,6 +692,10 @@ impl Worker {
     /// pick up what other workers fetched, and deny requests that waited longer than
     /// `timeout_ms`.
     pub fn tick(&self) {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        for id in deferred {
+            self.advance(id);
+        }
         let now = host::now_ms();
         // A call lost with the context that made it (a client that went away) must not leave
         // the requests that joined it waiting: they are denied once it is overdue.
@@ -675,7 +722,14 @@ impl Worker {
 
     // ---- call plumbing ---------------------------------------------------------------------
 
+    /// Records whose callback is running; every entry point into the worker calls this first.
+    pub fn enter_callback(&self, context_id: u32) {
+        self.callback_context.set(context_id);
+    }
+
     pub(crate) fn dispatch(&self, call: PreparedCall) -> Result<u32, Status> {
+        // Envoy attaches the call to the effective context: make it the callback's own.
+        host::enter_context(self.callback_context.get());
         let mut headers = Vec::new();
         if !call.authorization.is_empty() {
             headers.push(("authorization", call.authorization.as_str()));

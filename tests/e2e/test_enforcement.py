@@ -208,10 +208,10 @@ def test_introspection_faults_fail_closed(stack: Stack, kind: str, delay: int):
 
 
 def test_pat_refused_after_as_restart_is_refreshed_once(stack: Stack):
-    # Warm up: the filter holds a PAT. The reset (autouse) made the AS forget every PAT, so the
-    # next protection call is refused, the filter fetches a new PAT and retries once.
+    # Warm up: the filter holds a PAT. Then the AS forgets every PAT (as a restarted AS would),
+    # so the next protection call is refused, the filter fetches a new PAT and retries once.
     assert_challenge(stack.get("/alice"), stack)
-    stack.as_.reset()
+    requests.post(f"{stack.as_.base}/_devas/reset", json={"forget_tokens": True}, timeout=5).raise_for_status()
     assert_challenge(stack.get("/alice"), stack)
     calls = [(c["endpoint"], c.get("grant_type")) for c in stack.as_.calls()]
     assert calls == [("permission", None), ("token", "client_credentials"), ("permission", None)]

@@ -1,0 +1,62 @@
+"""Fixtures of the devas tests: both AS profiles and the echo upstream, in-process on port 0.
+One server of each per module; the function-scoped fixtures reset it before handing it out.
+devas is a development/test fixture, NOT for production."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from devas import echo as echo_mod  # noqa: E402
+from devas import server  # noqa: E402
+
+
+def _running(handle):
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def kc_server():
+    yield from _running(server.start("keycloak", port=0))
+
+
+@pytest.fixture(scope="module")
+def u2_server():
+    yield from _running(server.start("uma2", port=0))
+
+
+@pytest.fixture(scope="module")
+def echo_server():
+    yield from _running(echo_mod.start(port=0))
+
+
+@pytest.fixture
+def kc(kc_server):
+    kc_server.app.reset()
+    return kc_server
+
+
+@pytest.fixture
+def u2(u2_server):
+    u2_server.app.reset()
+    return u2_server
+
+
+@pytest.fixture
+def echo(echo_server):
+    requests.post(echo_server.url + "/_echo/reset", timeout=5).raise_for_status()
+    return echo_server
+
+
+@pytest.fixture(params=["keycloak", "uma2"])
+def any_as(request):
+    """Each test using it runs once per dialect."""
+    return request.getfixturevalue("kc" if request.param == "keycloak" else "u2")

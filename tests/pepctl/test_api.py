@@ -1,0 +1,151 @@
+"""`pepctl serve`: the Resource API's ownership matrix (owner, other user, operator, on
+behalf, transfer), JSON errors, /openapi.json and /filter-config."""
+
+import pytest
+
+from pepctl_harness import write_seed
+
+METHOD_SCOPES = {"protected_get", "protected_head", "protected_post", "protected_put", "protected_patch",
+                 "protected_delete"}
+
+
+@pytest.fixture
+def api(pepctl, devas, tmp_path):
+    """Homes for alice and bob from the seed file, then the server."""
+    pepctl.use_seeded_client()
+    pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "seed.json", [
+        {"name": "Alice home", "description": "a", "resource_uri": "/home/alice", "scopes": [],
+         "default_owner": "alice-0001"},
+        {"name": "Bob home", "description": "b", "resource_uri": "/home/bob", "scopes": [],
+         "default_owner": "bob-0002"},
+    ])))
+    server = pepctl.serve()
+    tokens = {u: devas.user_token(u) for u in ("alice", "bob", "admin")}
+    yield server, tokens
+    server.stop()
+
+
+def error_of(r):
+    body = r.json()
+    assert set(body) >= {"error", "error_description"}, body
+    return body
+
+
+def test_owner_creates_under_own_path_others_cannot(api, devas):
+    server, t = api
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Alice docs", "icon_uri": "/home/alice/docs"})
+    assert r.status_code == 200, r.text
+    created = r.json()
+    assert created["ownership_id"] == "alice-0001"
+    assert set(created["resource_scopes"]) == METHOD_SCOPES
+    assert devas.as_resource(created["id"]).status_code == 200
+
+    # Deeper still: the nearest registered ancestor (/home/alice/docs) is alice's.
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Alice deep", "icon_uri": "/home/alice/docs/x/y"})
+    assert r.status_code == 200, r.text
+
+    r = server.request("POST", "/resources", t["bob"], json={"name": "Intruder", "icon_uri": "/home/alice/stolen"})
+    assert r.status_code == 403
+    error_of(r)
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Nowhere", "icon_uri": "/elsewhere"})
+    assert r.status_code == 403, "no owned path above /elsewhere"
+    assert server.request("GET", "/resources?path=/home/alice/stolen", t["admin"]).status_code == 404
+
+
+def test_operator_creates_anywhere_and_on_behalf(api, devas):
+    server, t = api
+    r = server.request("POST", "/resources", t["admin"], json={"name": "Ops", "icon_uri": "/ops", "resource_scopes": ["public_access"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["ownership_id"] == "admin-0003"
+    assert r.json()["resource_scopes"] == ["public_access"]
+
+    r = server.request("POST", "/resources", t["admin"], json={"name": "For bob", "icon_uri": "/projects/bob", "uuid": "bob-0002"})
+    assert r.status_code == 200, r.text
+    assert r.json()["ownership_id"] == "bob-0002"
+    # bob now owns /projects/bob and may create below it.
+    r = server.request("POST", "/resources", t["bob"], json={"name": "Bob sub", "icon_uri": "/projects/bob/sub"})
+    assert r.status_code == 200, r.text
+
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Sneaky", "icon_uri": "/home/alice/s", "uuid": "bob-0002"})
+    assert r.status_code == 403, "only an operator creates on behalf of another user"
+
+
+def test_validation_errors_are_json(api):
+    server, t = api
+    assert server.request("POST", "/resources", t["alice"], json={"icon_uri": "/home/alice/n"}).status_code == 422
+    assert server.request("POST", "/resources", t["alice"], json={"name": "x"}).status_code == 422
+    # Dot segments are resolved before the ownership walk: no escaping one's home with `..`.
+    assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/../../etc"}).status_code == 403
+    assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/../../.."}).status_code == 422
+    assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/a%2Fb"}).status_code == 422
+    r = server.request("POST", "/resources", t["alice"], data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    error_of(r)
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Dup", "icon_uri": "/home/alice"})
+    assert r.status_code == 422, "the path exists"
+    error_of(r)
+    assert "Error" in r.headers, "the seed's Error header for old clients"
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Bob home", "icon_uri": "/home/alice/b"})
+    assert r.status_code == 422, "the name exists"
+
+
+def test_read_update_transfer_delete(api, devas):
+    server, t = api
+    rid = server.request("POST", "/resources", t["alice"], json={"name": "Doc", "icon_uri": "/home/alice/doc"}).json()["id"]
+
+    assert server.request("GET", f"/resources/{rid}", t["alice"]).json()["_id"] == rid
+    assert server.request("GET", f"/resources/{rid}", t["bob"]).status_code == 403
+    assert server.request("GET", f"/resources/{rid}", t["admin"]).status_code == 200
+    assert server.request("GET", "/resources/nope", t["alice"]).status_code == 404
+    assert server.request("HEAD", f"/resources/{rid}", t["alice"]).status_code == 200
+    assert server.request("HEAD", "/resources/nope", t["alice"]).status_code == 404
+    assert server.request("GET", "/resources?path=/home/alice/doc/", t["alice"]).json()["id"] == rid
+
+    assert server.request("PUT", f"/resources/{rid}", t["bob"], json={"name": "Mine", "resource_scopes": []}).status_code == 403
+    assert server.request("PUT", f"/resources/{rid}", t["alice"], json={"name": "DocMod"}).status_code == 422
+    r = server.request("PUT", f"/resources/{rid}", t["alice"], json={"name": "DocMod", "resource_scopes": ["protected_get"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["_name"] == "DocMod"
+    assert devas.as_resource(rid).json()["name"] == "DocMod"
+    assert server.request("PATCH", f"/resources/{rid}", t["alice"], json={"icon_uri": "/home/bob/x"}).status_code == 403
+
+    # Non-owner transfer refused; the owner hands it to bob.
+    assert server.request("PATCH", f"/resources/{rid}", t["bob"], json={"ownership_id": "bob-0002"}).status_code == 403
+    r = server.request("PATCH", f"/resources/{rid}", t["alice"], json={"ownership_id": "bob-0002"})
+    assert r.status_code == 200 and r.json()["ownership_id"] == "bob-0002"
+    assert server.request("GET", f"/resources/{rid}", t["alice"]).status_code == 403
+    assert server.request("DELETE", f"/resources/{rid}", t["alice"]).status_code == 403
+    # The operator moves it back to alice, then the new owner deletes.
+    r = server.request("PUT", f"/resources/{rid}", t["admin"], json={"name": "DocMod", "resource_scopes": [], "ownership_id": "alice-0001"})
+    assert r.status_code == 200 and r.json()["ownership_id"] == "alice-0001"
+    assert server.request("DELETE", f"/resources/{rid}", t["alice"]).status_code == 204
+    assert devas.as_resource(rid).status_code == 404
+    assert server.request("GET", f"/resources/{rid}", t["alice"]).status_code == 404
+
+
+def test_lists_are_per_owner_and_complete_for_operators(api):
+    server, t = api
+    server.request("POST", "/resources", t["alice"], json={"name": "A1", "icon_uri": "/home/alice/1"})
+    alice = {r["name"] for r in server.request("GET", "/resources", t["alice"]).json()}
+    bob = {r["name"] for r in server.request("GET", "/resources", t["bob"]).json()}
+    everyone = {r["name"] for r in server.request("GET", "/resources", t["admin"]).json()}
+    assert alice == {"Alice home", "A1"}
+    assert bob == {"Bob home"}
+    assert everyone == {"Alice home", "A1", "Bob home"}
+    r = server.request("GET", "/resources")
+    assert r.status_code == 401
+    error_of(r)
+
+
+def test_openapi_and_filter_config(api):
+    server, t = api
+    doc = server.request("GET", "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/resources", "/resources/{id}", "/filter-config"} <= set(doc["paths"])
+    before = server.request("GET", "/filter-config").json()
+    rid = server.request("POST", "/resources", t["alice"], json={"name": "Synced", "icon_uri": "/home/alice/synced"}).json()["id"]
+    after = server.request("GET", "/filter-config").json()
+    assert after["version"] > before["version"]
+    entry = next(r for r in after["resources"] if r["id"] == rid)
+    assert entry["uri"] == "/home/alice/synced"
+    assert set(entry) <= {"id", "uri", "scopes", "name"}, "the filter's Resource shape"
