@@ -8,6 +8,7 @@
 //!   waiting on the AS.
 //! - `as_session`: discovery, the PAT and the JWKS, fetched once per Envoy.
 //! - `caches`: decisions, minted tokens and use counts, per worker and in shared data.
+//! - `resource_sync`: the resource table polled from pepctl.
 //! - `shared`: slots in Envoy's shared data, visible to every worker.
 //! - `host`: thin wrappers over hostcalls that never panic on odd input.
 //! - `metrics`: counters visible in Envoy's stats.
@@ -17,6 +18,7 @@ mod caches;
 mod host;
 mod metrics;
 mod request;
+mod resource_sync;
 mod root;
 mod shared;
 mod worker;

@@ -99,7 +99,8 @@ impl HttpContext for RequestContext {
             authorization: &authorization,
         };
 
-        match plan(config, facts) {
+        let resources = self.worker.resources();
+        match plan(config, &resources, facts) {
             Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
             Plan::PassThrough { rewrite } => {
                 self.worker.metrics.increment(Counter::Unmatched);

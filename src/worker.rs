@@ -20,6 +20,7 @@ use uma_pep_core::decision::{LocalReply, LogCode, Mode, Target};
 use uma_pep_core::forward::ForwardSigner;
 use uma_pep_core::introspection::{introspection_body, Clock, IntrospectionResult};
 use uma_pep_core::jwt_rpt::JwtCheck;
+use uma_pep_core::matcher::ResourceMatcher;
 use uma_pep_core::path::split_query;
 use uma_pep_core::session::{AsSession, Endpoints, SessionStep};
 use uma_pep_core::wire::{basic_authorization, parse_ticket, permission_request_body, AsError};
@@ -28,6 +29,7 @@ use crate::as_session::JwksState;
 use crate::caches::{DecisionCache, MintedCache, UseCounter};
 use crate::host::{self, AsCall, CallResponse};
 use crate::metrics::{Counter, Metrics};
+use crate::resource_sync::SyncState;
 
 /// Where a paused request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub(crate) enum Call {
     /// One introspection serves every request waiting on the same RPT (single flight).
     Introspection(Digest16),
     Permission(u32),
+    ResourceTable,
 }
 
 /// A call to the AS, ready to dispatch.
@@ -150,6 +153,9 @@ pub struct Worker {
     pub metrics: Metrics,
     pub(crate) client_basic: String,
     signer: Option<ForwardSigner>,
+    /// The resource table in force: the configured one until pepctl's is polled.
+    pub(crate) resources: RefCell<Rc<ResourceMatcher>>,
+    pub(crate) sync: RefCell<SyncState>,
 }
 
 impl Worker {
@@ -157,6 +163,7 @@ impl Worker {
         let client_basic = basic_authorization(&config.client_id, &config.client_secret);
         let session = AsSession { endpoints: Endpoints::from_overrides(&config), ..Default::default() };
         let slots = config.cache_slots;
+        let resources = Rc::new(config.resources.clone());
         Rc::new(Self {
             config,
             callback_context: Cell::new(root_context),
@@ -173,6 +180,8 @@ impl Worker {
             metrics: Metrics::define(),
             client_basic,
             signer,
+            resources: RefCell::new(resources),
+            sync: RefCell::new(SyncState::default()),
         })
     }
 
@@ -718,6 +727,7 @@ impl Worker {
             self.deny_as_error(id, "timed out waiting for the AS".into());
         }
         self.drive_session();
+        self.sync_resources();
     }
 
     // ---- call plumbing ---------------------------------------------------------------------
@@ -728,8 +738,6 @@ impl Worker {
     }
 
     pub(crate) fn dispatch(&self, call: PreparedCall) -> Result<u32, Status> {
-        // Envoy attaches the call to the effective context: make it the callback's own.
-        host::enter_context(self.callback_context.get());
         let mut headers = Vec::new();
         if !call.authorization.is_empty() {
             headers.push(("authorization", call.authorization.as_str()));
@@ -737,7 +745,7 @@ impl Worker {
         if !call.content_type.is_empty() {
             headers.push(("content-type", call.content_type));
         }
-        let token = AsCall {
+        let as_call = AsCall {
             cluster: &self.config.as_cluster,
             authority: &self.config.as_authority,
             method: call.method,
@@ -745,9 +753,16 @@ impl Worker {
             headers,
             body: (!call.body.is_empty()).then_some(call.body.as_slice()),
             timeout_ms: self.config.timeout_ms,
-        }
-        .dispatch()?;
-        self.calls.borrow_mut().insert(token, call.kind);
+        };
+        self.dispatch_raw(as_call, call.kind)
+    }
+
+    /// Dispatches a call on the callback's own context (Envoy attaches the call to the
+    /// effective context) and records what its response is for.
+    pub(crate) fn dispatch_raw(&self, call: AsCall<'_>, kind: Call) -> Result<u32, Status> {
+        host::enter_context(self.callback_context.get());
+        let token = call.dispatch()?;
+        self.calls.borrow_mut().insert(token, kind);
         Ok(token)
     }
 
@@ -761,6 +776,7 @@ impl Worker {
             Call::Jwks => self.on_jwks(&response),
             Call::Introspection(digest) => self.on_introspection(digest, &response),
             Call::Permission(id) => self.on_ticket(id, &response),
+            Call::ResourceTable => self.on_resource_table(&response),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::{PepConfig, UnmatchedPolicy};
 use crate::credential::Credential;
+use crate::matcher::ResourceMatcher;
 use crate::path::{normalize_path, split_query};
 
 /// The seed's log codes, one per decision line.
@@ -143,8 +144,9 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     }
 }
 
-/// Decides what a request needs.
-pub fn plan<'a>(config: &PepConfig, facts: RequestFacts<'a>) -> Plan<'a> {
+/// Decides what a request needs, against the resource table in force (the configured one, or
+/// the last one polled from pepctl).
+pub fn plan<'a>(config: &PepConfig, resources: &ResourceMatcher, facts: RequestFacts<'a>) -> Plan<'a> {
     let normalized = match normalize_path(facts.raw_path) {
         Ok(p) => p,
         Err(e) => return Plan::Reply(LocalReply::bad_request(format!("path refused: {e}"))),
@@ -157,7 +159,7 @@ pub fn plan<'a>(config: &PepConfig, facts: RequestFacts<'a>) -> Plan<'a> {
         return Plan::Reply(LocalReply::bad_request("more than one Authorization header"));
     }
 
-    let resource = strip_prefix(&normalized, &config.path_prefix).and_then(|p| config.resources.find(p));
+    let resource = strip_prefix(&normalized, &config.path_prefix).and_then(|p| resources.find(p));
     let Some(resource) = resource else {
         return match config.unmatched {
             UnmatchedPolicy::Allow => Plan::PassThrough { rewrite },
@@ -216,69 +218,87 @@ mod tests {
     #[test]
     fn no_token_asks_for_a_ticket_for_the_longest_resource() {
         let c = config("");
-        let (t, tok) = protected(plan(&c, facts("GET", "/a/b/c?x=1", &[])));
+        let (t, tok) = protected(plan(&c, &c.resources, facts("GET", "/a/b/c?x=1", &[])));
         assert_eq!(t.resource_id, "r-ab");
         assert_eq!(t.scope, "protected_get");
         assert_eq!(t.rewrite, None);
         assert_eq!(tok, None);
-        let (t, _) = protected(plan(&c, facts("DELETE", "/a/bc", &[])));
+        let (t, _) = protected(plan(&c, &c.resources, facts("DELETE", "/a/bc", &[])));
         assert_eq!((t.resource_id.as_str(), t.scope.as_str()), ("r-a", "protected_delete"));
     }
 
     #[test]
     fn bearer_token_is_checked_and_unusable_ones_get_tickets() {
         let c = config("");
-        let (_, tok) = protected(plan(&c, facts("GET", "/a", &["Bearer abc"])));
+        let (_, tok) = protected(plan(&c, &c.resources, facts("GET", "/a", &["Bearer abc"])));
         assert_eq!(tok, Some("abc"));
         for bad in ["Basic eA==", "Bearer", "Bearer a b"] {
             let authz = [bad];
-            let (_, tok) = protected(plan(&c, facts("GET", "/a", &authz)));
+            let (_, tok) = protected(plan(&c, &c.resources, facts("GET", "/a", &authz)));
             assert_eq!(tok, None, "{bad}");
         }
     }
 
     #[test]
     fn duplicate_authorization_is_400() {
-        assert_eq!(status(plan(&config(""), facts("GET", "/a", &["Bearer x", "Bearer y"]))), 400);
+        let c = config("");
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/a", &["Bearer x", "Bearer y"]))), 400);
     }
 
     #[test]
     fn unsafe_paths_are_400_and_normalised_ones_rewritten() {
         let c = config("");
-        assert_eq!(status(plan(&c, facts("GET", "/a/%2fb", &[]))), 400);
-        assert_eq!(status(plan(&c, facts("GET", "/../a", &[]))), 400);
-        let (t, _) = protected(plan(&c, facts("GET", "/x/../a//b/%63?q=1", &[])));
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/a/%2fb", &[]))), 400);
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/../a", &[]))), 400);
+        let (t, _) = protected(plan(&c, &c.resources, facts("GET", "/x/../a//b/%63?q=1", &[])));
         assert_eq!(t.resource_id, "r-ab");
         assert_eq!(t.rewrite.as_deref(), Some("/a/b/c?q=1"));
     }
 
     #[test]
     fn unmatched_allow_and_deny() {
-        assert_eq!(plan(&config(""), facts("GET", "/zzz", &[])), Plan::PassThrough { rewrite: None });
+        let c = config("");
+        assert_eq!(plan(&c, &c.resources, facts("GET", "/zzz", &[])), Plan::PassThrough { rewrite: None });
         assert_eq!(
-            plan(&config(""), facts("GET", "/zzz//y", &[])),
+            plan(&c, &c.resources, facts("GET", "/zzz//y", &[])),
             Plan::PassThrough { rewrite: Some("/zzz/y".into()) }
         );
-        assert_eq!(status(plan(&config(r#","unmatched":"deny""#), facts("GET", "/zzz", &[]))), 403);
+        let deny = config(r#","unmatched":"deny""#);
+        assert_eq!(status(plan(&deny, &deny.resources, facts("GET", "/zzz", &[]))), 403);
     }
 
     #[test]
     fn methods_without_scope_are_405() {
         let c = config("");
-        assert_eq!(status(plan(&c, facts("OPTIONS", "/a", &[]))), 405);
-        assert_eq!(status(plan(&c, facts("POST", "/ro", &[]))), 405);
-        assert!(matches!(plan(&c, facts("GET", "/ro", &[])), Plan::Protected { .. }));
+        assert_eq!(status(plan(&c, &c.resources, facts("OPTIONS", "/a", &[]))), 405);
+        assert_eq!(status(plan(&c, &c.resources, facts("POST", "/ro", &[]))), 405);
+        assert!(matches!(plan(&c, &c.resources, facts("GET", "/ro", &[])), Plan::Protected { .. }));
         // Unmatched paths are not about scopes.
-        assert!(matches!(plan(&c, facts("OPTIONS", "/zzz", &[])), Plan::PassThrough { .. }));
+        assert!(matches!(plan(&c, &c.resources, facts("OPTIONS", "/zzz", &[])), Plan::PassThrough { .. }));
     }
 
     #[test]
     fn path_prefix_is_stripped_before_matching() {
         let c = config(r#","path_prefix":"/pep""#);
-        let (t, _) = protected(plan(&c, facts("GET", "/pep/a/b", &[])));
+        let (t, _) = protected(plan(&c, &c.resources, facts("GET", "/pep/a/b", &[])));
         assert_eq!(t.resource_id, "r-ab");
-        assert!(matches!(plan(&c, facts("GET", "/a/b", &[])), Plan::PassThrough { .. }));
-        assert!(matches!(plan(&c, facts("GET", "/pepa/b", &[])), Plan::PassThrough { .. }));
+        assert!(matches!(plan(&c, &c.resources, facts("GET", "/a/b", &[])), Plan::PassThrough { .. }));
+        assert!(matches!(plan(&c, &c.resources, facts("GET", "/pepa/b", &[])), Plan::PassThrough { .. }));
+    }
+
+    #[test]
+    fn a_swapped_table_is_the_one_matched() {
+        let c = config("");
+        let polled = crate::config::validate_resources(vec![crate::config::Resource {
+            id: "r-new".into(),
+            uri: "/fresh".into(),
+            scopes: vec![],
+            name: None,
+        }])
+        .unwrap();
+        let (t, _) = protected(plan(&c, &polled, facts("GET", "/fresh/x", &[])));
+        assert_eq!(t.resource_id, "r-new");
+        assert!(matches!(plan(&c, &polled, facts("GET", "/a", &[])), Plan::PassThrough { .. }));
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod introspection;
 pub mod jwt_rpt;
 pub mod matcher;
 pub mod path;
+pub mod resource_table;
 pub mod session;
 pub mod wire;

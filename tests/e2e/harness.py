@@ -192,8 +192,7 @@ class Envoy:
         self.dir = Path(tempfile.mkdtemp(prefix="uma-pep-envoy-"))
         self.config_path = self.dir / "envoy.json"
         self.log_path = self.dir / "envoy.log"
-        self.config_path.write_text(json.dumps(envoy_config(
-            filter_json or {}, self.port, self.admin_port, as_port, upstream_port, with_filter=with_filter)))
+        self.config_path.write_text(json.dumps(self._bootstrap(filter_json or {}, as_port, upstream_port, with_filter)))
         self.proc = subprocess.Popen(
             [ENVOY_BIN, "-c", str(self.config_path), "--concurrency", str(concurrency),
              "--disable-hot-restart", "--log-level", "warn",
@@ -202,6 +201,9 @@ class Envoy:
         self.base = f"http://127.0.0.1:{self.port}"
         if expect_ready:
             self.wait_ready()
+
+    def _bootstrap(self, filter_json: dict, as_port: int, upstream_port: int, with_filter: bool) -> dict:
+        return envoy_config(filter_json, self.port, self.admin_port, as_port, upstream_port, with_filter=with_filter)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.time() + timeout
