@@ -59,7 +59,9 @@ test: lint test-unit validate-envoy test-e2e
 run: wasm
 	$(VPY) examples/demo.py
 
+## Benchmarks side by side in one run (wrk from Debian is installed when missing).
 bench: wasm
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VPY) bench/bench.py
 
 clean:
