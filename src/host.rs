@@ -32,17 +32,11 @@ pub fn request_header(name: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Every value of a request header; a value that is not UTF-8 becomes `"\u{fffd}"`, which no
-/// parser accepts, so it still counts (e.g. as a second `Authorization`).
-pub fn request_header_values(name: &str) -> Vec<String> {
-    let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return Vec::new();
-    };
-    pairs
-        .into_iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| String::from_utf8(v).unwrap_or_else(|_| "\u{fffd}".to_string()))
-        .collect()
+/// A request header that may hold bytes that are not UTF-8: those become `"\u{fffd}"`, which
+/// no parser accepts, so the header still counts as present (and unusable).
+pub fn request_header_lossy(name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
+    Some(String::from_utf8(bytes).unwrap_or_else(|_| "\u{fffd}".to_string()))
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {

@@ -91,8 +91,9 @@ impl HttpContext for RequestContext {
             Err(reply) => return self.reply_now(&reply, "-", "-"),
         };
         let log_path = split_query(&subject.raw_path).0.to_string();
-        let authorization = host::request_header_values("authorization");
-        let authorization: Vec<&str> = authorization.iter().map(String::as_str).collect();
+        // Envoy joins repeated `Authorization` headers into one value; the core tells them apart.
+        let authorization = host::request_header_lossy("authorization");
+        let authorization: Vec<&str> = authorization.as_deref().into_iter().collect();
         let facts = RequestFacts {
             method: &subject.method,
             raw_path: &subject.raw_path,
