@@ -16,75 +16,71 @@ use crate::shared::SharedSlots;
 /// Entries kept per worker before its map starts over (memory bound per VM).
 const LOCAL_ENTRIES: usize = 10_000;
 
-/// Decisions by RPT digest: the introspection result (or a JWT RPT's claims).
-pub struct DecisionCache {
-    local: RefCell<LocalCache<Rc<IntrospectionResult>>>,
+/// How a cached value is stored in a shared slot.
+pub trait SlotCodec: Sized + Clone {
+    fn encode(&self) -> Option<Vec<u8>>;
+    fn decode(bytes: Vec<u8>) -> Option<Self>;
+}
+
+/// Decisions: the introspection result (or a JWT RPT's claims), parsed once per worker.
+impl SlotCodec for Rc<IntrospectionResult> {
+    fn encode(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self.as_ref()).ok()
+    }
+
+    fn decode(bytes: Vec<u8>) -> Option<Self> {
+        serde_json::from_slice(&bytes).ok().map(Rc::new)
+    }
+}
+
+/// Minted tokens for the upstream.
+impl SlotCodec for Rc<str> {
+    fn encode(&self) -> Option<Vec<u8>> {
+        Some(self.as_bytes().to_vec())
+    }
+
+    fn decode(bytes: Vec<u8>) -> Option<Self> {
+        String::from_utf8(bytes).ok().map(Rc::from)
+    }
+}
+
+/// A per-worker map in front of shared slots, keyed by digest; entries expire together.
+pub struct TieredCache<V> {
+    local: RefCell<LocalCache<V>>,
     shared: SharedSlots,
 }
 
-impl DecisionCache {
-    pub fn new(slots: u32) -> Self {
-        Self {
-            local: RefCell::new(LocalCache::new(LOCAL_ENTRIES)),
-            shared: SharedSlots::new("decision", slots),
-        }
+impl<V: SlotCodec> TieredCache<V> {
+    pub fn new(name: &'static str, slots: u32) -> Self {
+        Self { local: RefCell::new(LocalCache::new(LOCAL_ENTRIES)), shared: SharedSlots::new(name, slots) }
     }
 
-    /// A cached result: this worker's first, then the shared one (parsed once per worker).
-    pub fn get(&self, digest: &Digest16, now: i64) -> Option<Rc<IntrospectionResult>> {
-        if let Some(hit) = self.local.borrow().get(digest, now) {
-            return Some(Rc::clone(hit));
-        }
-        let (expires_at, json) = self.shared.get(digest, now)?;
-        let result: IntrospectionResult = serde_json::from_slice(&json).ok()?;
-        let result = Rc::new(result);
-        self.local.borrow_mut().insert(*digest, expires_at, Rc::clone(&result), now);
-        Some(result)
-    }
-
-    pub fn put(&self, digest: &Digest16, expires_at: i64, result: Rc<IntrospectionResult>, now: i64) {
-        if expires_at <= now {
-            return;
-        }
-        if let Ok(json) = serde_json::to_vec(result.as_ref()) {
-            self.shared.put(digest, expires_at, &json);
-        }
-        self.local.borrow_mut().insert(*digest, expires_at, result, now);
-    }
-}
-
-/// Minted tokens by (RPT, resource) digest.
-pub struct MintedCache {
-    local: RefCell<LocalCache<Rc<str>>>,
-    shared: SharedSlots,
-}
-
-impl MintedCache {
-    pub fn new(slots: u32) -> Self {
-        Self {
-            local: RefCell::new(LocalCache::new(LOCAL_ENTRIES)),
-            shared: SharedSlots::new("minted", slots),
-        }
-    }
-
-    pub fn get(&self, key: &Digest16, now: i64) -> Option<Rc<str>> {
+    /// This worker's entry first, then the shared one (decoded once, then kept here).
+    pub fn get(&self, key: &Digest16, now: i64) -> Option<V> {
         if let Some(hit) = self.local.borrow().get(key, now) {
-            return Some(Rc::clone(hit));
+            return Some(hit.clone());
         }
-        let (expires_at, token) = self.shared.get(key, now)?;
-        let token: Rc<str> = Rc::from(String::from_utf8(token).ok()?);
-        self.local.borrow_mut().insert(*key, expires_at, Rc::clone(&token), now);
-        Some(token)
+        let (expires_at, bytes) = self.shared.get(key, now)?;
+        let value = V::decode(bytes)?;
+        self.local.borrow_mut().insert(*key, expires_at, value.clone(), now);
+        Some(value)
     }
 
-    pub fn put(&self, key: &Digest16, expires_at: i64, token: Rc<str>, now: i64) {
+    pub fn put(&self, key: &Digest16, expires_at: i64, value: V, now: i64) {
         if expires_at <= now {
             return;
         }
-        self.shared.put(key, expires_at, token.as_bytes());
-        self.local.borrow_mut().insert(*key, expires_at, token, now);
+        if let Some(bytes) = value.encode() {
+            self.shared.put(key, expires_at, &bytes);
+        }
+        self.local.borrow_mut().insert(*key, expires_at, value, now);
     }
 }
+
+/// Decisions by RPT digest.
+pub type DecisionCache = TieredCache<Rc<IntrospectionResult>>;
+/// Minted tokens by (RPT, resource) digest.
+pub type MintedCache = TieredCache<Rc<str>>;
 
 /// Accepted uses of each RPT, counted exactly across workers with compare-and-swap.
 pub struct UseCounter {
