@@ -24,6 +24,7 @@ PEP = "http://127.0.0.1:10000"
 
 
 def main() -> int:
+    check_only = "--check" in sys.argv  # walk through once and exit: how the tests run the demo
     services = [DevAs("uma2", port=9090), Echo(port=9080)]
     envoy = subprocess.Popen([ENVOY_BIN, "-c", "envoy/demo.yaml", "--concurrency", "2", "--disable-hot-restart",
                               "--log-level", "warn", "--component-log-level", "wasm:info"], cwd=ROOT)
@@ -45,6 +46,8 @@ def main() -> int:
         second = requests.get(PEP + "/alice/docs/report", headers={"Authorization": f"Bearer {rpt}"}, timeout=5)
         print(f"$ curl -H 'Authorization: Bearer <RPT>' {PEP}/alice/docs/report\n  -> {second.status_code} "
               f"(the echo upstream answered: {second.json()['method']} {second.json()['path']})")
+        if check_only:
+            return 0 if (first.status_code, second.status_code) == (401, 200) else 1
         print(f"\nTry it yourself:\n  curl -i {PEP}/bob\n  curl -i {PEP}/public   (unmatched: passed through)\n"
               f"  curl -i -H 'X-Original-URI: /alice' {PEP}/authorize   (PARTIAL mode)\n"
               "  Users alice/alice-pw, bob/bob-pw; client demo-app/demo-secret; see devas/README.md.\n"
