@@ -144,6 +144,20 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     }
 }
 
+/// Scopes the seed registers instead of the method scopes, in the order it tried them.
+const SEED_OPEN_SCOPES: [&str; 3] = ["Authenticated", "authenticated", "public_access"];
+
+/// The scope a request must hold: the method's, when the resource lists it (or lists none).
+/// A resource registered the seed's way with an "open" scope instead (`public_access` …) needs
+/// that scope; otherwise the method is not offered (only registered scopes may be asked for,
+/// checklist 9).
+fn required_scope<'s>(resource_scopes: &'s [String], method_scope: &'s str) -> Option<&'s str> {
+    if resource_scopes.is_empty() || resource_scopes.iter().any(|s| s == method_scope) {
+        return Some(method_scope);
+    }
+    SEED_OPEN_SCOPES.into_iter().find(|open| resource_scopes.iter().any(|s| s == open))
+}
+
 /// Decides what a request needs, against the resource table in force (the configured one, or
 /// the last one polled from pepctl).
 pub fn plan<'a>(config: &PepConfig, resources: &ResourceMatcher, facts: RequestFacts<'a>) -> Plan<'a> {
@@ -167,13 +181,12 @@ pub fn plan<'a>(config: &PepConfig, resources: &ResourceMatcher, facts: RequestF
         };
     };
 
-    let Some(scope) = config.scope_for(facts.method) else {
+    let Some(method_scope) = config.scope_for(facts.method) else {
         return Plan::Reply(LocalReply::method_not_allowed(facts.method));
     };
-    if !resource.scopes.is_empty() && !resource.scopes.iter().any(|s| s == scope) {
-        // Only scopes registered for the resource may be asked for (checklist 9).
+    let Some(scope) = required_scope(&resource.scopes, method_scope) else {
         return Plan::Reply(LocalReply::method_not_allowed(facts.method));
-    }
+    };
 
     let token = match credential {
         Credential::Bearer(t) => Some(t),
@@ -192,7 +205,8 @@ mod tests {
     fn config(extra: &str) -> PepConfig {
         let json = format!(
             r#"{{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
-            "resources":[{{"id":"r-a","uri":"/a"}},{{"id":"r-ab","uri":"/a/b"}},{{"id":"r-ro","uri":"/ro","scopes":["protected_get"]}}]{extra}}}"#
+            "resources":[{{"id":"r-a","uri":"/a"}},{{"id":"r-ab","uri":"/a/b"}},{{"id":"r-ro","uri":"/ro","scopes":["protected_get"]}},
+                {{"id":"r-pub","uri":"/pub","scopes":["public_access"]}}]{extra}}}"#
         );
         PepConfig::from_json(json.as_bytes()).unwrap()
     }
@@ -275,6 +289,22 @@ mod tests {
         assert!(matches!(plan(&c, &c.resources, facts("GET", "/ro", &[])), Plan::Protected { .. }));
         // Unmatched paths are not about scopes.
         assert!(matches!(plan(&c, &c.resources, facts("OPTIONS", "/zzz", &[])), Plan::PassThrough { .. }));
+    }
+
+    #[test]
+    fn seed_open_scopes_stand_in_for_method_scopes() {
+        let c = config("");
+        for method in ["GET", "POST", "DELETE"] {
+            let (t, _) = protected(plan(&c, &c.resources, facts(method, "/pub/x", &[])));
+            assert_eq!((t.resource_id.as_str(), t.scope.as_str()), ("r-pub", "public_access"));
+        }
+        assert_eq!(status(plan(&c, &c.resources, facts("OPTIONS", "/pub/x", &[]))), 405);
+        let scopes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            required_scope(&scopes(&["public_access", "Authenticated"]), "protected_get"),
+            Some("Authenticated")
+        );
+        assert_eq!(required_scope(&scopes(&["x"]), "protected_get"), None);
     }
 
     #[test]

@@ -329,6 +329,16 @@ mod tests {
         assert_eq!(ForwardSigner::new(&c).unwrap().kid(), Some("pep-2026"));
     }
 
+    /// RFC 8037 §A.3's Ed25519 thumbprint.
+    #[test]
+    fn thumbprint_matches_rfc8037_example() {
+        let jwk: Jwk = serde_json::from_value(json!({
+            "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        }))
+        .unwrap();
+        assert_eq!(jwk_thumbprint(&jwk).unwrap(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
     /// RFC 7638 §3.1's example key and thumbprint.
     #[test]
     fn thumbprint_matches_rfc7638_example() {

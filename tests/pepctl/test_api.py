@@ -149,3 +149,20 @@ def test_openapi_and_filter_config(api):
     entry = next(r for r in after["resources"] if r["id"] == rid)
     assert entry["uri"] == "/home/alice/synced"
     assert set(entry) <= {"id", "uri", "scopes", "name"}, "the filter's Resource shape"
+
+
+def test_concurrent_creates_of_one_path_make_one_resource(api, devas):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, t = api
+
+    def create(i):
+        return server.request("POST", "/resources", t["admin"], json={"name": f"Race {i}", "icon_uri": "/race"}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(create, range(8)))
+    assert sorted(statuses) == [200] + [422] * 7, statuses
+    listed = [r for r in server.request("GET", "/resources", t["admin"]).json() if r["icon_uri"] == "/race"]
+    assert len(listed) == 1
+    posts = [c for c in devas.calls("resource_set") if c["method"] == "POST" and "Race" in (c.get("body") or "")]
+    assert len(posts) == 1, "the losers never reached the AS"

@@ -122,16 +122,19 @@ def test_acknowledged_writes_survive_kill_9(pepctl, devas, operator, tmp_path):
     pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "s.json", [
         {"name": "Base", "description": "b", "resource_uri": "/base", "scopes": [], "default_owner": "alice-0001"}])))
     server = pepctl.serve()
-    created = []
-    for i in range(5):
-        r = server.request("POST", "/resources", operator, json={"name": f"R{i}", "icon_uri": f"/r/{i}", "uuid": "bob-0002"})
-        assert r.status_code == 200, r.text
-        created.append(r.json()["id"])
-    rid = created[0]
-    r = server.request("PATCH", f"/resources/{rid}", operator, json={"ownership_id": "alice-0001"})
-    assert r.status_code == 200
-    version = server.request("GET", "/filter-config").json()["version"]
-    server.proc.kill9()
+    try:
+        created = []
+        for i in range(5):
+            r = server.request("POST", "/resources", operator, json={"name": f"R{i}", "icon_uri": f"/r/{i}", "uuid": "bob-0002"})
+            assert r.status_code == 200, r.text
+            created.append(r.json()["id"])
+        rid = created[0]
+        r = server.request("PATCH", f"/resources/{rid}", operator, json={"ownership_id": "alice-0001"})
+        assert r.status_code == 200
+        version = server.request("GET", "/filter-config").json()["version"]
+        server.proc.kill9()
+    finally:
+        server.stop()
 
     again = pepctl.serve()
     try:

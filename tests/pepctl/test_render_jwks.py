@@ -30,11 +30,10 @@ def test_filter_config_has_repository_ids_and_client(pepctl, devas, tmp_path):
     assert {r["uri"]: r["id"] for r in cfg["resources"]} == {"/alice": ids["Alice"], "/": ids["Open"]}
 
 
-@pytest.mark.skipif(not ENVOY.exists(), reason=f"no envoy at {ENVOY}")
 def test_render_envoy_passes_envoy_validate(pepctl, devas, tmp_path):
     seeded(pepctl, tmp_path)
     if not WASM.exists():
-        pytest.skip(f"the filter is not built ({WASM}); `make wasm` first")
+        pytest.fail(f"the filter is not built ({WASM}); `make wasm` first")
     out = pepctl.run("render", "envoy", "--wasm", str(WASM), "--upstream", "127.0.0.1:9",
                      "--listen-port", "0", "--admin-port", "0", "--sync-url", "http://127.0.0.1:5576").stdout
     path = tmp_path / "envoy.yaml"
@@ -50,11 +49,10 @@ def test_render_envoy_passes_envoy_validate(pepctl, devas, tmp_path):
     assert "resources=2" in p.stdout + p.stderr
 
 
-@pytest.mark.skipif(not ENVOY.exists(), reason=f"no envoy at {ENVOY}")
 def test_render_envoy_for_an_https_as_verifies_it(pepctl, devas, tmp_path):
     seeded(pepctl, tmp_path)
     if not WASM.exists():
-        pytest.skip(f"the filter is not built ({WASM})")
+        pytest.fail(f"the filter is not built ({WASM})")
     pepctl.env["PEPCTL_ISSUER"] = "https://as.example.org/realms/eoepca"
     doc = json.loads(pepctl.run("render", "envoy", "--json", "--wasm", str(WASM)).stdout)
     as_cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "uma_as")
@@ -68,7 +66,6 @@ def test_render_envoy_for_an_https_as_verifies_it(pepctl, devas, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-@pytest.mark.skipif(not ENVOY.exists(), reason=f"no envoy at {ENVOY}")
 def test_envoy_validate_fails_on_a_broken_render(pepctl, devas, tmp_path):
     """The validation above can fail: a missing module is refused."""
     seeded(pepctl, tmp_path)

@@ -1,0 +1,365 @@
+//! `pepctl resources apply`: makes the AS and the repository hold exactly the resources of a
+//! seed-format file. Idempotent in both dialects: a second run changes nothing; Keycloak's
+//! 409 on a known name is resolved by looking the resource up and updating it; a resource the
+//! AS lost is re-created; a Gluu resource close to its `exp` is refreshed by a PUT; `--prune`
+//! deletes file resources the file no longer lists (never ones users created by the API).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uma_pep_core::config::AsProfile;
+
+use crate::repository::{now_s, RepoError, Repository, Source, StoredResource};
+use crate::resource_rules::{canonical_uri, complete_scopes};
+use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
+
+/// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
+pub const NOBODY: &str = "0000000000000";
+
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a default-resources file: {problem}")]
+    Invalid { path: String, problem: String },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedFile {
+    pub default_resources: Vec<SeedEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedEntry {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub resource_uri: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub default_owner: Option<String>,
+}
+
+/// One validated entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub description: Description,
+    pub owner: String,
+}
+
+/// Reads and validates the file: names and paths present and unique, paths canonical.
+pub fn load_seed(path: &Path) -> Result<Vec<Wanted>, ApplyError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ApplyError::Read { path: shown.clone(), source })?;
+    parse_seed(&bytes).map_err(|problem| ApplyError::Invalid { path: shown, problem })
+}
+
+pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, String> {
+    let file: SeedFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut names = HashSet::new();
+    let mut uris = HashSet::new();
+    let mut out = Vec::new();
+    for (i, e) in file.default_resources.into_iter().enumerate() {
+        let at = format!("default_resources[{i}]");
+        if e.name.trim().is_empty() {
+            return Err(format!("{at}.name is empty"));
+        }
+        let uri = canonical_uri(&e.resource_uri).map_err(|p| format!("{at}.resource_uri: {p}"))?;
+        if !names.insert(e.name.clone()) {
+            return Err(format!("{at}.name {:?} is listed twice", e.name));
+        }
+        if !uris.insert(uri.clone()) {
+            return Err(format!("{at}.resource_uri {uri:?} is listed twice"));
+        }
+        out.push(Wanted {
+            description: Description {
+                name: e.name,
+                uri,
+                scopes: complete_scopes(&e.scopes),
+                description: e.description,
+            },
+            owner: e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    /// Keycloak said 409: the AS had it under this name; looked up and updated.
+    Adopted,
+    /// Known here, gone from the AS: registered again under a new id.
+    Recreated,
+    Updated,
+    /// Unchanged but close to its AS expiry: PUT again to renew it.
+    Refreshed,
+    Unchanged,
+    Pruned,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub uri: String,
+    pub id: Option<String>,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct Applier<'a> {
+    repo: &'a Repository,
+    as_client: &'a ResourceSetClient,
+    /// Refresh a resource whose AS `exp` is closer than this (seconds).
+    refresh_before_s: i64,
+    /// The AS's resources by name, read once per run when first needed (Gluu only: there a
+    /// name lookup means listing and reading everything, so it is done once, not per entry).
+    as_by_name: tokio::sync::Mutex<Option<HashMap<String, Registered>>>,
+}
+
+#[derive(Debug, Error)]
+enum StepError {
+    #[error(transparent)]
+    As(#[from] ResourceSetError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(repo: &'a Repository, as_client: &'a ResourceSetClient, refresh_before_s: i64) -> Self {
+        Self { repo, as_client, refresh_before_s, as_by_name: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn find_at_as(&self, name: &str) -> Result<Option<Registered>, ResourceSetError> {
+        let mut index = self.as_by_name.lock().await;
+        if index.is_none() {
+            let all = self.as_client.list_registered().await?;
+            *index = Some(all.into_iter().filter_map(|r| r.name.clone().map(|n| (n, r))).collect());
+        }
+        Ok(index.as_ref().and_then(|m| m.get(name).cloned()))
+    }
+
+    pub async fn apply(&self, wanted: &[Wanted], prune: bool) -> Result<Vec<Report>, ApplyError> {
+        let mut reports = Vec::new();
+        for w in wanted {
+            let d = &w.description;
+            let report = match self.one(w).await {
+                Ok((id, outcome)) => {
+                    Report { name: d.name.clone(), uri: d.uri.clone(), id: Some(id), outcome, error: None }
+                }
+                Err(e) => {
+                    tracing::warn!(name = %d.name, error = %e, "resource not applied");
+                    Report {
+                        name: d.name.clone(),
+                        uri: d.uri.clone(),
+                        id: None,
+                        outcome: Outcome::Failed,
+                        error: Some(e.to_string()),
+                    }
+                }
+            };
+            reports.push(report);
+        }
+        if prune {
+            let keep: HashSet<&str> = wanted.iter().map(|w| w.description.name.as_str()).collect();
+            for r in self.repo.list()? {
+                if r.source != Source::File || keep.contains(r.name.as_str()) {
+                    continue;
+                }
+                let outcome = match self.as_client.delete(&r.id).await {
+                    Ok(_) => match self.repo.delete(&r.id) {
+                        Ok(_) => Ok(Outcome::Pruned),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                reports.push(Report {
+                    name: r.name,
+                    uri: r.uri,
+                    id: Some(r.id),
+                    outcome: outcome.as_ref().map_or(Outcome::Failed, |o| *o),
+                    error: outcome.err(),
+                });
+            }
+        }
+        Ok(reports)
+    }
+
+    fn record(
+        &self,
+        w: &Wanted,
+        id: &str,
+        exp: Option<i64>,
+        previous: Option<&StoredResource>,
+    ) -> StoredResource {
+        let now = now_s();
+        StoredResource {
+            id: id.to_string(),
+            name: w.description.name.clone(),
+            uri: w.description.uri.clone(),
+            // The repository is the record of owners: a resource whose ownership was moved
+            // through the API keeps its new owner when the file is applied again.
+            owner: previous.map_or_else(|| w.owner.clone(), |p| p.owner.clone()),
+            scopes: w.description.scopes.clone(),
+            description: w.description.description.clone(),
+            source: Source::File,
+            as_expires_at: exp,
+            created_at: previous.map_or(now, |p| p.created_at),
+            updated_at: now,
+        }
+    }
+
+    fn needs_refresh(&self, exp: Option<i64>) -> bool {
+        exp.is_some_and(|e| e - now_s() < self.refresh_before_s)
+    }
+
+    async fn one(&self, w: &Wanted) -> Result<(String, Outcome), StepError> {
+        let d = &w.description;
+        let by_name = self.repo.get_by_name(&d.name)?;
+        if let Some(other) = self.repo.get_by_uri(&d.uri)? {
+            if other.name != d.name {
+                return Err(StepError::Conflict(format!(
+                    "path {} already belongs to resource {:?} ({})",
+                    d.uri, other.name, other.id
+                )));
+            }
+        }
+        match by_name {
+            Some(existing) if existing.source == Source::Api => Err(StepError::Conflict(format!(
+                "name {:?} belongs to a resource created through the API ({})",
+                d.name, existing.id
+            ))),
+            Some(existing) => match self.as_client.get(&existing.id).await? {
+                None => {
+                    let (r, outcome) = self.create_or_adopt(d).await?;
+                    let outcome = if outcome == Outcome::Created { Outcome::Recreated } else { outcome };
+                    let rec = self.record(w, &r.id, r.exp, Some(&existing));
+                    self.repo.replace_id(&existing.id, &rec)?;
+                    Ok((r.id, outcome))
+                }
+                Some(at_as) => {
+                    let changed_here = existing.uri != d.uri
+                        || existing.scopes != d.scopes
+                        || existing.description != d.description;
+                    let (outcome, exp) = if !at_as.matches(d) {
+                        (Outcome::Updated, self.put_and_read_exp(&existing.id, d, at_as.exp).await?)
+                    } else if self.needs_refresh(at_as.exp) {
+                        (Outcome::Refreshed, self.put_and_read_exp(&existing.id, d, at_as.exp).await?)
+                    } else if changed_here {
+                        (Outcome::Updated, at_as.exp)
+                    } else {
+                        return Ok((existing.id, Outcome::Unchanged));
+                    };
+                    self.repo.upsert(&self.record(w, &existing.id, exp, Some(&existing)))?;
+                    Ok((existing.id, outcome))
+                }
+            },
+            None => {
+                let (r, outcome) = self.create_or_adopt(d).await?;
+                self.repo.upsert(&self.record(w, &r.id, r.exp, None))?;
+                Ok((r.id, outcome))
+            }
+        }
+    }
+
+    /// PUT, then read the resource back for its new `exp` (only Gluu has one).
+    async fn put_and_read_exp(
+        &self,
+        id: &str,
+        d: &Description,
+        old_exp: Option<i64>,
+    ) -> Result<Option<i64>, StepError> {
+        self.as_client.update(id, d).await?;
+        if old_exp.is_none() {
+            return Ok(None);
+        }
+        Ok(self.as_client.get(id).await?.and_then(|r| r.exp))
+    }
+
+    async fn adopt(&self, found: Registered, d: &Description) -> Result<(Registered, Outcome), StepError> {
+        if !found.matches(d) {
+            self.as_client.update(&found.id, d).await?;
+        }
+        Ok((found, Outcome::Adopted))
+    }
+
+    async fn create_or_adopt(&self, d: &Description) -> Result<(Registered, Outcome), StepError> {
+        // Gluu allows duplicate names, so a lost repository would silently double every
+        // resource: look for ours by name first. Keycloak refuses the duplicate (409) instead.
+        let gluu = self.as_client.profile() == AsProfile::Uma2;
+        if gluu {
+            if let Some(found) = self.find_at_as(&d.name).await? {
+                return self.adopt(found, d).await;
+            }
+        }
+        match self.as_client.create(d).await {
+            Ok(r) => {
+                // Gluu's create answer has no exp; read it so expiry can be tracked.
+                let exp = match r.exp {
+                    Some(e) => Some(e),
+                    None if gluu => self.as_client.get(&r.id).await?.and_then(|x| x.exp),
+                    None => None,
+                };
+                Ok((Registered { exp, ..r }, Outcome::Created))
+            }
+            Err(ResourceSetError::Conflict(_)) => {
+                let found = self.as_client.find_by_name(&d.name).await?.ok_or_else(|| {
+                    StepError::Conflict(format!(
+                        "the AS refused {:?} as a duplicate but has no resource of that name",
+                        d.name
+                    ))
+                })?;
+                self.adopt(found, d).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_file_shape() {
+        let w = parse_seed(
+            br#"{"default_resources":[
+              {"name":"Base Path","description":"open","resource_uri":"/","scopes":["public_access"],"default_owner":"0000000000000"},
+              {"name":"Eric","description":"eric's","resource_uri":"/eric/","scopes":[],"default_owner":"d3688daa"},
+              {"name":"NoOwner","resource_uri":"/x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w[0].description.scopes, vec!["public_access"]);
+        assert_eq!(w[1].description.uri, "/eric");
+        assert_eq!(w[1].description.scopes.len(), 6);
+        assert_eq!(w[1].owner, "d3688daa");
+        assert_eq!(w[2].owner, NOBODY);
+        assert_eq!(w[2].description.description, None);
+    }
+
+    #[test]
+    fn seed_file_errors_name_the_entry() {
+        let dup = parse_seed(
+            br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"B","resource_uri":"/a/"}]}"#,
+        )
+        .unwrap_err();
+        assert!(dup.contains("default_resources[1].resource_uri"), "{dup}");
+        let dup = parse_seed(
+            br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"A","resource_uri":"/b"}]}"#,
+        )
+        .unwrap_err();
+        assert!(dup.contains("default_resources[1].name"), "{dup}");
+        assert!(parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"a"}]}"#).is_err());
+        assert!(parse_seed(br#"{"resources":[]}"#).is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! The connection to the AS assembled from the common flags: HTTP client (TLS policy),
+//! discovery, the PAT source and the resource registration client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use uma_pep_core::config::AsProfile;
+
+use crate::discovery::{discover, DiscoveryError, Endpoints};
+use crate::pat::PatSource;
+use crate::registration::{ClientFile, RegistrationError};
+use crate::resource_set::ResourceSetClient;
+use crate::transport::{build_client, TransportError};
+
+#[derive(Debug, Error)]
+pub enum ContextError {
+    #[error("--issuer (or PEPCTL_ISSUER) is required for this command")]
+    NoIssuer,
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Client(#[from] RegistrationError),
+}
+
+/// The common flags, as parsed.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub issuer: Option<String>,
+    pub profile: AsProfile,
+    pub client: PathBuf,
+    pub db: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Common {
+    pub fn http(&self) -> Result<reqwest::Client, TransportError> {
+        build_client(self.ca_file.as_deref(), self.timeout)
+    }
+
+    pub fn issuer(&self) -> Result<&str, ContextError> {
+        self.issuer.as_deref().filter(|s| !s.is_empty()).ok_or(ContextError::NoIssuer)
+    }
+
+    pub async fn endpoints(&self, http: &reqwest::Client) -> Result<Endpoints, ContextError> {
+        Ok(discover(http, self.issuer()?).await?)
+    }
+}
+
+/// Everything a protection-API command needs.
+pub struct AsContext {
+    pub http: reqwest::Client,
+    pub endpoints: Endpoints,
+    pub client: ClientFile,
+    pub pat: Arc<PatSource>,
+    pub resource_set: Arc<ResourceSetClient>,
+    pub profile: AsProfile,
+}
+
+impl AsContext {
+    pub async fn connect(common: &Common) -> Result<Self, ContextError> {
+        let http = common.http()?;
+        let endpoints = common.endpoints(&http).await?;
+        let client = load_client(&common.client)?;
+        let pat = Arc::new(PatSource::new(http.clone(), endpoints.token.clone(), client.credentials()));
+        let resource_set = Arc::new(ResourceSetClient::new(
+            http.clone(),
+            endpoints.resource_registration.clone(),
+            common.profile,
+            pat.clone(),
+        ));
+        Ok(Self { http, endpoints, client, pat, resource_set, profile: common.profile })
+    }
+}
+
+pub fn load_client(path: &Path) -> Result<ClientFile, ContextError> {
+    Ok(ClientFile::load(path)?)
+}

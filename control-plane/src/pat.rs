@@ -1,0 +1,243 @@
+//! The Protection API Token: `client_credentials` with `scope=uma_protection`, cached until
+//! shortly before it expires and shared by every concurrent caller (one token request for N
+//! waiting callers), refreshed and the call retried once when the AS refuses it.
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::Mutex;
+use uma_pep_core::wire::{basic_authorization, pat_request_body, AccessToken, AsError, AsResponse};
+use url::Url;
+
+#[derive(Debug, Error)]
+pub enum PatError {
+    #[error("token request to {url} failed: {source}")]
+    Request { url: String, source: reqwest::Error },
+    #[error("PAT refused by the token endpoint: {0}")]
+    As(AsError),
+}
+
+/// The PEP's client credentials. Debug never prints the secret.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+struct Cached {
+    value: String,
+    refresh_at: Instant,
+}
+
+pub struct PatSource {
+    client: reqwest::Client,
+    token_endpoint: Url,
+    credentials: ClientCredentials,
+    cached: Mutex<Option<Cached>>,
+}
+
+/// How long before its expiry a PAT stops being used: a tenth of its life, at most 30 s, so
+/// a call never starts with a token that dies in flight.
+pub fn refresh_margin(expires_in: u64) -> Duration {
+    Duration::from_secs((expires_in / 10).min(30))
+}
+
+impl PatSource {
+    pub fn new(client: reqwest::Client, token_endpoint: Url, credentials: ClientCredentials) -> Self {
+        Self { client, token_endpoint, credentials, cached: Mutex::new(None) }
+    }
+
+    pub fn credentials(&self) -> &ClientCredentials {
+        &self.credentials
+    }
+
+    /// The current PAT, fetched when there is none or it is about to expire. The lock is held
+    /// across the fetch so that concurrent callers wait for one request instead of each
+    /// sending their own.
+    pub async fn get(&self) -> Result<String, PatError> {
+        let mut guard = self.cached.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if Instant::now() < c.refresh_at {
+                return Ok(c.value.clone());
+            }
+        }
+        let token = self.fetch().await?;
+        let lifetime = Duration::from_secs(token.expires_in);
+        let refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(token.expires_in));
+        *guard = Some(Cached { value: token.value.clone(), refresh_at });
+        Ok(token.value)
+    }
+
+    /// Forgets `stale` (and only it: another caller may already have refreshed).
+    pub async fn invalidate(&self, stale: &str) {
+        let mut guard = self.cached.lock().await;
+        if guard.as_ref().is_some_and(|c| c.value == stale) {
+            *guard = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<AccessToken, PatError> {
+        let request_error = |source| PatError::Request { url: self.token_endpoint.to_string(), source };
+        let response = self
+            .client
+            .post(self.token_endpoint.clone())
+            .header(
+                reqwest::header::AUTHORIZATION,
+                basic_authorization(&self.credentials.client_id, &self.credentials.client_secret),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(pat_request_body())
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(request_error)?;
+        let token =
+            AccessToken::parse(&AsResponse { status: Some(status), body: &body }).map_err(PatError::As)?;
+        tracing::debug!(expires_in = token.expires_in, "obtained a PAT");
+        Ok(token)
+    }
+
+    /// Sends a protection-API request built by `build` with the PAT as bearer. When the AS
+    /// refuses the PAT (401, or 403 — Keycloak's `invalid_bearer_token`), the PAT is dropped,
+    /// a new one fetched and the request sent once more; the second answer is final.
+    pub async fn send<F>(
+        &self,
+        build: F,
+    ) -> Result<(u16, Vec<u8>, reqwest::header::HeaderMap), ProtectedCallError>
+    where
+        F: Fn(&str) -> reqwest::RequestBuilder,
+    {
+        let mut retried = false;
+        loop {
+            let pat = self.get().await?;
+            let response = build(&pat).bearer_auth(&pat).send().await.map_err(ProtectedCallError::Request)?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(ProtectedCallError::Request)?.to_vec();
+            if (status == 401 || status == 403) && !retried {
+                tracing::info!(status, "protection API refused the PAT; refreshing it once");
+                self.invalidate(&pat).await;
+                retried = true;
+                continue;
+            }
+            return Ok((status, body, headers));
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProtectedCallError {
+    #[error(transparent)]
+    Pat(#[from] PatError),
+    #[error("request failed: {0}")]
+    Request(reqwest::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_a_tenth_capped_at_thirty_seconds() {
+        assert_eq!(refresh_margin(300), Duration::from_secs(30));
+        assert_eq!(refresh_margin(3600), Duration::from_secs(30));
+        assert_eq!(refresh_margin(60), Duration::from_secs(6));
+        assert_eq!(refresh_margin(5), Duration::from_secs(0));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = ClientCredentials { client_id: "pep".into(), client_secret: "s3cret".into() };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("pep"));
+        assert!(!shown.contains("s3cret"));
+    }
+
+    /// A token endpoint and one protected endpoint on loopback, counting calls. The protected
+    /// endpoint refuses the first PAT it sees (as after an AS restart) with Keycloak's 403.
+    async fn fake_as() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::routing::{get, post};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tokens = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = tokens.clone();
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                post(move |headers: axum::http::HeaderMap, body: String| {
+                    let counter = counter.clone();
+                    async move {
+                        assert_eq!(body, "grant_type=client_credentials&scope=uma_protection");
+                        assert!(headers["authorization"].to_str().unwrap().starts_with("Basic "));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                        axum::Json(serde_json::json!({"access_token": format!("pat-{n}"), "expires_in": 300}))
+                    }
+                }),
+            )
+            .route(
+                "/protected",
+                get(|headers: axum::http::HeaderMap| async move {
+                    if headers["authorization"] == "Bearer pat-1" {
+                        (axum::http::StatusCode::FORBIDDEN, r#"{"error":"invalid_bearer_token"}"#)
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), tokens)
+    }
+
+    fn source(base: &str) -> std::sync::Arc<PatSource> {
+        std::sync::Arc::new(PatSource::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{base}/token")).unwrap(),
+            ClientCredentials { client_id: "pep".into(), client_secret: "s".into() },
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_token_request_and_it_is_cached() {
+        use std::sync::atomic::Ordering;
+        let (base, tokens) = fake_as().await;
+        let pats = source(&base);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let p = pats.clone();
+                tokio::spawn(async move { p.get().await.unwrap() })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.await.unwrap(), "pat-1");
+        }
+        assert_eq!(pats.get().await.unwrap(), "pat-1");
+        assert_eq!(tokens.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_pat_is_refreshed_and_the_call_retried_once() {
+        use std::sync::atomic::Ordering;
+        let (base, tokens) = fake_as().await;
+        let pats = source(&base);
+        let http = reqwest::Client::new();
+        let url = format!("{base}/protected");
+        let (status, body, _) = pats.send(|_| http.get(&url)).await.unwrap();
+        assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+        assert_eq!(tokens.load(Ordering::SeqCst), 2);
+        // The new PAT is kept: no further token request.
+        pats.send(|_| http.get(&url)).await.unwrap();
+        assert_eq!(tokens.load(Ordering::SeqCst), 2);
+    }
+}

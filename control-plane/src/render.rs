@@ -1,0 +1,493 @@
+//! `pepctl render`: the filter's configuration (contract keys, `resources` from the repository
+//! with their AS ids, the client from `client.json`), a complete standalone `envoy.yaml`
+//! around it, and an Istio `WasmPlugin`. The filter configuration is checked with the
+//! filter's own parser (`PepConfig::from_json`) before anything is printed, so a rendered
+//! file never fails at Envoy start for a reason pepctl could have seen.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+use uma_pep_core::config::{AsProfile, PepConfig, Resource};
+use url::Url;
+
+use crate::context::{load_client, Common, ContextError};
+use crate::repository::{RepoError, Repository, StoredResource};
+
+#[derive(Debug, Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("the rendered filter configuration is refused by the filter's parser: {0}")]
+    Invalid(String),
+    #[error("--{flag}: {problem}")]
+    Flag { flag: &'static str, problem: String },
+    #[error("cannot serialise: {0}")]
+    Serialize(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// The filter's JSON configuration
+    FilterConfig,
+    /// A complete standalone envoy.yaml
+    Envoy,
+    /// An Istio WasmPlugin
+    Istio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Unmatched {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    pub target: Target,
+    /// Envoy cluster for AS calls (default: `uma_as`; Istio: outbound|PORT||HOST of the issuer)
+    #[arg(long)]
+    pub as_cluster: Option<String>,
+    /// `:authority` of AS calls (default: host[:port] of the issuer)
+    #[arg(long)]
+    pub as_authority: Option<String>,
+    /// Where Envoy reaches the AS, host:port (default: the issuer's)
+    #[arg(long)]
+    pub as_address: Option<String>,
+    #[arg(long)]
+    pub realm: Option<String>,
+    #[arg(long, value_enum)]
+    pub unmatched: Option<Unmatched>,
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// `compact` keeps the EOEPCA clients' unquoted challenge working
+    #[arg(long)]
+    pub challenge_style: Option<String>,
+    /// Limit of each AS call made by the filter
+    #[arg(long)]
+    pub filter_timeout_ms: Option<u64>,
+    /// pepctl's base URL for the filter's resource polling (`resource_sync`), e.g. http://127.0.0.1:5576
+    #[arg(long)]
+    pub sync_url: Option<String>,
+    /// Envoy cluster that reaches pepctl (default: `pepctl`; Istio: outbound|PORT||HOST)
+    #[arg(long)]
+    pub sync_cluster: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    pub sync_interval_s: u64,
+    /// envoy: the upstream service, host:port
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub upstream: String,
+    /// envoy: listener address
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_address: String,
+    /// envoy: listener port
+    #[arg(long, default_value_t = 10000)]
+    pub listen_port: u16,
+    /// envoy: admin port on 127.0.0.1 (no admin interface when absent)
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// envoy: CA bundle Envoy trusts for an https AS (and pepctl)
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub envoy_ca_file: PathBuf,
+    /// envoy: path of the filter's .wasm
+    #[arg(long, default_value = "target/wasm32-wasip1/release/uma_pep.wasm")]
+    pub wasm: PathBuf,
+    /// istio: module URL (oci://, https://, file://)
+    #[arg(long, default_value = "oci://ghcr.io/uma-pep/uma-pep:latest")]
+    pub wasm_url: String,
+    /// istio: sha256 of the module (avoids re-downloads and pins the module)
+    #[arg(long)]
+    pub wasm_sha256: Option<String>,
+    /// istio: namespace of the WasmPlugin
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// istio: workload selector label, key=value
+    #[arg(long, default_value = "app=my-api")]
+    pub selector: String,
+    /// envoy, istio: print JSON instead of YAML (both accepted by Envoy and kubectl)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The repository's resources as the filter's `resources` table.
+pub fn filter_resources(list: &[StoredResource]) -> Vec<Resource> {
+    list.iter()
+        .map(|r| Resource {
+            id: r.id.clone(),
+            uri: r.uri.clone(),
+            scopes: r.scopes.clone(),
+            name: Some(r.name.clone()),
+        })
+        .collect()
+}
+
+/// host and port of a URL, with the scheme's default port.
+fn host_port(url: &Url) -> Option<(String, u16)> {
+    Some((url.host_str()?.trim_matches(['[', ']']).to_string(), url.port_or_known_default()?))
+}
+
+fn split_host_port(flag: &'static str, s: &str) -> Result<(String, u16), RenderError> {
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| RenderError::Flag { flag, problem: format!("{s:?} is not host:port") })?;
+    let port = p.parse::<u16>().map_err(|e| RenderError::Flag { flag, problem: format!("{s:?}: {e}") })?;
+    Ok((h.trim_matches(['[', ']']).to_string(), port))
+}
+
+fn parse_url(flag: &'static str, s: &str) -> Result<Url, RenderError> {
+    Url::parse(s).map_err(|e| RenderError::Flag { flag, problem: e.to_string() })
+}
+
+/// Builds and validates the filter configuration.
+pub fn filter_config(
+    common: &Common,
+    resources: &[StoredResource],
+    args: &RenderArgs,
+) -> Result<Value, RenderError> {
+    let issuer = common.issuer()?.to_string();
+    let issuer_url = parse_url("issuer", &issuer)?;
+    let client = load_client(&common.client)?;
+    let istio = args.target == Target::Istio;
+    let as_cluster = match &args.as_cluster {
+        Some(c) => c.clone(),
+        None if istio => {
+            let (h, p) = host_port(&issuer_url)
+                .ok_or_else(|| RenderError::Flag { flag: "issuer", problem: "has no host".into() })?;
+            format!("outbound|{p}||{h}")
+        }
+        None => "uma_as".to_string(),
+    };
+    let mut c = Map::new();
+    c.insert("issuer".into(), json!(issuer));
+    c.insert("as_cluster".into(), json!(as_cluster));
+    if let Some(a) = &args.as_authority {
+        c.insert("as_authority".into(), json!(a));
+    }
+    c.insert(
+        "as_profile".into(),
+        json!(match common.profile {
+            AsProfile::Uma2 => "uma2",
+            AsProfile::Keycloak => "keycloak",
+        }),
+    );
+    c.insert("client_id".into(), json!(client.client_id));
+    c.insert("client_secret".into(), json!(client.client_secret));
+    if let Some(r) = &args.realm {
+        c.insert("realm".into(), json!(r));
+    }
+    if let Some(u) = args.unmatched {
+        c.insert("unmatched".into(), json!(if u == Unmatched::Deny { "deny" } else { "allow" }));
+    }
+    if let Some(p) = &args.path_prefix {
+        c.insert("path_prefix".into(), json!(p));
+    }
+    if let Some(s) = &args.challenge_style {
+        c.insert("challenge_style".into(), json!(s));
+    }
+    if let Some(t) = args.filter_timeout_ms {
+        c.insert("timeout_ms".into(), json!(t));
+    }
+    c.insert("resources".into(), json!(filter_resources(resources)));
+    if let Some(sync) = &args.sync_url {
+        let url = parse_url("sync-url", sync)?;
+        let cluster = match &args.sync_cluster {
+            Some(c) => c.clone(),
+            None if istio => {
+                let (h, p) = host_port(&url)
+                    .ok_or_else(|| RenderError::Flag { flag: "sync-url", problem: "has no host".into() })?;
+                format!("outbound|{p}||{h}")
+            }
+            None => "pepctl".to_string(),
+        };
+        let base = url.path().trim_end_matches('/');
+        c.insert(
+            "resource_sync".into(),
+            json!({"cluster": cluster, "path": format!("{base}/filter-config"), "interval_s": args.sync_interval_s}),
+        );
+    }
+    let value = Value::Object(c);
+    PepConfig::from_json(value.to_string().as_bytes()).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    Ok(value)
+}
+
+fn cluster(name: &str, host: &str, port: u16, tls_sni: Option<&str>, ca_file: &str) -> Value {
+    let is_ip = host.parse::<IpAddr>().is_ok();
+    let mut c = json!({
+        "name": name,
+        "type": if is_ip { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}]
+        }
+    });
+    if !is_ip {
+        c["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    if let Some(sni) = tls_sni {
+        c["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": sni,
+                // Verify the AS: system trust store (the same policy as pepctl's own client).
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}]
+                }}
+            }
+        });
+    }
+    c
+}
+
+/// A complete standalone Envoy configuration: listener, the wasm filter, AS and upstream
+/// clusters (and pepctl's, when the filter polls it).
+pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Result<Value, RenderError> {
+    let issuer_url = parse_url("issuer", common.issuer()?)?;
+    let (as_host, as_port) = match &args.as_address {
+        Some(a) => split_host_port("as-address", a)?,
+        None => host_port(&issuer_url)
+            .ok_or_else(|| RenderError::Flag { flag: "issuer", problem: "has no host".into() })?,
+    };
+    let as_tls = issuer_url.scheme() == "https";
+    let as_cluster = filter["as_cluster"].as_str().unwrap_or("uma_as").to_string();
+    let (up_host, up_port) = split_host_port("upstream", &args.upstream)?;
+    let sni = issuer_url.host_str().map(str::to_string);
+    let ca = args.envoy_ca_file.display().to_string();
+    let mut clusters = vec![
+        cluster(&as_cluster, &as_host, as_port, if as_tls { sni.as_deref() } else { None }, &ca),
+        cluster("upstream", &up_host, up_port, None, &ca),
+    ];
+    if let (Some(sync), Some(cluster_name)) = (&args.sync_url, filter["resource_sync"]["cluster"].as_str()) {
+        let url = parse_url("sync-url", sync)?;
+        let (h, p) = host_port(&url)
+            .ok_or_else(|| RenderError::Flag { flag: "sync-url", problem: "has no host".into() })?;
+        let tls_host = url.host_str().map(str::to_string);
+        clusters.push(cluster(
+            cluster_name,
+            &h,
+            p,
+            if url.scheme() == "https" { tls_host.as_deref() } else { None },
+            &ca,
+        ));
+    }
+    let wasm = args.wasm.display().to_string();
+    let mut config = json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "uma_pep",
+                "address": {"socket_address": {"address": args.listen_address, "port_value": args.listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "uma_pep",
+                        // Envoy and the filter agree on one path form; encoded slashes are
+                        // refused by both (filter-contract: what is matched is what is forwarded).
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                        "route_config": {
+                            "name": "upstream",
+                            "virtual_hosts": [{"name": "upstream", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]
+                        },
+                        "http_filters": [
+                            {
+                                "name": "envoy.filters.http.wasm",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                    "config": {
+                                        "name": "uma_pep",
+                                        "failure_policy": "FAIL_CLOSED",
+                                        "configuration": {
+                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                            "value": filter.to_string()
+                                        },
+                                        "vm_config": {
+                                            "vm_id": "uma_pep",
+                                            "runtime": "envoy.wasm.runtime.v8",
+                                            "code": {"local": {"filename": wasm}}
+                                        }
+                                    }
+                                }
+                            },
+                            {
+                                "name": "envoy.filters.http.router",
+                                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                            }
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": clusters
+        }
+    });
+    if let Some(port) = args.admin_port {
+        config["admin"] =
+            json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
+    }
+    Ok(config)
+}
+
+/// An Istio WasmPlugin: AUTHZ phase (after Istio's authn, before RBAC), fail closed.
+pub fn istio_wasm_plugin(filter: &Value, args: &RenderArgs) -> Result<Value, RenderError> {
+    let (key, value) = args.selector.split_once('=').ok_or_else(|| RenderError::Flag {
+        flag: "selector",
+        problem: format!("{:?} is not key=value", args.selector),
+    })?;
+    let mut spec = json!({
+        "selector": {"matchLabels": {key: value}},
+        "url": args.wasm_url,
+        "phase": "AUTHZ",
+        "failStrategy": "FAIL_CLOSE",
+        "match": [{"mode": "SERVER"}],
+        "pluginConfig": filter,
+    });
+    if let Some(sha) = &args.wasm_sha256 {
+        spec["sha256"] = json!(sha);
+    }
+    Ok(json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": {"name": "uma-pep", "namespace": args.namespace},
+        "spec": spec,
+    }))
+}
+
+fn yaml(v: &Value) -> Result<String, RenderError> {
+    serde_yaml_ng::to_string(v).map_err(|e| RenderError::Serialize(e.to_string()))
+}
+
+fn pretty(v: &Value) -> Result<String, RenderError> {
+    serde_json::to_string_pretty(v).map(|s| s + "\n").map_err(|e| RenderError::Serialize(e.to_string()))
+}
+
+pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<String, RenderError> {
+    let resources = repo.list()?;
+    if resources.is_empty() {
+        tracing::warn!(db = %common.db.display(), "the repository has no resources: the filter protects nothing until it gets some");
+    }
+    let filter = filter_config(common, &resources, args)?;
+    match args.target {
+        Target::FilterConfig => pretty(&filter),
+        Target::Envoy if args.json => pretty(&envoy_config(&filter, common, args)?),
+        Target::Envoy => yaml(&envoy_config(&filter, common, args)?),
+        Target::Istio if args.json => pretty(&istio_wasm_plugin(&filter, args)?),
+        Target::Istio => Ok(format!(
+            "# pluginConfig holds the PEP's client secret: keep this manifest out of public repositories.\n{}",
+            yaml(&istio_wasm_plugin(&filter, args)?)?
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: RenderArgs,
+    }
+
+    fn setup(target: &str, extra: &[&str]) -> (tempfile::TempDir, Common, RenderArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let client = dir.path().join("client.json");
+        std::fs::write(&client, r#"{"client_id":"pep","client_secret":"s3"}"#).unwrap();
+        let common = Common {
+            issuer: Some("https://as.example.org/realms/eo".into()),
+            profile: AsProfile::Keycloak,
+            client,
+            db: dir.path().join("db"),
+            ca_file: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let mut argv = vec!["x", target];
+        argv.extend_from_slice(extra);
+        let args = Wrap::try_parse_from(argv).unwrap().args;
+        (dir, common, args)
+    }
+
+    fn stored() -> Vec<StoredResource> {
+        vec![StoredResource {
+            id: "as-1".into(),
+            name: "Alice".into(),
+            uri: "/alice".into(),
+            owner: "u1".into(),
+            scopes: vec!["protected_get".into()],
+            description: None,
+            source: crate::repository::Source::File,
+            as_expires_at: None,
+            created_at: 0,
+            updated_at: 0,
+        }]
+    }
+
+    #[test]
+    fn filter_config_has_the_contract_keys_and_parses() {
+        let (_d, common, args) =
+            setup("filter-config", &["--sync-url", "http://127.0.0.1:5576", "--unmatched", "deny"]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["issuer"], "https://as.example.org/realms/eo");
+        assert_eq!(v["as_cluster"], "uma_as");
+        assert_eq!(v["as_profile"], "keycloak");
+        assert_eq!(v["client_id"], "pep");
+        assert_eq!(v["unmatched"], "deny");
+        assert_eq!(v["resources"][0]["id"], "as-1");
+        assert_eq!(v["resources"][0]["uri"], "/alice");
+        assert_eq!(v["resource_sync"]["cluster"], "pepctl");
+        assert_eq!(v["resource_sync"]["path"], "/filter-config");
+        let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.resources.find("/alice/x").unwrap().id, "as-1");
+    }
+
+    #[test]
+    fn envoy_config_wires_filter_and_clusters() {
+        let (_d, common, args) =
+            setup("envoy", &["--upstream", "127.0.0.1:9000", "--sync-url", "http://127.0.0.1:5576"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        let e = envoy_config(&f, &common, &args).unwrap();
+        let hcm = &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(wasm["failure_policy"], "FAIL_CLOSED");
+        let inner: Value = serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(inner, f);
+        let clusters = e["static_resources"]["clusters"].as_array().unwrap();
+        let names: Vec<&str> = clusters.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["uma_as", "upstream", "pepctl"]);
+        assert_eq!(clusters[0]["transport_socket"]["typed_config"]["sni"], "as.example.org");
+        assert_eq!(clusters[0]["type"], "STRICT_DNS");
+        assert_eq!(clusters[1]["type"], "STATIC");
+        assert!(clusters[1].get("transport_socket").is_none());
+        assert!(yaml(&e).unwrap().contains("envoy.filters.http.wasm"));
+    }
+
+    #[test]
+    fn istio_plugin_is_authz_and_fails_closed() {
+        let (_d, common, args) = setup("istio", &["--selector", "app=api", "--namespace", "apps"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(f["as_cluster"], "outbound|443||as.example.org");
+        let p = istio_wasm_plugin(&f, &args).unwrap();
+        assert_eq!(p["kind"], "WasmPlugin");
+        assert_eq!(p["spec"]["phase"], "AUTHZ");
+        assert_eq!(p["spec"]["failStrategy"], "FAIL_CLOSE");
+        assert_eq!(p["spec"]["selector"]["matchLabels"]["app"], "api");
+        assert_eq!(p["spec"]["pluginConfig"]["resources"][0]["id"], "as-1");
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let (_d, common, args) = setup("envoy", &["--upstream", "nohost"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        assert!(matches!(envoy_config(&f, &common, &args), Err(RenderError::Flag { flag: "upstream", .. })));
+        let (_d, common, args) = setup("filter-config", &["--challenge-style", "fancy"]);
+        assert!(matches!(filter_config(&common, &stored(), &args), Err(RenderError::Invalid(_))));
+    }
+}

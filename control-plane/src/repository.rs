@@ -1,0 +1,431 @@
+//! The resource repository: SQLite (bundled), the record of owners; the AS is the record of
+//! ids. WAL with `synchronous=FULL`, so a write that returned survives `kill -9` and power
+//! loss; one connection behind a mutex, used from async code through `spawn_blocking`.
+//! Every write bumps `version`, which the filter's poll of `/filter-config` carries.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RepoError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database lock poisoned")]
+    Poisoned,
+    #[error("database task failed: {0}")]
+    Join(String),
+    #[error("database schema version {0} is newer than this pepctl knows ({1})")]
+    TooNew(i64, i64),
+    #[error("stored scopes are not a JSON array: {0}")]
+    Scopes(serde_json::Error),
+}
+
+/// Where a resource came from: `file` ones are reconciled (and pruned) by `resources apply`,
+/// `api` ones belong to users and are never pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Api,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Api => "api",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "file" {
+            Source::File
+        } else {
+            Source::Api
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredResource {
+    /// The AS resource id (`_id`): the key everywhere.
+    pub id: String,
+    pub name: String,
+    pub uri: String,
+    pub owner: String,
+    pub scopes: Vec<String>,
+    pub description: Option<String>,
+    pub source: Source,
+    /// Unix seconds when the AS expires the registration (Gluu), if it said.
+    pub as_expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Schema steps, applied in order; `schema_version` holds how many have run.
+const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        uri TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        description TEXT,
+        source TEXT NOT NULL CHECK (source IN ('file','api')),
+        as_expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX resources_owner ON resources(owner);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO counters (name, value) VALUES ('version', 0);"];
+
+pub fn now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct Repository {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<(StoredResource, String)> {
+    Ok((
+        StoredResource {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            uri: row.get("uri")?,
+            owner: row.get("owner")?,
+            scopes: Vec::new(),
+            description: row.get("description")?,
+            source: Source::parse(&row.get::<_, String>("source")?),
+            as_expires_at: row.get("as_expires_at")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        },
+        row.get("scopes")?,
+    ))
+}
+
+fn finish(pair: (StoredResource, String)) -> Result<StoredResource, RepoError> {
+    let (mut r, scopes) = pair;
+    r.scopes = serde_json::from_str(&scopes).map_err(RepoError::Scopes)?;
+    Ok(r)
+}
+
+fn bump_version(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'version'", [])?;
+    Ok(())
+}
+
+fn scopes_json(scopes: &[String]) -> String {
+    serde_json::Value::from(scopes.to_vec()).to_string()
+}
+
+const COLUMNS: &str =
+    "id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at";
+
+impl Repository {
+    pub fn open(path: &Path) -> Result<Self, RepoError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, RepoError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, RepoError> {
+        // WAL lets readers run beside the writer; FULL syncs the WAL at every commit, which is
+        // what makes an acknowledged write survive a crash (NORMAL would not in WAL mode).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, RepoError>) -> Result<T, RepoError> {
+        let mut guard = self.conn.lock().map_err(|_| RepoError::Poisoned)?;
+        f(&mut guard)
+    }
+
+    /// Runs `f` on a blocking thread: SQLite calls block (fsync) and must not stall the
+    /// async workers that serve other requests.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, RepoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Repository) -> Result<T, RepoError> + Send + 'static,
+    {
+        let repo = self.clone();
+        tokio::task::spawn_blocking(move || f(&repo)).await.map_err(|e| RepoError::Join(e.to_string()))?
+    }
+
+    pub fn schema_version(&self) -> Result<i64, RepoError> {
+        self.with(|c| Ok(c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?))
+    }
+
+    pub fn version(&self) -> Result<i64, RepoError> {
+        self.with(|c| Ok(c.query_row("SELECT value FROM counters WHERE name = 'version'", [], |r| r.get(0))?))
+    }
+
+    pub fn list(&self) -> Result<Vec<StoredResource>, RepoError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM resources ORDER BY uri"))?;
+            let rows = stmt.query_map([], row_to_resource)?;
+            rows.map(|r| finish(r?)).collect()
+        })
+    }
+
+    /// The resources and the version they belong to, read in one transaction so the pair is
+    /// consistent.
+    pub fn snapshot(&self) -> Result<(Vec<StoredResource>, i64), RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let version: i64 =
+                tx.query_row("SELECT value FROM counters WHERE name = 'version'", [], |r| r.get(0))?;
+            let list = {
+                let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM resources ORDER BY uri"))?;
+                let rows = stmt.query_map([], row_to_resource)?;
+                rows.map(|r| finish(r?)).collect::<Result<Vec<_>, _>>()?
+            };
+            tx.commit()?;
+            Ok((list, version))
+        })
+    }
+
+    pub fn list_by_owner(&self, owner: &str) -> Result<Vec<StoredResource>, RepoError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {COLUMNS} FROM resources WHERE owner = ?1 ORDER BY uri"))?;
+            let rows = stmt.query_map([owner], row_to_resource)?;
+            rows.map(|r| finish(r?)).collect()
+        })
+    }
+
+    fn get_by(&self, column: &str, value: &str) -> Result<Option<StoredResource>, RepoError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM resources WHERE {column} = ?1"),
+                [value],
+                row_to_resource,
+            )
+            .optional()?
+            .map(finish)
+            .transpose()
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<StoredResource>, RepoError> {
+        self.get_by("id", id)
+    }
+
+    pub fn get_by_name(&self, name: &str) -> Result<Option<StoredResource>, RepoError> {
+        self.get_by("name", name)
+    }
+
+    pub fn get_by_uri(&self, uri: &str) -> Result<Option<StoredResource>, RepoError> {
+        self.get_by("uri", uri)
+    }
+
+    /// Inserts a resource, or replaces the one with the same id.
+    pub fn upsert(&self, r: &StoredResource) -> Result<(), RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, uri = excluded.uri,
+                   owner = excluded.owner, scopes = excluded.scopes, description = excluded.description,
+                   source = excluded.source, as_expires_at = excluded.as_expires_at,
+                   updated_at = excluded.updated_at",
+                params![
+                    r.id,
+                    r.name,
+                    r.uri,
+                    r.owner,
+                    scopes_json(&r.scopes),
+                    r.description,
+                    r.source.as_str(),
+                    r.as_expires_at,
+                    r.created_at,
+                    r.updated_at
+                ],
+            )?;
+            bump_version(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Moves a record to a new AS id (the AS lost the resource and it was re-created).
+    pub fn replace_id(&self, old_id: &str, r: &StoredResource) -> Result<(), RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM resources WHERE id = ?1", [old_id])?;
+            tx.execute(
+                "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    r.id,
+                    r.name,
+                    r.uri,
+                    r.owner,
+                    scopes_json(&r.scopes),
+                    r.description,
+                    r.source.as_str(),
+                    r.as_expires_at,
+                    r.created_at,
+                    r.updated_at
+                ],
+            )?;
+            bump_version(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Deletes by id; `false` when there was nothing to delete.
+    pub fn delete(&self, id: &str) -> Result<bool, RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM resources WHERE id = ?1", [id])?;
+            if n > 0 {
+                bump_version(&tx)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), RepoError> {
+    let tx = conn.transaction()?;
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])?;
+    let current: Option<i64> =
+        tx.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
+    let current = match current {
+        Some(v) => v,
+        None => {
+            tx.execute("INSERT INTO schema_version (version) VALUES (0)", [])?;
+            0
+        }
+    };
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(RepoError::TooNew(current, known));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute("UPDATE schema_version SET version = ?1", [i as i64 + 1])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(id: &str, name: &str, uri: &str, owner: &str) -> StoredResource {
+        StoredResource {
+            id: id.into(),
+            name: name.into(),
+            uri: uri.into(),
+            owner: owner.into(),
+            scopes: vec!["protected_get".into()],
+            description: Some("d".into()),
+            source: Source::File,
+            as_expires_at: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn crud_and_version() {
+        let repo = Repository::open_in_memory().unwrap();
+        assert_eq!(repo.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(repo.version().unwrap(), 0);
+        repo.upsert(&res("a1", "A", "/a", "alice")).unwrap();
+        repo.upsert(&res("b1", "B", "/b", "bob")).unwrap();
+        assert_eq!(repo.version().unwrap(), 2);
+        assert_eq!(repo.get("a1").unwrap().unwrap().owner, "alice");
+        assert_eq!(repo.get_by_name("B").unwrap().unwrap().id, "b1");
+        assert_eq!(repo.get_by_uri("/b").unwrap().unwrap().scopes, vec!["protected_get"]);
+        assert_eq!(repo.list_by_owner("alice").unwrap().len(), 1);
+        let mut moved = res("a1", "A", "/a", "carol");
+        moved.updated_at = 2;
+        repo.upsert(&moved).unwrap();
+        assert_eq!(repo.get("a1").unwrap().unwrap().owner, "carol");
+        assert_eq!(repo.get("a1").unwrap().unwrap().created_at, 1);
+        repo.replace_id("a1", &res("a2", "A", "/a", "carol")).unwrap();
+        assert!(repo.get("a1").unwrap().is_none());
+        assert!(repo.get("a2").unwrap().is_some());
+        assert!(repo.delete("a2").unwrap());
+        assert!(!repo.delete("a2").unwrap());
+        let (list, version) = repo.snapshot().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(version, 5);
+    }
+
+    #[test]
+    fn names_and_uris_are_unique() {
+        let repo = Repository::open_in_memory().unwrap();
+        repo.upsert(&res("a1", "A", "/a", "alice")).unwrap();
+        assert!(repo.upsert(&res("x", "A", "/other", "alice")).is_err());
+        assert!(repo.upsert(&res("y", "Other", "/a", "alice")).is_err());
+        // A failed write does not bump the version.
+        assert_eq!(repo.version().unwrap(), 1);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_does_not_remigrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepctl.db");
+        {
+            let repo = Repository::open(&path).unwrap();
+            repo.upsert(&res("a1", "A", "/a", "alice")).unwrap();
+        }
+        let repo = Repository::open(&path).unwrap();
+        assert_eq!(repo.get("a1").unwrap().unwrap().name, "A");
+        assert_eq!(repo.version().unwrap(), 1);
+        let mode: String = repo.with(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = repo.with(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepctl.db");
+        drop(Repository::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.execute("UPDATE schema_version SET version = 99", []).unwrap();
+        drop(c);
+        assert!(matches!(Repository::open(&path), Err(RepoError::TooNew(99, _))));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_through_spawn_blocking() {
+        let repo = Repository::open_in_memory().unwrap();
+        let mut handles = Vec::new();
+        for i in 0..20 {
+            let repo = repo.clone();
+            handles.push(tokio::spawn(async move {
+                repo.run(move |r| r.upsert(&res(&format!("id{i}"), &format!("n{i}"), &format!("/p{i}"), "o")))
+                    .await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(repo.list().unwrap().len(), 20);
+        assert_eq!(repo.version().unwrap(), 20);
+    }
+}
