@@ -116,6 +116,31 @@ fn finish(pair: (StoredResource, String)) -> Result<StoredResource, RepoError> {
     Ok(r)
 }
 
+/// Writes a record, replacing the one with the same id.
+fn write_record(tx: &rusqlite::Transaction<'_>, r: &StoredResource) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, uri = excluded.uri,
+           owner = excluded.owner, scopes = excluded.scopes, description = excluded.description,
+           source = excluded.source, as_expires_at = excluded.as_expires_at,
+           updated_at = excluded.updated_at",
+        params![
+            r.id,
+            r.name,
+            r.uri,
+            r.owner,
+            scopes_json(&r.scopes),
+            r.description,
+            r.source.as_str(),
+            r.as_expires_at,
+            r.created_at,
+            r.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
 fn bump_version(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'version'", [])?;
     Ok(())
@@ -236,26 +261,7 @@ impl Repository {
     pub fn upsert(&self, r: &StoredResource) -> Result<(), RepoError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, uri = excluded.uri,
-                   owner = excluded.owner, scopes = excluded.scopes, description = excluded.description,
-                   source = excluded.source, as_expires_at = excluded.as_expires_at,
-                   updated_at = excluded.updated_at",
-                params![
-                    r.id,
-                    r.name,
-                    r.uri,
-                    r.owner,
-                    scopes_json(&r.scopes),
-                    r.description,
-                    r.source.as_str(),
-                    r.as_expires_at,
-                    r.created_at,
-                    r.updated_at
-                ],
-            )?;
+            write_record(&tx, r)?;
             bump_version(&tx)?;
             tx.commit()?;
             Ok(())
@@ -267,22 +273,7 @@ impl Repository {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM resources WHERE id = ?1", [old_id])?;
-            tx.execute(
-                "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    r.id,
-                    r.name,
-                    r.uri,
-                    r.owner,
-                    scopes_json(&r.scopes),
-                    r.description,
-                    r.source.as_str(),
-                    r.as_expires_at,
-                    r.created_at,
-                    r.updated_at
-                ],
-            )?;
+            write_record(&tx, r)?;
             bump_version(&tx)?;
             tx.commit()?;
             Ok(())

@@ -15,18 +15,20 @@ use serde_json::Value;
 use crate::introspection::IntrospectionResult;
 use crate::wire::{AsError, AsResponse};
 
-/// Algorithms an RPT may be signed with.
-const ALLOWED: &[Algorithm] = &[
+/// The RSA algorithms an RSA key may verify.
+const RSA_ALGS: [Algorithm; 6] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
     Algorithm::PS256,
     Algorithm::PS384,
     Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
 ];
+
+/// Algorithms an RPT may be signed with: asymmetric ones only.
+fn allowed(alg: Algorithm) -> bool {
+    RSA_ALGS.contains(&alg) || matches!(alg, Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA)
+}
 
 /// The AS's verification keys by `kid`, each with the algorithms it may verify.
 #[derive(Default)]
@@ -55,14 +57,7 @@ pub enum JwtCheck {
 
 fn algorithms_for(params: &AlgorithmParameters) -> Vec<Algorithm> {
     match params {
-        AlgorithmParameters::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -125,7 +120,7 @@ impl JwtKeys {
             // Three segments but not a JWS we accept (`alg: none` lands here too).
             Err(e) => return JwtCheck::Invalid(format!("unusable JWT header: {e}")),
         };
-        if !ALLOWED.contains(&header.alg) {
+        if !allowed(header.alg) {
             return JwtCheck::Invalid(format!("algorithm {:?} not allowed", header.alg));
         }
         let Some(kid) = header.kid else {
