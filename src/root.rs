@@ -52,6 +52,11 @@ impl RootContext for PepRoot {
             let signer = config.forward.as_ref().map(ForwardSigner::new).transpose()?;
             Ok((config, signer))
         });
+        // Follow Envoy's log level for this component, so that a decision line that Envoy
+        // would drop is not even formatted.
+        if let Ok(level) = hostcalls::get_log_level() {
+            proxy_wasm::set_log_level(level);
+        }
         match configured {
             Ok((config, signer)) => {
                 info!(

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use log::{info, warn};
+use log::info;
 use proxy_wasm::types::{Action, Status};
 use uma_pep_core::cache::{keyed_digest, token_digest, Digest16};
 use uma_pep_core::challenge::Challenge;
@@ -654,7 +654,10 @@ impl Worker {
             LogCode::TicketIssued => "401",
             _ => "denied",
         };
-        let line = format!(
+        let level = if code == LogCode::AsError { log::Level::Warn } else { log::Level::Info };
+        // Formatted only when the level is on (the host's level is followed, see `root`).
+        log::log!(
+            level,
             "{} {} {} resource={} scope={} {outcome}: {reason}",
             code.code(),
             flow.method,
@@ -662,11 +665,6 @@ impl Worker {
             flow.target.resource_id,
             flow.target.scope,
         );
-        if code == LogCode::AsError {
-            warn!("{line}");
-        } else {
-            info!("{line}");
-        }
     }
 
     // ---- waiting requests ----------------------------------------------------------------------
