@@ -49,7 +49,7 @@ def main() -> int:
         if check_only:
             return 0 if (first.status_code, second.status_code) == (401, 200) else 1
         print(f"\nTry it yourself:\n  curl -i {PEP}/bob\n  curl -i {PEP}/public   (unmatched: passed through)\n"
-              f"  curl -i -H 'X-Original-URI: /alice' {PEP}/authorize   (PARTIAL mode)\n"
+              f"  curl -i -H 'X-Original-URI: /alice' -H 'X-Original-Method: GET' {PEP}/authorize   (PARTIAL)\n"
               "  Users alice/alice-pw, bob/bob-pw; client demo-app/demo-secret; see devas/README.md.\n"
               "  Envoy stats: curl -s localhost:9901/stats | grep uma_pep\nCtrl-C stops the demo.")
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

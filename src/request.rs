@@ -28,24 +28,27 @@ struct Subject {
     raw_path: String,
 }
 
-/// PARTIAL mode: `authorize_path` itself takes `X-Original-URI`/`X-Original-Method` (nginx
-/// `auth_request`); a path below it is the original path (Envoy `ext_authz` `path_prefix`).
+/// PARTIAL mode: `authorize_path` itself takes `X-Original-URI` and `X-Original-Method` (nginx
+/// `auth_request`, whose subrequest is always a GET: both headers are required); a path below it
+/// is the original path, with the check's own method (Envoy `ext_authz` with `path_prefix`,
+/// where `X-Original-*` could come from the client and is ignored).
 fn subject(config: &PepConfig, method: String, raw_path: String) -> Result<Subject, LocalReply> {
     let Some(authorize) = &config.authorize_path else {
         return Ok(Subject { mode: Mode::Full, method, raw_path });
     };
     let own = normalize_path(&raw_path).unwrap_or_default();
-    let original_method = host::request_header("x-original-method").filter(|m| !m.is_empty());
-    if own.trim_end_matches('/') == authorize.as_str() {
-        let Some(uri) = host::request_header("x-original-uri").filter(|u| !u.is_empty()) else {
-            return Err(LocalReply::bad_request("authorization check without X-Original-URI"));
+    if own == *authorize {
+        let uri = host::request_header("x-original-uri").filter(|u| !u.is_empty());
+        let original_method = host::request_header("x-original-method").filter(|m| !m.is_empty());
+        let (Some(uri), Some(method)) = (uri, original_method) else {
+            return Err(LocalReply::bad_request(
+                "authorization check without X-Original-URI and X-Original-Method",
+            ));
         };
-        let method = original_method.unwrap_or_else(|| "GET".to_string());
         return Ok(Subject { mode: Mode::Partial, method, raw_path: uri });
     }
     if let Some(rest) = own.strip_prefix(authorize.as_str()).filter(|r| r.starts_with('/')) {
         let (_, query) = split_query(&raw_path);
-        let method = original_method.unwrap_or(method);
         return Ok(Subject { mode: Mode::Partial, method, raw_path: format!("{rest}{query}") });
     }
     Ok(Subject { mode: Mode::Full, method, raw_path })
@@ -98,6 +101,8 @@ impl HttpContext for RequestContext {
             method: &subject.method,
             raw_path: &subject.raw_path,
             authorization: &authorization,
+            // A check cannot change what the proxy in front forwards: only canonical paths pass.
+            canonical_only: subject.mode == Mode::Partial,
         };
 
         let resources = self.worker.resources();

@@ -130,6 +130,9 @@ pub struct RequestFacts<'a> {
     /// `:path` (FULL) or `X-Original-URI` (PARTIAL), query included.
     pub raw_path: &'a str,
     pub authorization: &'a [&'a str],
+    /// Refuse a path that normalises to another one (PARTIAL mode: the PEP cannot rewrite what
+    /// the proxy in front forwards, so what it decides on must be exactly that).
+    pub canonical_only: bool,
 }
 
 /// Strips `prefix` on a segment boundary; `None` when the path is not under it.
@@ -167,6 +170,11 @@ pub fn plan<'a>(config: &PepConfig, resources: &ResourceMatcher, facts: RequestF
     };
     let (raw_path_only, query) = split_query(facts.raw_path);
     let rewrite = (normalized != raw_path_only).then(|| format!("{normalized}{query}"));
+    if facts.canonical_only && rewrite.is_some() {
+        return Plan::Reply(LocalReply::bad_request(
+            "path of an authorization check is not in canonical form",
+        ));
+    }
 
     let credential = Credential::from_headers(facts.authorization);
     if credential == Credential::Duplicated {
@@ -212,7 +220,7 @@ mod tests {
     }
 
     fn facts<'a>(method: &'a str, path: &'a str, authz: &'a [&'a str]) -> RequestFacts<'a> {
-        RequestFacts { method, raw_path: path, authorization: authz }
+        RequestFacts { method, raw_path: path, authorization: authz, canonical_only: false }
     }
 
     fn protected(p: Plan<'_>) -> (Target, Option<&str>) {
@@ -279,6 +287,15 @@ mod tests {
         );
         let deny = config(r#","unmatched":"deny""#);
         assert_eq!(status(plan(&deny, &deny.resources, facts("GET", "/zzz", &[]))), 403);
+    }
+
+    #[test]
+    fn checks_refuse_non_canonical_paths() {
+        let c = config("");
+        let check = |p| RequestFacts { method: "GET", raw_path: p, authorization: &[], canonical_only: true };
+        assert_eq!(status(plan(&c, &c.resources, check("/a/%2e%2e/zzz"))), 400);
+        assert_eq!(status(plan(&c, &c.resources, check("//a"))), 400);
+        assert!(matches!(plan(&c, &c.resources, check("/a/b?x=1")), Plan::Protected { .. }));
     }
 
     #[test]

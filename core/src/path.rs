@@ -5,7 +5,7 @@
 //! non-ASCII bytes are percent-encoded, duplicate slashes collapse and dot segments are
 //! resolved. Anything that could make the PEP and the upstream disagree about which resource
 //! is meant is refused: an encoded `/` or `\`, a raw `\`, NUL or control characters, a bad
-//! escape, and `..` above the root.
+//! escape, `..` above the root, and `;` path parameters.
 
 use thiserror::Error;
 
@@ -24,6 +24,10 @@ pub enum PathError {
     BadEscape,
     #[error("path climbs above the root with '..'")]
     AboveRoot,
+    /// `;` starts path parameters, which Java servers strip from each segment (`/admin;x/y`
+    /// is served as `/admin/y`, `..;` as `..`): the upstream would see another path.
+    #[error("path contains ';' (path parameters)")]
+    PathParameter,
 }
 
 /// Splits a raw `:path` (or `X-Original-URI`) into its path and its query (`?` included).
@@ -84,6 +88,7 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::PathParameter),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             0x80..=0xff => {
                 push_escape(&mut out, b);
@@ -218,6 +223,10 @@ mod tests {
         assert_eq!(normalize_path("a/b"), Err(PathError::NotAbsolute));
         assert_eq!(normalize_path(""), Err(PathError::NotAbsolute));
         assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_path("/admin;x/users"), Err(PathError::PathParameter));
+        assert_eq!(normalize_path("/public/..;/admin"), Err(PathError::PathParameter));
+        // An encoded ';' is data, not a separator, for every server: kept, as other escapes.
+        assert_eq!(normalize_path("/a%3bb").unwrap(), "/a%3Bb");
     }
 
     /// Properties over many generated paths: idempotence, canonical shape, no dot segments.

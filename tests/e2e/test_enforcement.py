@@ -30,6 +30,10 @@ class Stack:
         perms = [{"resource_id": resource_id, "resource_scopes": scopes or ALL_SCOPES}]
         return self.as_.mint_rpt(sub, perms, **kw)
 
+    def decision_calls(self) -> list[dict]:
+        """What the AS was asked about requests (not the session: discovery, PAT, JWKS)."""
+        return [c for c in self.as_.calls() if c["endpoint"] in ("permission", "introspection")]
+
     def permission_requests(self) -> list[list[dict]]:
         return [json.loads(c["body"]) for c in self.as_.calls("permission")]
 
@@ -165,7 +169,7 @@ def test_each_method_asks_for_its_scope(stack: Stack, method: str):
 def test_a_method_without_a_scope_is_405(stack: Stack):
     resp = stack.get("/alice", method="OPTIONS", token=stack.rpt())
     assert resp.status_code == 405
-    assert stack.as_.calls() == []
+    assert stack.decision_calls() == []
     assert stack.echo.log() == []
 
 
@@ -232,7 +236,7 @@ def test_unmatched_path_passes_through_without_as_call(stack: Stack):
     resp = stack.get("/public/page?x=1")
     assert resp.status_code == 200
     assert resp.json()["path"] == "/public/page?x=1"
-    assert stack.as_.calls() == []
+    assert stack.decision_calls() == []
 
 
 # ---- path normalisation -----------------------------------------------------------------------
@@ -251,12 +255,12 @@ def test_encoded_dots_cannot_escape_the_resource(stack: Stack):
 
 
 @pytest.mark.parametrize("path", ["/alice%2fdocs", "/alice%2Fdocs", "/alice%5cdocs", "/alice/%2e%2e/%2e%2e/etc",
-                                  "/alice/%00", "/alice/%zz"])
+                                  "/alice/%00", "/alice/%zz", "/alice;jsessionid=1/docs", "/public/..;/alice"])
 def test_unsafe_paths_are_400(stack: Stack, path: str):
     status, _, _ = raw_request(stack.envoy.port, "GET", path)
     assert status == 400
     assert stack.echo.log() == []
-    assert stack.as_.calls() == []
+    assert stack.decision_calls() == []
 
 
 # ---- malformed credentials ---------------------------------------------------------------------
@@ -279,7 +283,7 @@ def test_two_authorization_headers_are_400(stack: Stack):
                                [("Authorization", f"Bearer {rpt}"), ("Authorization", f"Bearer {rpt}")])
     assert status == 400
     assert stack.echo.log() == []
-    assert stack.as_.calls() == []
+    assert stack.decision_calls() == []
 
 
 # ---- header hygiene ----------------------------------------------------------------------------
@@ -302,18 +306,40 @@ def test_partial_mode_answers_for_the_original_request(stack: Stack):
     resp = stack.get("/authorize", headers=dict(check), token=stack.rpt("res-alice-docs"))
     assert resp.status_code == 200
     assert resp.text == ""
-    unmatched = stack.get("/authorize", headers={"X-Original-URI": "/public"})
+    unmatched = stack.get("/authorize", headers={"X-Original-URI": "/public", "X-Original-Method": "GET"})
     assert unmatched.status_code == 200
+    # nginx auth_request subrequests are GETs: without both headers the check means nothing.
     assert stack.get("/authorize").status_code == 400
-    # Envoy ext_authz (HTTP) style: the original path appended to authorize_path.
-    assert_challenge(stack.get("/authorize/bob/x"), stack)
+    assert stack.get("/authorize", headers={"X-Original-URI": "/alice"}).status_code == 400
     # The check is answered by the filter, never forwarded.
     assert stack.echo.log() == []
 
 
+def test_partial_mode_ext_authz_style_uses_the_checks_own_method(stack: Stack):
+    # Envoy ext_authz (HTTP) appends the original path to authorize_path and keeps the method;
+    # an X-Original-Method the client may have sent is ignored there.
+    get_only = stack.rpt("res-bob", scopes=["protected_get"])
+    assert stack.get("/authorize/bob/x", token=get_only).status_code == 200
+    spoofed = stack.get("/authorize/bob/x", method="DELETE", token=get_only, headers={"X-Original-Method": "GET"})
+    assert spoofed.status_code == 401
+    assert stack.permission_requests()[-1] == [{"resource_id": "res-bob", "resource_scopes": ["protected_delete"]}]
+    # The original path "/" arrives as "/authorize/": a check of "/", not of X-Original-URI.
+    root = stack.get("/authorize/", headers={"X-Original-URI": "/alice", "X-Original-Method": "GET"})
+    assert root.status_code == 200
+
+
+def test_partial_mode_refuses_paths_it_cannot_vouch_for(stack: Stack):
+    # The proxy in front forwards the raw path: a check on a non-canonical one would decide on
+    # another path than the one forwarded.
+    for uri in ["/public/%2e%2e/alice", "//alice", "/alice/./x", "/admin;x/users"]:
+        resp = stack.get("/authorize", headers={"X-Original-URI": uri, "X-Original-Method": "GET"})
+        assert resp.status_code == 400, uri
+    assert stack.decision_calls() == []
+
+
 def test_partial_mode_fails_closed(stack: Stack):
     stack.as_.fault("permission", "status500")
-    assert_as_unreachable(stack.get("/authorize", headers={"X-Original-URI": "/alice"}))
+    assert_as_unreachable(stack.get("/authorize", headers={"X-Original-URI": "/alice", "X-Original-Method": "GET"}))
 
 
 # ---- metrics ---------------------------------------------------------------------------------

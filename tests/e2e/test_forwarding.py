@@ -142,7 +142,8 @@ def test_partial_mode_returns_the_header(forwarding, uma2_as, echo):
         "Authorization": f"Bearer {rpt(uma2_as, 'alice-0001')}"})
     assert resp.status_code == 200
     assert verify(resp.headers["x-user-id"], alg, public_key)["sub"] == "alice-0001"
-    denied = requests.get(envoy.url("/authorize"), headers={"X-Original-URI": "/alice/x"}, timeout=10)
+    denied = requests.get(envoy.url("/authorize"), headers={"X-Original-URI": "/alice/x", "X-Original-Method": "GET"},
+                          timeout=10)
     assert denied.status_code == 401
     assert "x-user-id" not in denied.headers
     parse_challenge(denied.headers["www-authenticate"])
