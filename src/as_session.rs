@@ -14,8 +14,6 @@ use crate::host::{self, CallResponse};
 use crate::metrics::Counter;
 use crate::worker::{Call, PreparedCall, Worker};
 
-const SESSION_KEY: &str = "uma_pep.session";
-const LEASE_KEY: &str = "uma_pep.session.lease";
 /// At most one JWKS fetch per worker in this period (unknown `kid`s do not hammer the AS).
 const JWKS_REFRESH_INTERVAL_MS: i64 = 10_000;
 
@@ -33,7 +31,7 @@ impl Worker {
     }
 
     fn adopt_shared_session(&self) {
-        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(SESSION_KEY) else { return };
+        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&self.keys.key("session")) else { return };
         if let Ok(shared) = serde_json::from_slice::<SessionSnapshot>(&bytes) {
             self.session.borrow_mut().adopt(shared);
         }
@@ -41,13 +39,13 @@ impl Worker {
 
     fn publish_session(&self) {
         if let Ok(bytes) = serde_json::to_vec(&self.session.borrow().snapshot()) {
-            let _ = hostcalls::set_shared_data(SESSION_KEY, Some(&bytes), None);
+            let _ = hostcalls::set_shared_data(&self.keys.key("session"), Some(&bytes), None);
         }
     }
 
     /// Takes the lease for a session call; false while another worker holds it.
     fn acquire_lease(&self, now_ms: i64) -> bool {
-        let (bytes, cas) = match hostcalls::get_shared_data(LEASE_KEY) {
+        let (bytes, cas) = match hostcalls::get_shared_data(&self.keys.key("session.lease")) {
             Ok(v) => v,
             Err(_) => return true,
         };
@@ -58,11 +56,11 @@ impl Worker {
             return false;
         }
         let until = now_ms + self.timeout_ms() + 1000;
-        hostcalls::set_shared_data(LEASE_KEY, Some(&until.to_le_bytes()), cas).is_ok()
+        hostcalls::set_shared_data(&self.keys.key("session.lease"), Some(&until.to_le_bytes()), cas).is_ok()
     }
 
     fn release_lease(&self) {
-        let _ = hostcalls::set_shared_data(LEASE_KEY, Some(&0i64.to_le_bytes()), None);
+        let _ = hostcalls::set_shared_data(&self.keys.key("session.lease"), Some(&0i64.to_le_bytes()), None);
     }
 
     /// Starts the discovery or PAT call the session needs, or settles the waiting requests.
@@ -143,12 +141,12 @@ impl Worker {
     pub(crate) fn invalidate_pat(&self) {
         let refused = self.session.borrow().pat.as_ref().map(|p| p.value.clone());
         self.session.borrow_mut().invalidate_pat();
-        if let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(SESSION_KEY) {
+        if let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(&self.keys.key("session")) {
             if let Ok(mut shared) = serde_json::from_slice::<SessionSnapshot>(&bytes) {
                 if shared.pat.as_ref().map(|p| &p.value) == refused.as_ref() {
                     shared.pat = None;
                     if let Ok(bytes) = serde_json::to_vec(&shared) {
-                        let _ = hostcalls::set_shared_data(SESSION_KEY, Some(&bytes), cas);
+                        let _ = hostcalls::set_shared_data(&self.keys.key("session"), Some(&bytes), cas);
                     }
                 }
             }

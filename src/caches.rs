@@ -11,7 +11,7 @@ use proxy_wasm::types::Status;
 use uma_pep_core::cache::{slot_of, Digest16, LocalCache, SlotValue};
 use uma_pep_core::introspection::IntrospectionResult;
 
-use crate::shared::SharedSlots;
+use crate::shared::{SharedKeys, SharedSlots};
 
 /// Entries kept per worker before its map starts over (memory bound per VM).
 const LOCAL_ENTRIES: usize = 10_000;
@@ -51,8 +51,11 @@ pub struct TieredCache<V> {
 }
 
 impl<V: SlotCodec> TieredCache<V> {
-    pub fn new(name: &'static str, slots: u32) -> Self {
-        Self { local: RefCell::new(LocalCache::new(LOCAL_ENTRIES)), shared: SharedSlots::new(name, slots) }
+    pub fn new(keys: &SharedKeys, name: &str, slots: u32) -> Self {
+        Self {
+            local: RefCell::new(LocalCache::new(LOCAL_ENTRIES)),
+            shared: SharedSlots::new(keys, name, slots),
+        }
     }
 
     /// This worker's entry first, then the shared one (decoded once, then kept here).
@@ -82,50 +85,86 @@ pub type DecisionCache = TieredCache<Rc<IntrospectionResult>>;
 /// Minted tokens by (RPT, resource) digest.
 pub type MintedCache = TieredCache<Rc<str>>;
 
-/// Accepted uses of each RPT, counted exactly across workers with compare-and-swap.
+/// Accepted uses of each RPT, counted exactly across workers with compare-and-swap. An RPT's
+/// count lives in the first of `PROBES` consecutive slots that is free or already its own; a
+/// live count is never overwritten by another RPT's (that would give the first its uses back),
+/// and when all are taken by live counts the use is refused (fail closed).
 pub struct UseCounter {
+    prefix: String,
     slots: u32,
 }
 
 /// Attempts before a contended increment gives up (and denies: fail closed).
 const CAS_ATTEMPTS: usize = 16;
+const PROBES: u32 = 4;
+
+/// What a slot holds for the RPT being counted.
+enum SlotState {
+    Mine(u32),
+    Free,
+    Taken,
+}
 
 impl UseCounter {
-    pub fn new(slots: u32) -> Self {
-        Self { slots }
+    pub fn new(keys: &SharedKeys, slots: u32) -> Self {
+        Self { prefix: keys.key("uses"), slots }
     }
 
-    fn key(&self, digest: &Digest16) -> String {
-        format!("uma_pep.uses.{}", slot_of(digest, self.slots))
+    fn keys_for(&self, digest: &Digest16) -> impl Iterator<Item = String> + '_ {
+        let first = slot_of(digest, self.slots);
+        (0..PROBES).map(move |i| format!("{}.{}", self.prefix, (first + i) % self.slots.max(1)))
     }
 
-    fn count_in(bytes: &[u8], digest: &Digest16, now: i64) -> u32 {
-        SlotValue::payload_for(bytes, digest, now)
-            .and_then(|p| p.get(..4)?.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
+    /// Creates every slot before the worker counts anything, so that counting only ever
+    /// updates through compare-and-swap (a first unconditional write could erase a count).
+    pub fn create_slots(&self) {
+        let empty = SlotValue { digest: [0; 16], expires_at: 0, payload: &[] }.encode();
+        for slot in 0..self.slots {
+            let key = format!("{}.{slot}", self.prefix);
+            if matches!(hostcalls::get_shared_data(&key), Ok((None, _))) {
+                let _ = hostcalls::set_shared_data(&key, Some(&empty), None);
+            }
+        }
+    }
+
+    fn state(bytes: Option<&[u8]>, digest: &Digest16, now: i64) -> SlotState {
+        let Some(value) = bytes.and_then(SlotValue::decode) else { return SlotState::Free };
+        if now >= value.expires_at {
+            return SlotState::Free;
+        }
+        if value.digest != *digest {
+            return SlotState::Taken;
+        }
+        let count =
+            value.payload.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok()).map_or(0, u32::from_le_bytes);
+        SlotState::Mine(count)
     }
 
     pub fn used_up(&self, digest: &Digest16, max: u32, now: i64) -> bool {
-        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&self.key(digest)) else { return false };
-        Self::count_in(&bytes, digest, now) >= max
+        self.keys_for(digest).any(|key| {
+            let Ok((bytes, _)) = hostcalls::get_shared_data(&key) else { return false };
+            matches!(Self::state(bytes.as_deref(), digest, now), SlotState::Mine(n) if n >= max)
+        })
     }
 
-    /// Counts one use if one is left; false when the RPT is used up (or the count could not be
-    /// updated). The count lives as long as the RPT (`expires_at`).
+    /// Counts one use if one is left; false when the RPT is used up, or the count could not be
+    /// kept. The count lives as long as the RPT (`expires_at`).
     pub fn take(&self, digest: &Digest16, max: u32, expires_at: i64, now: i64) -> bool {
-        let key = self.key(digest);
         for _ in 0..CAS_ATTEMPTS {
-            let (bytes, cas) = match hostcalls::get_shared_data(&key) {
-                Ok(v) => v,
-                Err(_) => return false,
-            };
-            let Some(cas) = cas else {
-                // No value yet: create the slot, then count through CAS like everyone else.
-                let empty = SlotValue { digest: [0; 16], expires_at: 0, payload: &[] }.encode();
-                let _ = hostcalls::set_shared_data(&key, Some(&empty), None);
-                continue;
-            };
-            let used = bytes.as_deref().map_or(0, |b| Self::count_in(b, digest, now));
+            // Its own slot if it has one, else the first free one.
+            let mut chosen: Option<(String, u32, u32)> = None;
+            for key in self.keys_for(digest) {
+                let Ok((bytes, Some(cas))) = hostcalls::get_shared_data(&key) else { continue };
+                match Self::state(bytes.as_deref(), digest, now) {
+                    SlotState::Mine(used) => {
+                        chosen = Some((key, cas, used));
+                        break;
+                    }
+                    SlotState::Free if chosen.is_none() => chosen = Some((key, cas, 0)),
+                    SlotState::Free | SlotState::Taken => {}
+                }
+            }
+            let Some((key, cas, used)) = chosen else { return false };
             if used >= max {
                 return false;
             }

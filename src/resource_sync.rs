@@ -1,12 +1,13 @@
 //! `resource_sync`: the resource table polled from pepctl's `GET /filter-config`. One worker
 //! polls per interval (a lease in shared data); a new valid table is published in shared data
-//! under a version key, and every worker swaps to it on its next tick. When pepctl is down or
-//! answers garbage, the last good table stays in force.
+//! with its identity (a digest of its content), and every worker swaps to it on its next tick.
+//! When pepctl is down or answers garbage (or an empty table), the last good table stays.
 
 use std::rc::Rc;
 
 use log::{info, warn};
 use proxy_wasm::hostcalls;
+use uma_pep_core::cache::Digest16;
 use uma_pep_core::decision::LogCode;
 use uma_pep_core::matcher::ResourceMatcher;
 use uma_pep_core::resource_table::ResourceTable;
@@ -14,26 +15,12 @@ use uma_pep_core::resource_table::ResourceTable;
 use crate::host::{self, AsCall, CallResponse};
 use crate::worker::{Call, Worker};
 
-const TABLE_KEY: &str = "uma_pep.resources.table";
-const VERSION_KEY: &str = "uma_pep.resources.version";
-const LEASE_KEY: &str = "uma_pep.resources.lease";
-
 /// What a worker knows of the polled table.
 #[derive(Default)]
 pub struct SyncState {
-    /// Version of the table in force here; `None` while the configured table is.
-    pub version: Option<i64>,
+    /// Identity of the table in force here; `None` while the configured table is.
+    pub identity: Option<Digest16>,
     pub next_poll_ms: i64,
-}
-
-fn read_i64(key: &str) -> (Option<i64>, Option<u32>) {
-    match hostcalls::get_shared_data(key) {
-        Ok((bytes, cas)) => (
-            bytes.and_then(|b| b.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok())).map(i64::from_le_bytes),
-            cas,
-        ),
-        Err(_) => (None, None),
-    }
 }
 
 impl Worker {
@@ -53,12 +40,16 @@ impl Worker {
         let interval_ms = i64::try_from(sync.interval_s).unwrap_or(60).saturating_mul(1000);
         self.sync.borrow_mut().next_poll_ms = now + interval_ms;
         // One poll per interval per Envoy: whoever moves the lease forward polls.
-        let (held_until, cas) = read_i64(LEASE_KEY);
-        if held_until.is_some_and(|until| until > now) {
+        let lease = self.keys.key("resources.lease");
+        let Ok((held, cas)) = hostcalls::get_shared_data(&lease) else { return };
+        let held_until = held
+            .and_then(|b| b.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()))
+            .map_or(0, i64::from_le_bytes);
+        if held_until > now {
             return;
         }
         let until = (now + interval_ms - 100).to_le_bytes();
-        if hostcalls::set_shared_data(LEASE_KEY, Some(&until), cas).is_err() {
+        if hostcalls::set_shared_data(&lease, Some(&until), cas).is_err() {
             return;
         }
         let authority = sync.authority.as_deref().unwrap_or(&sync.cluster);
@@ -71,23 +62,22 @@ impl Worker {
             body: None,
             timeout_ms: self.config.timeout_ms,
         };
-        match self.dispatch_raw(call, Call::ResourceTable) {
-            Ok(_) => {}
-            Err(status) => {
-                warn!("{} resource table poll could not be dispatched ({status:?})", LogCode::AsError.code())
-            }
+        if let Err(status) = self.dispatch_raw(call, Call::ResourceTable) {
+            warn!("{} resource table poll could not be dispatched ({status:?})", LogCode::AsError.code());
         }
     }
 
     pub(crate) fn on_resource_table(&self, response: &CallResponse) {
         match ResourceTable::parse(&response.as_response()) {
             Ok(table) => {
-                let (published, _) = read_i64(VERSION_KEY);
-                if published != Some(table.version) {
-                    // Table first, then its version: a reader that sees the new version finds it.
-                    let _ = hostcalls::set_shared_data(TABLE_KEY, Some(response.body.as_slice()), None);
-                    let _ = hostcalls::set_shared_data(VERSION_KEY, Some(&table.version.to_le_bytes()), None);
-                }
+                // Table first, then its identity: a reader that sees the new identity finds it.
+                let _ =
+                    hostcalls::set_shared_data(&self.keys.key("resources.table"), Some(&response.body), None);
+                let _ = hostcalls::set_shared_data(
+                    &self.keys.key("resources.identity"),
+                    Some(&table.identity),
+                    None,
+                );
                 self.swap_table(table);
             }
             Err(e) => warn!(
@@ -98,18 +88,22 @@ impl Worker {
     }
 
     fn adopt_published_table(&self) {
-        let (Some(version), _) = read_i64(VERSION_KEY) else { return };
-        if self.sync.borrow().version == Some(version) {
+        let Ok((Some(identity), _)) = hostcalls::get_shared_data(&self.keys.key("resources.identity")) else {
+            return;
+        };
+        if self.sync.borrow().identity.is_some_and(|mine| mine[..] == identity[..]) {
             return;
         }
-        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(TABLE_KEY) else { return };
+        let Ok((Some(bytes), _)) = hostcalls::get_shared_data(&self.keys.key("resources.table")) else {
+            return;
+        };
         if let Ok(table) = ResourceTable::from_json(&bytes) {
             self.swap_table(table);
         }
     }
 
     fn swap_table(&self, table: ResourceTable) {
-        if self.sync.borrow().version == Some(table.version) {
+        if self.sync.borrow().identity == Some(table.identity) {
             return;
         }
         info!(
@@ -117,7 +111,7 @@ impl Worker {
             table.version,
             table.matcher.resources().len()
         );
-        self.sync.borrow_mut().version = Some(table.version);
+        self.sync.borrow_mut().identity = Some(table.identity);
         *self.resources.borrow_mut() = Rc::new(table.matcher);
     }
 }

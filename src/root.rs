@@ -8,6 +8,7 @@ use log::{error, info};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
+use uma_pep_core::cache::config_fingerprint;
 use uma_pep_core::config::PepConfig;
 use uma_pep_core::decision::LocalReply;
 use uma_pep_core::forward::ForwardSigner;
@@ -67,7 +68,12 @@ impl RootContext for PepRoot {
                     config.unmatched
                 );
                 let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
-                self.worker = Some(Worker::new(config, signer, self.id));
+                let fingerprint = config_fingerprint(&bytes);
+                let worker = Worker::new(config, signer, self.id, &fingerprint);
+                if worker.config.rpt_max_uses > 0 {
+                    worker.create_use_slots();
+                }
+                self.worker = Some(worker);
                 true
             }
             Err(e) => {

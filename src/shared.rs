@@ -5,18 +5,37 @@
 use proxy_wasm::hostcalls;
 use uma_pep_core::cache::{slot_of, Digest16, SlotValue};
 
+/// The key space of one configuration: `uma_pep.<fingerprint>.<name>`. Shared data lives as
+/// long as the Envoy process and is shared by every plugin with the same `vm_id`, so a changed
+/// configuration (another issuer, client, key or audience) or a second PEP in the same Envoy
+/// must never read what another one cached.
+#[derive(Debug, Clone)]
+pub struct SharedKeys {
+    prefix: String,
+}
+
+impl SharedKeys {
+    pub fn new(fingerprint: &str) -> Self {
+        Self { prefix: format!("uma_pep.{fingerprint}") }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+}
+
 pub struct SharedSlots {
-    name: &'static str,
+    prefix: String,
     slots: u32,
 }
 
 impl SharedSlots {
-    pub const fn new(name: &'static str, slots: u32) -> Self {
-        Self { name, slots }
+    pub fn new(keys: &SharedKeys, name: &str, slots: u32) -> Self {
+        Self { prefix: keys.key(name), slots }
     }
 
     fn key(&self, digest: &Digest16) -> String {
-        format!("uma_pep.{}.{}", self.name, slot_of(digest, self.slots))
+        format!("{}.{}", self.prefix, slot_of(digest, self.slots))
     }
 
     /// The expiry and payload stored for `digest`, if present and not expired at `now`.

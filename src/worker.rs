@@ -30,6 +30,7 @@ use crate::caches::{DecisionCache, MintedCache, UseCounter};
 use crate::host::{self, AsCall, CallResponse};
 use crate::metrics::{Counter, Metrics};
 use crate::resource_sync::SyncState;
+use crate::shared::SharedKeys;
 
 /// Where a paused request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,13 +154,22 @@ pub struct Worker {
     pub metrics: Metrics,
     pub(crate) client_basic: String,
     signer: Option<ForwardSigner>,
+    /// Names in shared data, private to this configuration.
+    pub(crate) keys: SharedKeys,
     /// The resource table in force: the configured one until pepctl's is polled.
     pub(crate) resources: RefCell<Rc<ResourceMatcher>>,
     pub(crate) sync: RefCell<SyncState>,
 }
 
 impl Worker {
-    pub fn new(config: PepConfig, signer: Option<ForwardSigner>, root_context: u32) -> Rc<Self> {
+    /// `fingerprint` identifies the configuration (see `SharedKeys`).
+    pub fn new(
+        config: PepConfig,
+        signer: Option<ForwardSigner>,
+        root_context: u32,
+        fingerprint: &str,
+    ) -> Rc<Self> {
+        let keys = SharedKeys::new(fingerprint);
         let client_basic = basic_authorization(&config.client_id, &config.client_secret);
         let session = AsSession { endpoints: Endpoints::from_overrides(&config), ..Default::default() };
         let slots = config.cache_slots;
@@ -174,15 +184,20 @@ impl Worker {
             flows: RefCell::new(HashMap::new()),
             calls: RefCell::new(HashMap::new()),
             introspecting: RefCell::new(HashMap::new()),
-            decisions: DecisionCache::new("decision", slots),
-            minted: MintedCache::new("minted", slots),
-            uses: UseCounter::new(slots),
+            decisions: DecisionCache::new(&keys, "decision", slots),
+            minted: MintedCache::new(&keys, "minted", slots),
+            uses: UseCounter::new(&keys, slots),
+            keys,
             metrics: Metrics::define(),
             client_basic,
             signer,
             resources: RefCell::new(resources),
             sync: RefCell::new(SyncState::default()),
         })
+    }
+
+    pub fn create_use_slots(&self) {
+        self.uses.create_slots();
     }
 
     /// The JWKS of the forwarding key, when `path` is `forward.jwks_path`.
@@ -498,7 +513,8 @@ impl Worker {
         }
         if let Some(digest) = flow.rpt_digest {
             let max = self.config.rpt_max_uses;
-            let expires = result.exp.unwrap_or(host::now_s() + 3600);
+            // An RPT without `exp` keeps its count for as long as the Envoy runs.
+            let expires = result.exp.unwrap_or(i64::MAX);
             if max > 0 && !self.uses.take(&digest, max, expires, host::now_s()) {
                 flow.needs_ticket("RPT used up");
                 return self.continue_paused(context_id, flow);

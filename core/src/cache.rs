@@ -31,6 +31,12 @@ fn truncate(full: &[u8]) -> Digest16 {
     out
 }
 
+/// A short identity of a configuration (hex of 8 bytes of its SHA-256): the namespace of
+/// everything a filter keeps in shared data.
+pub fn config_fingerprint(config: &[u8]) -> String {
+    Sha256::digest(config).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The slot a digest lives in, among `slots`.
 pub fn slot_of(digest: &Digest16, slots: u32) -> u32 {
     let n = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
@@ -124,6 +130,14 @@ mod tests {
         assert_eq!(a, token_digest("a"));
         assert_ne!(keyed_digest(&a, "r1"), keyed_digest(&a, "r2"));
         assert_ne!(keyed_digest(&a, "r1"), a);
+    }
+
+    #[test]
+    fn fingerprints_tell_configurations_apart() {
+        let a = config_fingerprint(br#"{"issuer":"a"}"#);
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, config_fingerprint(br#"{"issuer":"a"}"#));
+        assert_ne!(a, config_fingerprint(br#"{"issuer":"b"}"#));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use serde::Deserialize;
 
+use sha2::{Digest, Sha256};
+
+use crate::cache::Digest16;
 use crate::config::{validate_resources, Resource};
 use crate::matcher::ResourceMatcher;
 use crate::wire::{AsError, AsResponse};
@@ -11,6 +14,9 @@ use crate::wire::{AsError, AsResponse};
 #[derive(Debug, Clone)]
 pub struct ResourceTable {
     pub version: i64,
+    /// What the table is, whatever its version says: pepctl's version restarts from 0 when its
+    /// database is lost, so tables are told apart by content.
+    pub identity: Digest16,
     pub matcher: ResourceMatcher,
 }
 
@@ -26,9 +32,16 @@ impl ResourceTable {
     pub fn from_json(body: &[u8]) -> Result<Self, AsError> {
         let raw: RawTable =
             serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("resource table: {e}")))?;
+        if raw.resources.is_empty() {
+            // A pepctl that lost its database serves an empty table; taking it would unprotect
+            // every path (unmatched=allow). To drop all protection, drop resource_sync.
+            return Err(AsError::Garbage("resource table: empty table refused".into()));
+        }
         let matcher = validate_resources(raw.resources)
             .map_err(|e| AsError::Garbage(format!("resource table: {e}")))?;
-        Ok(Self { version: raw.version, matcher })
+        let mut identity = [0u8; 16];
+        identity.copy_from_slice(&Sha256::digest(body)[..16]);
+        Ok(Self { version: raw.version, identity, matcher })
     }
 
     pub fn parse(response: &AsResponse<'_>) -> Result<Self, AsError> {
@@ -50,6 +63,9 @@ mod tests {
         let t = ResourceTable::parse(&AsResponse { status: Some(200), body }).unwrap();
         assert_eq!(t.version, 7);
         assert_eq!(t.matcher.find("/a/x").unwrap().id, "a");
+        let other = br#"{"version":7,"resources":[{"id":"c","uri":"/c"}]}"#;
+        let u = ResourceTable::parse(&AsResponse { status: Some(200), body: other }).unwrap();
+        assert_ne!(t.identity, u.identity, "same version, other content");
     }
 
     #[test]
@@ -58,6 +74,7 @@ mod tests {
             &br#"{"version":1,"resources":[{"id":"","uri":"/a"}]}"#[..],
             br#"{"version":1,"resources":[{"id":"a","uri":"/../x"}]}"#,
             br#"{"version":1}"#,
+            br#"{"version":1,"resources":[]}"#,
             b"<html>",
         ] {
             assert!(ResourceTable::parse(&AsResponse { status: Some(200), body }).is_err());

@@ -111,6 +111,20 @@ def test_rpt_max_uses_is_exact_across_workers(envoy_factory, uma2_as, echo):
     assert len(echo.log()) == 7
 
 
+def test_a_used_up_rpt_never_gets_uses_back_when_slots_collide(envoy_factory, uma2_as, echo):
+    # 16 slots (the minimum) for 24 RPTs: counts must share slots. An RPT whose count cannot be
+    # kept is refused (fail closed); one that was used up stays used up.
+    config = filter_config(uma2_as, resources=RESOURCES, rpt_max_uses=1, cache_slots=16)
+    envoy = envoy_factory(config, uma2_as.port, echo.port, concurrency=2)
+    tokens = [rpt(uma2_as, sub=f"user-{i}") for i in range(24)]
+    first = [get(envoy, "/alice", t).status_code for t in tokens]
+    assert first.count(200) >= 8
+    assert set(first) <= {200, 401}
+    again = [get(envoy, "/alice", t).status_code for t, status in zip(tokens, first) if status == 200]
+    assert set(again) == {401}
+    assert len(echo.log()) == first.count(200)
+
+
 # ---- JWT RPTs, validated locally --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
