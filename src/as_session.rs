@@ -22,10 +22,11 @@ impl Worker {
     pub(crate) fn session_step(&self) -> SessionStep {
         let now = host::now_ms();
         let step = self.session.borrow().next_step(now, self.timeout_ms());
-        if step == SessionStep::Ready {
+        if step == SessionStep::Ready && !self.session.borrow().refresh_due(now, self.timeout_ms()) {
             return step;
         }
-        // Only a worker that is not ready reads what the others have published.
+        // Only a worker that is not ready, or whose PAT is due, reads what the others published:
+        // the refresh may have been made already.
         self.adopt_shared_session();
         self.session.borrow().next_step(now, self.timeout_ms())
     }
@@ -63,39 +64,48 @@ impl Worker {
         let _ = hostcalls::set_shared_data(&self.keys.key("session.lease"), Some(&0i64.to_le_bytes()), None);
     }
 
-    /// Starts the discovery or PAT call the session needs, or settles the waiting requests.
+    /// Starts the discovery or PAT call the session needs (also a background PAT refresh), or
+    /// settles the waiting requests.
     pub(crate) fn drive_session(&self) {
-        match self.session_step() {
+        let step = self.session_step();
+        match step {
             SessionStep::Waiting => {}
             SessionStep::Ready => {
+                if self.session.borrow().refresh_due(host::now_ms(), self.timeout_ms()) {
+                    self.fetch_session(SessionStep::FetchPat);
+                }
                 if self.awaits_jwks() {
                     self.ensure_jwks();
                 }
                 self.wake_waiters();
             }
             SessionStep::BackingOff => self.fail_waiters("authorization server unavailable"),
-            step @ (SessionStep::FetchDiscovery | SessionStep::FetchPat) => {
-                if !self.may_dispatch_shared_call() || !self.acquire_lease(host::now_ms()) {
-                    // Another worker is fetching; its result arrives through shared data.
-                    return;
-                }
-                let call = if step == SessionStep::FetchDiscovery {
-                    PreparedCall::get(Call::Discovery, self.config.discovery_path())
-                } else {
-                    let Some(path) = self.session.borrow().endpoints.as_ref().map(|e| e.token.clone()) else {
-                        return;
-                    };
-                    self.metrics.increment(Counter::PatRequests);
-                    PreparedCall::form(Call::Pat, path, self.client_basic.clone(), pat_request_body())
-                };
-                let what = if step == SessionStep::FetchDiscovery { "discovery" } else { "PAT request" };
-                match self.dispatch(call) {
-                    Ok(token) => self.session.borrow_mut().in_flight = Some((token, host::now_ms())),
-                    Err(status) => {
-                        self.release_lease();
-                        self.session_failed(&format!("{what} could not be dispatched ({status:?})"));
-                    }
-                }
+            SessionStep::FetchDiscovery | SessionStep::FetchPat => self.fetch_session(step),
+        }
+    }
+
+    /// Dispatches discovery or the PAT request, from the root only and by one worker at a time.
+    fn fetch_session(&self, step: SessionStep) {
+        if !self.may_dispatch_shared_call() || !self.acquire_lease(host::now_ms()) {
+            // Another worker is fetching; its result arrives through shared data.
+            return;
+        }
+        let call = if step == SessionStep::FetchDiscovery {
+            PreparedCall::get(Call::Discovery, self.config.discovery_path())
+        } else {
+            let Some(path) = self.session.borrow().endpoints.as_ref().map(|e| e.token.clone()) else {
+                self.release_lease();
+                return;
+            };
+            self.metrics.increment(Counter::PatRequests);
+            PreparedCall::form(Call::Pat, path, self.client_basic.clone(), pat_request_body())
+        };
+        let what = if step == SessionStep::FetchDiscovery { "discovery" } else { "PAT request" };
+        match self.dispatch(call) {
+            Ok(token) => self.session.borrow_mut().in_flight = Some((token, host::now_ms())),
+            Err(status) => {
+                self.release_lease();
+                self.session_failed(&format!("{what} could not be dispatched ({status:?})"));
             }
         }
     }
@@ -104,7 +114,12 @@ impl Worker {
         self.metrics.increment(Counter::AsFailures);
         warn!("{} {reason}", LogCode::AsError.code());
         self.session.borrow_mut().failed(host::now_ms());
-        self.fail_waiters(reason);
+        // A failed background refresh leaves a valid PAT: the waiting requests go on with it.
+        if self.session_step() == SessionStep::Ready {
+            self.wake_waiters();
+        } else {
+            self.fail_waiters(reason);
+        }
     }
 
     pub(crate) fn on_discovery(&self, response: &CallResponse) {

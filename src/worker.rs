@@ -422,16 +422,11 @@ impl Worker {
         true
     }
 
-    /// Whether a call not tied to one request (discovery, PAT, JWKS) may be dispatched now:
-    /// from the root, or from a request that itself waits for it (and so outlives it).
+    /// Whether a call not tied to one request (discovery, PAT, JWKS, the resource table) may be
+    /// dispatched now: from the root only, which never ends (a request that made it could end
+    /// first, and the call with it). Elsewhere it waits for the next tick.
     pub(crate) fn may_dispatch_shared_call(&self) -> bool {
-        let callback = self.callback_context.get();
-        callback == self.root_context
-            || self
-                .flows
-                .borrow()
-                .get(&callback)
-                .is_some_and(|f| matches!(f.stage, Stage::AwaitingSession | Stage::AwaitingJwks))
+        self.callback_context.get() == self.root_context
     }
 
     fn dispatch_failed(&self, context_id: u32, status: Status) {

@@ -62,6 +62,8 @@ pub struct Pat {
     pub value: String,
     /// Fetch a new one from this time on (ms), well before the AS expires it.
     pub refresh_at_ms: i64,
+    /// Not used from this time on (ms).
+    pub expires_at_ms: i64,
 }
 
 /// Fraction of a PAT's life after which it is refreshed.
@@ -97,24 +99,24 @@ pub enum SessionStep {
 }
 
 impl AsSession {
+    /// Whether a call is under way (one the host never answered stops counting after the
+    /// timeout: its context went away).
+    fn call_pending(&self, now_ms: i64, call_timeout_ms: i64) -> bool {
+        self.in_flight.is_some_and(|(_, sent)| now_ms - sent <= call_timeout_ms + 1000)
+    }
+
+    /// Ready as long as the PAT is valid: a refresh that is due runs in the background
+    /// (`refresh_due`) and never holds requests back.
     pub fn next_step(&self, now_ms: i64, call_timeout_ms: i64) -> SessionStep {
-        if let Some((_, sent)) = self.in_flight {
-            // A call the host never answered (its context went away) does not block forever.
-            if now_ms - sent <= call_timeout_ms + 1000 {
-                return SessionStep::Waiting;
-            }
-        }
-        let pat_fresh = self.pat.as_ref().is_some_and(|p| now_ms < p.refresh_at_ms);
-        if self.endpoints.is_some() && pat_fresh {
+        let usable = self.endpoints.is_some() && self.pat.as_ref().is_some_and(|p| now_ms < p.expires_at_ms);
+        if usable {
             return SessionStep::Ready;
         }
+        if self.call_pending(now_ms, call_timeout_ms) {
+            return SessionStep::Waiting;
+        }
         if now_ms < self.retry_at_ms {
-            // A usable (if ageing) PAT keeps serving while a refresh is backing off.
-            return if self.endpoints.is_some() && self.pat.is_some() {
-                SessionStep::Ready
-            } else {
-                SessionStep::BackingOff
-            };
+            return SessionStep::BackingOff;
         }
         if self.endpoints.is_none() {
             SessionStep::FetchDiscovery
@@ -123,9 +125,21 @@ impl AsSession {
         }
     }
 
+    /// A valid PAT has reached its refresh point and no fetch is under way or backing off.
+    pub fn refresh_due(&self, now_ms: i64, call_timeout_ms: i64) -> bool {
+        self.pat.as_ref().is_some_and(|p| now_ms >= p.refresh_at_ms)
+            && !self.call_pending(now_ms, call_timeout_ms)
+            && now_ms >= self.retry_at_ms
+    }
+
     pub fn set_pat(&mut self, token: AccessToken, now_ms: i64) {
-        self.pat =
-            Some(Pat { refresh_at_ms: now_ms + refresh_after_ms(token.expires_in), value: token.value });
+        let life_ms = i64::try_from(token.expires_in).unwrap_or(i64::MAX / 2000).saturating_mul(1000);
+        self.pat = Some(Pat {
+            refresh_at_ms: now_ms + refresh_after_ms(token.expires_in),
+            // A little before the AS's own expiry, for the clock and the call in flight.
+            expires_at_ms: now_ms + life_ms - (life_ms / 10).min(5000),
+            value: token.value,
+        });
     }
 
     /// The AS refused the PAT: drop it so that the next step fetches a new one.
@@ -233,21 +247,29 @@ mod tests {
         assert_eq!(s.next_step(4001, 2000), SessionStep::FetchPat);
         s.set_pat(AccessToken { value: "pat".into(), expires_in: 100 }, 10_000);
         assert_eq!(s.next_step(10_001, 2000), SessionStep::Ready);
-        // 80% of 100 s.
-        assert_eq!(s.next_step(90_001, 2000), SessionStep::FetchPat);
-        // While a refresh backs off, the ageing PAT still serves.
-        s.failed(90_001);
-        assert_eq!(s.next_step(90_500, 2000), SessionStep::Ready);
+        assert!(!s.refresh_due(10_001, 2000));
+        // At 80% of 100 s a refresh is due, in the background: still Ready.
+        assert_eq!(s.next_step(90_001, 2000), SessionStep::Ready);
+        assert!(s.refresh_due(90_001, 2000));
+        s.in_flight = Some((9, 90_001));
+        assert!(!s.refresh_due(90_500, 2000));
+        // A failed refresh backs off; the valid PAT keeps serving.
+        s.failed(90_500);
+        assert!(!s.refresh_due(91_000, 2000));
+        assert_eq!(s.next_step(91_000, 2000), SessionStep::Ready);
+        // Past its expiry (100 s less 5 s) the PAT is not used.
+        assert_eq!(s.next_step(105_001, 2000), SessionStep::FetchPat);
+        s.set_pat(AccessToken { value: "pat2".into(), expires_in: 100 }, 105_001);
         s.invalidate_pat();
-        assert_eq!(s.next_step(90_500, 2000), SessionStep::FetchPat);
+        assert_eq!(s.next_step(105_002, 2000), SessionStep::FetchPat);
     }
 
     #[test]
     fn workers_adopt_newer_shared_state_only() {
         let mut mine = AsSession::default();
         let e = Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None };
-        let old = Pat { value: "old".into(), refresh_at_ms: 10 };
-        let new = Pat { value: "new".into(), refresh_at_ms: 20 };
+        let old = Pat { value: "old".into(), refresh_at_ms: 10, expires_at_ms: 15 };
+        let new = Pat { value: "new".into(), refresh_at_ms: 20, expires_at_ms: 25 };
         assert!(mine.adopt(SessionSnapshot { endpoints: Some(e.clone()), pat: Some(new.clone()) }));
         assert!(!mine.adopt(SessionSnapshot { endpoints: Some(e.clone()), pat: Some(old) }));
         assert_eq!(mine.pat.as_ref().unwrap().value, "new");

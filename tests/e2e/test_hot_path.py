@@ -57,6 +57,20 @@ def test_one_pat_and_one_discovery_per_envoy(gluu_envoy, uma2_as):
     assert len(uma2_as.calls("discovery")) == 1
 
 
+def test_pat_is_refreshed_in_the_background_once_per_envoy(envoy_factory, uma2_as, echo):
+    # PATs that live 4 s: refreshed at 80% by one worker, while requests go on with the old one.
+    uma2_as.configure(pat_lifetime_s=4)
+    envoy = envoy_factory(filter_config(uma2_as, resources=RESOURCES), uma2_as.port, echo.port,
+                          concurrency=WORKERS)
+    statuses, start = [], time.time()
+    while time.time() - start < 9:
+        statuses += parallel(lambda _: get(envoy, "/bob/x").status_code, range(8), threads=8)
+        time.sleep(0.1)
+    assert set(statuses) == {401}, statuses
+    # About one PAT per 3.2 s for the whole Envoy (not one per worker).
+    assert 2 <= len(pat_requests(uma2_as)) <= 5
+
+
 def test_many_requests_with_one_rpt_make_one_introspection(gluu_envoy, uma2_as):
     token = rpt(uma2_as)
     assert get(gluu_envoy, "/alice", token).status_code == 200
