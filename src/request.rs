@@ -81,7 +81,9 @@ impl HttpContext for RequestContext {
         self.worker.enter_callback(self.id);
         let config = &self.worker.config;
         // Header hygiene first, on every request: the client never chooses the identity header.
-        host::set_request_header(config.forward_header(), None);
+        for spelling in &self.worker.forward_spellings {
+            host::set_request_header(spelling, None);
+        }
 
         let method = host::request_header(":method").unwrap_or_default();
         let raw_path = host::request_header(":path").unwrap_or_default();

@@ -32,6 +32,12 @@ use crate::metrics::{Counter, Metrics};
 use crate::resource_sync::SyncState;
 use crate::shared::SharedKeys;
 
+/// A client-chosen value as it may appear in a log line: printable ASCII, at most 64 characters
+/// (a `kid` with a newline must not forge a line).
+fn loggable(value: &str) -> String {
+    value.chars().take(64).map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+}
+
 /// Where a paused request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -145,7 +151,9 @@ pub struct Worker {
     pub(crate) session: RefCell<AsSession>,
     pub(crate) jwks: RefCell<JwksState>,
     flows: RefCell<HashMap<u32, Flow>>,
-    calls: RefCell<HashMap<u32, Call>>,
+    /// Calls in flight by token, with when they were sent (a call cancelled with its context
+    /// never answers; its entry is dropped by the tick).
+    calls: RefCell<HashMap<u32, (Call, i64)>>,
     /// Requests waiting on the introspection of each RPT in flight, and when it was sent.
     introspecting: RefCell<HashMap<Digest16, (i64, Vec<u32>)>>,
     decisions: DecisionCache,
@@ -154,6 +162,8 @@ pub struct Worker {
     pub metrics: Metrics,
     pub(crate) client_basic: String,
     signer: Option<ForwardSigner>,
+    /// The forwarded header's spellings, stripped from every request.
+    pub forward_spellings: [String; 2],
     /// Names in shared data, private to this configuration.
     pub(crate) keys: SharedKeys,
     /// The resource table in force: the configured one until pepctl's is polled.
@@ -174,6 +184,7 @@ impl Worker {
         let session = AsSession { endpoints: Endpoints::from_overrides(&config), ..Default::default() };
         let slots = config.cache_slots;
         let resources = Rc::new(config.resources.clone());
+        let forward_spellings = config.forward_header_spellings();
         Rc::new(Self {
             config,
             callback_context: Cell::new(root_context),
@@ -188,6 +199,7 @@ impl Worker {
             minted: MintedCache::new(&keys, "minted", slots),
             uses: UseCounter::new(&keys, slots),
             keys,
+            forward_spellings,
             metrics: Metrics::define(),
             client_basic,
             signer,
@@ -330,7 +342,10 @@ impl Worker {
                 JwtCheck::UnknownKey(kid) => {
                     let refreshed = self.flows.borrow().get(&context_id).is_some_and(|f| f.jwks_refreshed);
                     if refreshed || !self.jwks_refresh_allowed() {
-                        self.ticket_instead(context_id, format!("JWT signed with unknown key {kid}"));
+                        self.ticket_instead(
+                            context_id,
+                            format!("JWT signed with unknown key {}", loggable(&kid)),
+                        );
                         return;
                     }
                     if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
@@ -719,6 +734,7 @@ impl Worker {
         // the requests that joined it waiting: they are denied once it is overdue.
         let overdue = now - self.timeout_ms() - 1000;
         self.introspecting.borrow_mut().retain(|_, (sent, _)| *sent > overdue);
+        self.calls.borrow_mut().retain(|_, (_, sent)| *sent > overdue);
         let in_flight: Vec<u32> = self.introspecting.borrow().values().flat_map(|(_, w)| w.clone()).collect();
         let expired: Vec<u32> = self
             .flows
@@ -771,13 +787,13 @@ impl Worker {
     pub(crate) fn dispatch_raw(&self, call: AsCall<'_>, kind: Call) -> Result<u32, Status> {
         host::enter_context(self.callback_context.get());
         let token = call.dispatch()?;
-        self.calls.borrow_mut().insert(token, kind);
+        self.calls.borrow_mut().insert(token, (kind, host::now_ms()));
         Ok(token)
     }
 
     /// Handles the response of any call this worker dispatched.
     pub fn on_call_response(&self, token: u32, num_headers: usize, body_size: usize) {
-        let Some(kind) = self.calls.borrow_mut().remove(&token) else { return };
+        let Some((kind, _)) = self.calls.borrow_mut().remove(&token) else { return };
         let response = CallResponse::read(num_headers, body_size);
         match kind {
             Call::Discovery => self.on_discovery(&response),

@@ -445,6 +445,13 @@ impl PepConfig {
         self.forward.as_ref().map_or(DEFAULT_FORWARD_HEADER, |f| f.header.as_str())
     }
 
+    /// Every spelling of the forwarded header a client could use to be read as it: CGI, WSGI
+    /// and PHP upstreams read `x_user_id` and `x-user-id` alike (Envoy passes underscores).
+    pub fn forward_header_spellings(&self) -> [String; 2] {
+        let header = self.forward_header().to_ascii_lowercase();
+        [header.replace('_', "-"), header.replace('-', "_")]
+    }
+
     /// The scope a method needs, if the method is mapped.
     pub fn scope_for(&self, method: &str) -> Option<&str> {
         self.method_scopes.get(method).map(String::as_str)
@@ -515,6 +522,7 @@ mod tests {
         assert_eq!(c.challenge_style, ChallengeStyle::Uma2);
         assert!(c.forward.is_none());
         assert_eq!(c.forward_header(), "x-user-id");
+        assert_eq!(c.forward_header_spellings(), ["x-user-id".to_string(), "x_user_id".to_string()]);
         assert!(c.authorize_path.is_none());
         assert!(c.resource_sync.is_none());
         assert_eq!(c.cache_slots, 8192);

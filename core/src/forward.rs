@@ -180,7 +180,14 @@ impl ForwardSigner {
             claims.insert("aud".into(), Value::String(aud.clone()));
         }
         claims.insert("iat".into(), Value::from(now));
-        let exp = result.exp.unwrap_or(now + MAX_LIFETIME_WITHOUT_EXP_S);
+        // Never beyond the RPT, nor beyond the permissions that allow this resource.
+        let permission_exp =
+            result.permissions.iter().filter(|p| p.resource_id == resource_id).filter_map(|p| p.exp).max();
+        let exp = [result.exp, permission_exp]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + MAX_LIFETIME_WITHOUT_EXP_S);
         claims.insert("exp".into(), Value::from(exp));
         if let Some(client_id) = &result.client_id {
             claims.insert("client_id".into(), Value::String(client_id.clone()));
@@ -275,6 +282,16 @@ mod tests {
         assert_eq!(c["pct_claims"]["role"][0], "x");
         assert!(c.get("secret_thing").is_none());
         assert_eq!(c["permissions"], json!([{"resource_id":"r1","resource_scopes":["protected_get"]}]));
+    }
+
+    #[test]
+    fn exp_is_bounded_by_the_permission_too() {
+        let signer = ForwardSigner::new(&config(SigningAlg::EdDSA, ED25519_PEM)).unwrap();
+        let r = result(
+            r#"{"active":true,"sub":"a","exp":5000,"permissions":[{"resource_id":"r","resource_scopes":["s"],"exp":3000},
+                {"resource_id":"other","resource_scopes":["s"],"exp":2000}]}"#,
+        );
+        assert_eq!(signer.claims(&r, "r", 1000)["exp"], 3000);
     }
 
     #[test]

@@ -289,6 +289,10 @@ def test_two_authorization_headers_are_400(stack: Stack):
 # ---- header hygiene ----------------------------------------------------------------------------
 
 def test_spoofed_identity_header_never_reaches_the_upstream(stack: Stack):
+    # The underscore spelling too: CGI/WSGI/PHP upstreams read both as HTTP_X_USER_ID.
+    status, _, body = raw_request(stack.envoy.port, "GET", "/public", [("x_user_id", "admin-0003")])
+    assert status == 200
+    assert "x_user_id" not in json.loads(body)["headers"]
     spoof = {"X-User-Id": "admin-0003"}
     assert stack.get("/public", headers=dict(spoof)).json()["headers"].get("x-user-id") is None
     resp = stack.get("/alice", token=stack.rpt(), headers=dict(spoof))
