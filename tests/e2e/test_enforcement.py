@@ -286,6 +286,22 @@ def test_two_authorization_headers_are_400(stack: Stack):
     assert stack.decision_calls() == []
 
 
+# ---- request bodies ----------------------------------------------------------------------------
+
+def test_a_body_is_held_until_the_decision(stack: Stack):
+    # The AS answers slowly: the request body must not reach the upstream before the RPT is
+    # found wanting, and must arrive intact when it is good.
+    stack.as_.fault("introspection", "delay", delay_ms=400, times=-1)
+    body = b"x" * 200_000
+    refused = stack.get("/alice/upload", method="POST", token="unknown-token", data=body)
+    assert refused.status_code == 401
+    assert stack.echo.log() == []
+    allowed = stack.get("/alice/upload", method="POST", token=stack.rpt(), data=body)
+    assert allowed.status_code == 200
+    assert len(allowed.json()["body"]) == len(body)
+    assert len(stack.echo.log()) == 1
+
+
 # ---- header hygiene ----------------------------------------------------------------------------
 
 def test_spoofed_identity_header_never_reaches_the_upstream(stack: Stack):
