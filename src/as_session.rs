@@ -98,7 +98,12 @@ impl Worker {
                 return;
             };
             self.metrics.increment(Counter::PatRequests);
-            PreparedCall::form(Call::Pat, path, self.client_basic.clone(), pat_request_body())
+            PreparedCall::form(
+                Call::Pat,
+                path,
+                self.client_basic.clone(),
+                pat_request_body(self.config.as_profile),
+            )
         };
         let what = if step == SessionStep::FetchDiscovery { "discovery" } else { "PAT request" };
         match self.dispatch(call) {

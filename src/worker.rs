@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use log::info;
+use log::{debug, info};
 use proxy_wasm::types::{Action, Status};
 use uma_pep_core::cache::{keyed_digest, token_digest, Digest16};
 use uma_pep_core::challenge::Challenge;
@@ -342,10 +342,10 @@ impl Worker {
                 JwtCheck::UnknownKey(kid) => {
                     let refreshed = self.flows.borrow().get(&context_id).is_some_and(|f| f.jwks_refreshed);
                     if refreshed || !self.jwks_refresh_allowed() {
-                        self.ticket_instead(
-                            context_id,
-                            format!("JWT signed with unknown key {}", loggable(&kid)),
-                        );
+                        // Not in the JWKS even after a refresh: the AS may still know it (a
+                        // key it does not publish); it decides, not this filter.
+                        debug!("JWT signed with key {} not in the JWKS: introspecting", loggable(&kid));
+                        self.introspect(context_id, rpt, digest);
                         return;
                     }
                     if let Some(flow) = self.flows.borrow_mut().get_mut(&context_id) {
@@ -354,6 +354,9 @@ impl Worker {
                     }
                     self.request_jwks_refresh();
                     return;
+                }
+                JwtCheck::Uncheckable(reason) => {
+                    debug!("JWT not verifiable locally ({reason}): introspecting");
                 }
                 JwtCheck::NotAJwt => {}
             }
@@ -493,7 +496,12 @@ impl Worker {
                     self.deny_as_error(id, format!("introspection failed: {e}"));
                 }
             }
-            Ok(result) => {
+            Ok(mut result) => {
+                let rpt =
+                    waiting.iter().find_map(|id| self.flows.borrow().get(id).and_then(|f| f.rpt.clone()));
+                if let Some(rpt) = rpt {
+                    result.complete_identity_from_jwt(&rpt);
+                }
                 let result = self.remember(digest, result);
                 for id in waiting {
                     self.decide_paused(id, &result);

@@ -188,8 +188,14 @@ struct RawConfig {
     negative_cache_ttl_s: Option<u64>,
     #[serde(default)]
     local_jwt_validation: Option<bool>,
-    #[serde(default)]
-    rpt_audience: Option<String>,
+    /// Absent: the dialect's default; `null`: no audience check; a string: that audience.
+    #[serde(default, deserialize_with = "present")]
+    rpt_audience: Option<Option<String>>,
+}
+
+/// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// The validated configuration the filter runs with.
@@ -226,7 +232,7 @@ pub struct PepConfig {
     /// Validate JWT RPTs against the AS's JWKS instead of introspecting them. Off for
     /// deployments that must see revocations at once.
     pub local_jwt_validation: bool,
-    /// The `aud` a JWT RPT must carry, when set.
+    /// The `aud` a JWT RPT must carry, when set (keycloak: the PEP's `client_id` by default).
     pub rpt_audience: Option<String>,
 }
 
@@ -236,6 +242,9 @@ pub const DEFAULT_RPT_MARGIN_S: u64 = 5;
 pub const DEFAULT_CACHE_SLOTS: u32 = 8192;
 pub const DEFAULT_CACHE_MAX_TTL_S: u64 = 300;
 pub const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 5;
+/// As Envoy's `jwt_authn` (`clock_skew_seconds`): an AS clock a little ahead must not make
+/// fresh RPTs fail (`iat` in the future) and send clients round the ticket loop.
+pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
 
 /// The seed's fixed verb→scope table.
 pub fn default_method_scopes() -> BTreeMap<String, String> {
@@ -317,6 +326,18 @@ impl PepConfig {
             return Err(ConfigError::new("issuer", "must be an http or https URL"));
         }
         check_header_safe(&issuer, "issuer")?;
+        if issuer.ends_with('/') {
+            // Discovery's `issuer` is compared byte for byte, and neither Keycloak
+            // (`{base}/realms/{realm}`) nor Gluu/Janssen (`https://host`) ends it with a slash:
+            // accepting one here would turn every request into "AS unreachable" later.
+            return Err(ConfigError::new(
+                "issuer",
+                format!(
+                    "must not end with '/' (the AS's discovery document has none): write {:?}",
+                    issuer.trim_end_matches('/')
+                ),
+            ));
+        }
         let as_authority = match raw.as_authority {
             Some(a) if !a.trim().is_empty() => a,
             Some(_) => return Err(ConfigError::new("as_authority", "must not be empty")),
@@ -412,7 +433,6 @@ impl PepConfig {
             as_authority,
             as_profile: raw.as_profile,
             endpoints: raw.endpoints,
-            client_id,
             client_secret,
             timeout_ms,
             path_prefix,
@@ -425,12 +445,22 @@ impl PepConfig {
             forward: raw.forward,
             authorize_path,
             resource_sync: raw.resource_sync,
-            clock_skew_s: raw.clock_skew_s.unwrap_or(0),
+            clock_skew_s: raw.clock_skew_s.unwrap_or(DEFAULT_CLOCK_SKEW_S),
             cache_slots,
             cache_max_ttl_s: raw.cache_max_ttl_s.unwrap_or(DEFAULT_CACHE_MAX_TTL_S),
             negative_cache_ttl_s: raw.negative_cache_ttl_s.unwrap_or(DEFAULT_NEGATIVE_CACHE_TTL_S),
             local_jwt_validation: raw.local_jwt_validation.unwrap_or(true),
-            rpt_audience: raw.rpt_audience,
+            rpt_audience: match raw.rpt_audience {
+                Some(explicit) => explicit.filter(|a| !a.is_empty()),
+                // Keycloak always puts the resource server's client id into an RPT's `aud`
+                // (`AuthorizationTokenService.createAuthorizationResponse`); Gluu's JWT RPTs carry
+                // the requesting client there instead, so uma2 has no default.
+                None => match raw.as_profile {
+                    AsProfile::Keycloak => Some(client_id.clone()),
+                    AsProfile::Uma2 => None,
+                },
+            },
+            client_id,
         })
     }
 
@@ -527,6 +557,8 @@ mod tests {
         assert!(c.resource_sync.is_none());
         assert_eq!(c.cache_slots, 8192);
         assert!(c.local_jwt_validation);
+        assert_eq!(c.clock_skew_s, 60);
+        assert_eq!(c.rpt_audience, None);
         assert_eq!(parse(&with(r#""cache_slots":1"#)).unwrap_err().key, "cache_slots");
         assert_eq!(c.discovery_path(), "/realms/eoepca/.well-known/uma2-configuration");
     }
@@ -534,11 +566,34 @@ mod tests {
     #[test]
     fn authority_without_port_and_discovery_at_root() {
         let c = parse(
-            r#"{"issuer":"https://as.example.org/","as_cluster":"as","client_id":"p","client_secret":"s"}"#,
+            r#"{"issuer":"https://as.example.org","as_cluster":"as","client_id":"p","client_secret":"s"}"#,
         )
         .unwrap();
         assert_eq!(c.as_authority, "as.example.org");
         assert_eq!(c.discovery_path(), "/.well-known/uma2-configuration");
+    }
+
+    #[test]
+    fn keycloak_rpts_must_name_the_pep_unless_turned_off() {
+        let kc = parse(&with(r#""as_profile":"keycloak""#)).unwrap();
+        assert_eq!(kc.rpt_audience.as_deref(), Some("pep"));
+        let off = parse(&with(r#""as_profile":"keycloak","rpt_audience":null"#)).unwrap();
+        assert_eq!(off.rpt_audience, None);
+        let other = parse(&with(r#""as_profile":"keycloak","rpt_audience":"gw""#)).unwrap();
+        assert_eq!(other.rpt_audience.as_deref(), Some("gw"));
+        let gluu = parse(&with(r#""rpt_audience":"pep""#)).unwrap();
+        assert_eq!(gluu.rpt_audience.as_deref(), Some("pep"));
+    }
+
+    #[test]
+    fn an_issuer_with_a_trailing_slash_is_refused_with_the_fix() {
+        for issuer in ["https://as.example.org/", "http://kc:8080/realms/eoepca/"] {
+            let json =
+                format!(r#"{{"issuer":"{issuer}","as_cluster":"as","client_id":"p","client_secret":"s"}}"#);
+            let err = parse(&json).unwrap_err();
+            assert_eq!(err.key, "issuer");
+            assert!(err.to_string().contains(issuer.trim_end_matches('/')), "{err}");
+        }
     }
 
     #[test]

@@ -203,7 +203,10 @@ impl ForwardSigner {
             if RESERVED_CLAIMS.contains(&name.as_str()) {
                 continue;
             }
-            if let Some(v) = result.claims.get(name) {
+            // Gluu/Janssen keep the party's claims only in `pct_claims` (their RPTs have no
+            // user): the upstream gets the same top-level claim whatever the AS.
+            let pushed = || result.claims.get("pct_claims").and_then(|p| p.get(name.as_str()));
+            if let Some(v) = result.claims.get(name).or_else(pushed) {
                 claims.insert(name.clone(), v.clone());
             }
         }
@@ -292,6 +295,23 @@ mod tests {
                 {"resource_id":"other","resource_scopes":["s"],"exp":2000}]}"#,
         );
         assert_eq!(signer.claims(&r, "r", 1000)["exp"], 3000);
+    }
+
+    #[test]
+    fn gluu_party_claims_come_from_pct_claims() {
+        let signer = ForwardSigner::new(&config(SigningAlg::EdDSA, ED25519_PEM)).unwrap();
+        let claims = signer.claims(
+            &result(
+                r#"{"active":true,"sub":null,"client_id":"app","exp":5000,
+                "pct_claims":{"sub":"alice-0001","preferred_username":"alice","email":"a@x"}}"#,
+            ),
+            "r",
+            1000,
+        );
+        assert_eq!(claims["sub"], "alice-0001");
+        assert_eq!(claims["preferred_username"], "alice");
+        assert_eq!(claims["email"], "a@x");
+        assert_eq!(claims["client_id"], "app");
     }
 
     #[test]

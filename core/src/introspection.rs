@@ -146,13 +146,58 @@ impl IntrospectionResult {
         if let Some(Value::Object(mut authz)) = claims.remove("authorization") {
             permissions.extend(take_permissions(authz.remove("permissions"))?);
         }
+        // oxAuth serialises every unset field as `null` (`sub`, `nbf`, `iss`, `jti`, ...): a null
+        // is no claim at all, and must never reach the forwarded JWT as one.
+        claims.retain(|_, v| !v.is_null());
         let exp = take_time(&mut claims, "exp");
         let iat = take_time(&mut claims, "iat");
         let nbf = take_time(&mut claims, "nbf");
-        let sub = take_string(&mut claims, "sub");
+        // The requesting party: the RPT's own `sub`, else the one of the claims the party
+        // pushed (`pct_claims.sub`): Gluu/Janssen RPTs are stored without a user, so their
+        // introspection has `sub: null` (oxAuth `UmaRptService.createRPTAndPersist`).
+        let sub = take_string(&mut claims, "sub").or_else(|| {
+            claims.get("pct_claims").and_then(|p| p.get("sub")).and_then(Value::as_str).map(str::to_string)
+        });
         let client_id = take_string(&mut claims, "client_id")
             .or_else(|| claims.get("azp").and_then(Value::as_str).map(str::to_string));
         Ok(Self { active, exp, iat, nbf, sub, client_id, permissions, claims })
+    }
+
+    /// Completes the party of an active answer from the token, when the token is a JWT.
+    ///
+    /// Keycloak's RPT introspection names no party (no `sub`, `azp`, `preferred_username`:
+    /// `RPTIntrospectionProvider`), while the RPT, a JWT, does. The AS has just vouched for
+    /// this exact token, so its payload is authentic; only identity claims are taken from it,
+    /// never validity or permissions, which stay the AS's answer.
+    pub fn complete_identity_from_jwt(&mut self, token: &str) {
+        use base64::Engine as _;
+        if !self.active {
+            return;
+        }
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return };
+        let Ok(Value::Object(mut payload)) = serde_json::from_slice::<Value>(&bytes) else { return };
+        payload.retain(|_, v| !v.is_null());
+        for decided_by_the_as in ["active", "exp", "iat", "nbf", "permissions", "authorization"] {
+            payload.remove(decided_by_the_as);
+        }
+        if self.sub.is_none() {
+            self.sub = take_string(&mut payload, "sub");
+        }
+        if self.client_id.is_none() {
+            self.client_id = take_string(&mut payload, "client_id")
+                .or_else(|| payload.get("azp").and_then(Value::as_str).map(str::to_string));
+        }
+        payload.remove("sub");
+        payload.remove("client_id");
+        for (name, value) in payload {
+            self.claims.entry(name).or_insert(value);
+        }
     }
 
     /// Parses an introspection endpoint answer: `200` and a JSON object, else an AS error.
@@ -281,6 +326,64 @@ mod tests {
             r.covers("r2", "protected_get", clock(5), AsProfile::Uma2),
             Err(Insufficiency::NoPermissionForResource)
         );
+    }
+
+    #[test]
+    fn gluu_party_is_in_pct_claims_and_nulls_are_no_claims() {
+        // oxAuth's answer as it is serialised: `sub` and the unset fields are null.
+        let r = parse(
+            r#"{"active":true,"exp":1900000000,"iat":1800000000,"nbf":null,"iss":null,"jti":null,
+            "sub":null,"client_id":"demo-app","aud":"demo-app",
+            "permissions":[{"resource_id":"r1","resource_scopes":["s"],"exp":1900000000,"params":null}],
+            "pct_claims":{"sub":"alice-0001","preferred_username":"alice"}}"#,
+        );
+        assert_eq!(r.sub.as_deref(), Some("alice-0001"));
+        assert_eq!(r.client_id.as_deref(), Some("demo-app"));
+        assert!(
+            !r.claims.contains_key("iss") && !r.claims.contains_key("sub") && !r.claims.contains_key("jti")
+        );
+        assert_eq!(r.nbf, None);
+        // The RPT's own `sub` wins over the pushed claims.
+        let own = parse(r#"{"active":true,"sub":"bob","pct_claims":{"sub":"alice"}}"#);
+        assert_eq!(own.sub.as_deref(), Some("bob"));
+        // No party at all: a client-only RPT.
+        let none = parse(r#"{"active":true,"sub":null,"client_id":"robot","pct_claims":{}}"#);
+        assert_eq!(none.sub, None);
+    }
+
+    #[test]
+    fn keycloak_rpt_introspection_is_completed_from_the_token_it_vouched_for() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = serde_json::json!({"sub": "alice-0001", "azp": "demo-app", "preferred_username": "alice",
+            "exp": 1, "authorization": {"permissions": [{"rsid": "evil", "scopes": ["x"]}]}, "typ": "Bearer"});
+        let token = format!("{}.{}.sig", b64.encode(r#"{"alg":"RS256"}"#), b64.encode(payload.to_string()));
+        // RPTIntrospectionProvider's answer: no sub, azp, username.
+        let mut r = parse(
+            r#"{"active":true,"exp":1900000000,"iat":1800000000,"jti":"j","typ":"Bearer","aud":["pep"],
+            "permissions":[{"rsid":"r1","rsname":"R","scopes":["s"],"resource_id":"r1","resource_scopes":["s"]}]}"#,
+        );
+        assert_eq!(r.sub, None);
+        r.complete_identity_from_jwt(&token);
+        assert_eq!(r.sub.as_deref(), Some("alice-0001"));
+        assert_eq!(r.client_id.as_deref(), Some("demo-app"));
+        assert_eq!(r.claims["preferred_username"], "alice");
+        // Validity and permissions stay the AS's.
+        assert_eq!(r.exp, Some(1_900_000_000));
+        assert_eq!(r.permissions.len(), 1);
+        assert_eq!(r.permissions[0].resource_id, "r1");
+        // The AS's own answer is never overwritten, and an inactive answer is left alone.
+        let mut own = parse(r#"{"active":true,"sub":"bob"}"#);
+        own.complete_identity_from_jwt(&token);
+        assert_eq!(own.sub.as_deref(), Some("bob"));
+        let mut inactive = parse(r#"{"active":false}"#);
+        inactive.complete_identity_from_jwt(&token);
+        assert_eq!(inactive.sub, None);
+        // Not a JWT, or a payload that is not JSON: nothing changes.
+        let mut opaque = parse(r#"{"active":true}"#);
+        opaque.complete_identity_from_jwt("c0ffee-12345678");
+        opaque.complete_identity_from_jwt("a.%%%.c");
+        assert_eq!(opaque.sub, None);
     }
 
     #[test]

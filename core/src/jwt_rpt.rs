@@ -1,10 +1,13 @@
 //! Local validation of RPTs that are signed JWTs (Keycloak RPTs, Gluu `rpt_as_jwt`), against
-//! the AS's JWKS, so that no AS call is needed (checklist 21-23).
+//! the AS's JWKS, so that no AS call is needed.
 //!
-//! Only asymmetric algorithms are accepted, and only the one the key is for: no `none`, no
-//! HMAC keyed with a public key. `iss` must be the issuer; `aud` must contain the configured
-//! audience when there is one. Times are checked by the caller's clock (`IntrospectionResult::
-//! check_times`), not the library's, because inside Envoy the host's clock is the one to trust.
+//! Only asymmetric algorithms are verified here, and only the one the key is for: no `none`, no
+//! HMAC keyed with a public key. A JWT this filter cannot verify (a symmetric or unsupported
+//! algorithm, a key the JWKS lacks) is not refused but handed to introspection: only the AS can
+//! tell. What is refused without an AS call is what is verifiably bad: a signature that fails
+//! with a key the JWKS has, a wrong `iss` or `aud`, no `exp`. Times are checked by the caller's
+//! clock (`IntrospectionResult::check_times`), not the library's, because inside Envoy the
+//! host's clock is the one to trust.
 
 use std::collections::HashMap;
 
@@ -47,8 +50,12 @@ impl std::fmt::Debug for JwtKeys {
 pub enum JwtCheck {
     /// Not a JWT: introspect it.
     NotAJwt,
-    /// Signed with a key we do not have (yet): refresh the JWKS once.
+    /// Signed with a key we do not have (yet): refresh the JWKS once, then introspect.
     UnknownKey(String),
+    /// A JWT this filter cannot verify with the AS's JWKS: a symmetric algorithm (Gluu signs
+    /// `rpt_as_jwt` RPTs with the client secret when the client's algorithm is HS*), one the
+    /// library lacks, or no `kid`. Only the AS can tell: introspect it.
+    Uncheckable(String),
     /// A JWT that must be refused; why, for the log.
     Invalid(String),
     /// Signature, issuer and audience check out; times are for the caller to check.
@@ -117,14 +124,16 @@ impl JwtKeys {
         }
         let header = match decode_header(token) {
             Ok(h) => h,
-            // Three segments but not a JWS we accept (`alg: none` lands here too).
-            Err(e) => return JwtCheck::Invalid(format!("unusable JWT header: {e}")),
+            Err(e) => return unreadable_header(token, &e),
         };
         if !allowed(header.alg) {
-            return JwtCheck::Invalid(format!("algorithm {:?} not allowed", header.alg));
+            return JwtCheck::Uncheckable(format!(
+                "algorithm {:?} is not verifiable with the JWKS",
+                header.alg
+            ));
         }
         let Some(kid) = header.kid else {
-            return JwtCheck::Invalid("JWT without kid".into());
+            return JwtCheck::Uncheckable("JWT without kid".into());
         };
         let Some((key, algs)) = self.keys.get(&kid) else {
             return JwtCheck::UnknownKey(kid);
@@ -155,6 +164,24 @@ impl JwtKeys {
             Ok(result) => JwtCheck::Valid(result),
             Err(e) => JwtCheck::Invalid(format!("JWT claims unusable: {e}")),
         }
+    }
+}
+
+/// A header the library refuses: `alg: none` (or no `alg`) is verifiably unacceptable; any
+/// other algorithm (ES512, say) is one only the AS can check.
+fn unreadable_header(token: &str, error: &jsonwebtoken::errors::Error) -> JwtCheck {
+    use base64::Engine as _;
+    let alg = token
+        .split('.')
+        .next()
+        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|header| header.get("alg").and_then(Value::as_str).map(str::to_string));
+    match alg {
+        Some(alg) if !alg.eq_ignore_ascii_case("none") && !alg.is_empty() => {
+            JwtCheck::Uncheckable("algorithm not supported locally".into())
+        }
+        _ => JwtCheck::Invalid(format!("unusable JWT header: {error}")),
     }
 }
 
@@ -237,19 +264,43 @@ mod tests {
         // alg none.
         let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","kid":"k1"}"#), parts[1]);
         assert!(matches!(keys.check(&none, ISSUER, None), JwtCheck::Invalid(_)));
-        // HS256 keyed with anything.
+        // alg none, whatever its spelling, and no alg at all.
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"NoNe","kid":"k1"}"#), parts[1]);
+        assert!(matches!(keys.check(&none, ISSUER, None), JwtCheck::Invalid(_)));
+        let no_alg = format!("{}.{}.x", b64.encode(r#"{"kid":"k1"}"#), parts[1]);
+        assert!(matches!(keys.check(&no_alg, ISSUER, None), JwtCheck::Invalid(_)));
+        // An algorithm of a key we have, but not the key's: a forgery, refused.
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let wrong_alg = format!("{}.{}.{}", b64.encode(serde_json::to_vec(&h).unwrap()), parts[1], parts[2]);
+        assert!(matches!(keys.check(&wrong_alg, ISSUER, None), JwtCheck::Invalid(_)));
+        // Unknown kid, and not a JWT at all.
+        assert!(
+            matches!(keys.check(&sign(&enc, "k2", keycloak_claims()), ISSUER, None), JwtCheck::UnknownKey(k) if k == "k2")
+        );
+        assert!(matches!(keys.check("opaque-token", ISSUER, None), JwtCheck::NotAJwt));
+    }
+
+    #[test]
+    fn jwts_only_the_as_can_check_go_to_it() {
+        let (enc, keys) = keys();
+        // Gluu `rpt_as_jwt` with an HS256 client: signed with the client secret, which the
+        // PEP does not have; never verified with a public key as if it were a secret.
         let hs = encode(
             &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
             &keycloak_claims(),
             &EncodingKey::from_secret(b"public key bytes"),
         )
         .unwrap();
-        assert!(matches!(keys.check(&hs, ISSUER, None), JwtCheck::Invalid(_)));
-        // Unknown kid, and not a JWT at all.
-        assert!(
-            matches!(keys.check(&sign(&enc, "k2", keycloak_claims()), ISSUER, None), JwtCheck::UnknownKey(k) if k == "k2")
-        );
-        assert!(matches!(keys.check("opaque-token", ISSUER, None), JwtCheck::NotAJwt));
+        assert!(matches!(keys.check(&hs, ISSUER, None), JwtCheck::Uncheckable(_)));
+        // No kid, and an algorithm the library lacks.
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = None;
+        let no_kid = encode(&h, &keycloak_claims(), &enc).unwrap();
+        assert!(matches!(keys.check(&no_kid, ISSUER, None), JwtCheck::Uncheckable(_)));
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let es512 = format!("{}.{}.sig", b64.encode(r#"{"alg":"ES512","kid":"k9"}"#), b64.encode("{}"));
+        assert!(matches!(keys.check(&es512, ISSUER, None), JwtCheck::Uncheckable(_)));
     }
 
     #[test]

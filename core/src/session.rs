@@ -35,8 +35,10 @@ impl Endpoints {
         if d.issuer != config.issuer {
             // `as_uri` must be the discovery issuer; a mismatch is a misconfiguration.
             return Err(AsError::Garbage(format!(
-                "discovery issuer {:?} differs from the configured issuer",
-                d.issuer
+                "discovery issuer {:?} differs from the configured issuer {:?}: set `issuer` to the AS's \
+                 own spelling, byte for byte",
+                d.issuer.chars().take(200).collect::<String>(),
+                config.issuer
             )));
         }
         let pick = |over: &Option<String>, found: Option<&str>| -> Result<Option<String>, AsError> {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::challenge::is_safe_ticket;
+use crate::config::AsProfile;
 
 /// What came back from a dispatched call. `status` is `None` when Envoy delivered no headers:
 /// a reset, a refused connection or a timeout.
@@ -148,10 +149,18 @@ pub fn form_body(pairs: &[(&str, &str)]) -> Vec<u8> {
     s.finish().into_bytes()
 }
 
-/// The PAT request body: `client_credentials` with `scope=uma_protection` (Gluu refuses a PAT
-/// without it; Keycloak ignores it).
-pub fn pat_request_body() -> Vec<u8> {
-    form_body(&[("grant_type", "client_credentials"), ("scope", "uma_protection")])
+/// The PAT request body, per dialect: the two real servers want opposite things.
+/// - uma2 (Gluu oxAuth, Janssen): `scope=uma_protection` is required. Without it the grant
+///   carries no scope and every protection call is refused with `406 invalid_client_scope`
+///   (oxAuth `UmaValidationService.validateAuthorization`).
+/// - keycloak: no `scope`. `uma_protection` is a client *role* there, granted to the resource
+///   server's service account, not a client scope: asking for it as a scope is refused with
+///   `400 invalid_scope "Invalid scopes: uma_protection"` (`TokenManager.isValidScope`).
+pub fn pat_request_body(profile: AsProfile) -> Vec<u8> {
+    match profile {
+        AsProfile::Uma2 => form_body(&[("grant_type", "client_credentials"), ("scope", "uma_protection")]),
+        AsProfile::Keycloak => form_body(&[("grant_type", "client_credentials")]),
+    }
 }
 
 #[cfg(test)]
@@ -227,8 +236,12 @@ mod tests {
     fn basic_auth_and_forms() {
         assert_eq!(basic_authorization("pep", "s3cr:t"), "Basic cGVwOnMzY3IlM0F0");
         assert_eq!(
-            String::from_utf8(pat_request_body()).unwrap(),
+            String::from_utf8(pat_request_body(AsProfile::Uma2)).unwrap(),
             "grant_type=client_credentials&scope=uma_protection"
+        );
+        assert_eq!(
+            String::from_utf8(pat_request_body(AsProfile::Keycloak)).unwrap(),
+            "grant_type=client_credentials"
         );
         assert_eq!(String::from_utf8(form_body(&[("token", "a+b/c=")])).unwrap(), "token=a%2Bb%2Fc%3D");
     }
