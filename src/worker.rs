@@ -485,7 +485,7 @@ impl Worker {
     fn on_introspection(&self, digest: Digest16, response: &CallResponse) {
         let waiting = self.introspecting.borrow_mut().remove(&digest).map(|(_, w)| w).unwrap_or_default();
         match IntrospectionResult::parse(&response.as_response()) {
-            Err(AsError::CredentialsRefused(_)) if self.config.as_profile == AsProfile::Uma2 => {
+            Err(AsError::CredentialsRefused { .. }) if self.config.as_profile == AsProfile::Uma2 => {
                 for id in waiting {
                     self.retry_with_new_pat(id);
                 }
@@ -642,7 +642,7 @@ impl Worker {
                 );
                 self.reply(context_id, &flow, &reply, Delivery::Resume);
             }
-            Err(AsError::CredentialsRefused(_)) if retry => self.retry_with_new_pat(context_id),
+            Err(AsError::CredentialsRefused { .. }) if retry => self.retry_with_new_pat(context_id),
             Err(e) => {
                 self.metrics.increment(Counter::AsFailures);
                 self.deny_as_error(context_id, format!("permission request failed: {e}"));

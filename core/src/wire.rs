@@ -21,9 +21,11 @@ pub struct AsResponse<'a> {
 pub enum AsError {
     #[error("no response (reset, refused or timed out)")]
     Unreachable,
-    /// 401/403: our PAT or client credentials were refused; worth one refresh and retry.
-    #[error("credentials refused with status {0}")]
-    CredentialsRefused(u16),
+    /// 401/403: our PAT or client credentials were refused; worth one refresh and retry. The
+    /// error code names the cause in the log (Janssen with UMA off: `access_denied` even on
+    /// discovery; Keycloak: `invalid_clientId` for a client that is no resource server).
+    #[error("refused with status {status} ({error})")]
+    CredentialsRefused { status: u16, error: String },
     #[error("unexpected status {status} ({error})")]
     Status { status: u16, error: String },
     #[error("unparseable answer: {0}")]
@@ -32,9 +34,6 @@ pub enum AsError {
 
 impl AsError {
     pub fn from_status(status: u16, body: &[u8]) -> Self {
-        if status == 401 || status == 403 {
-            return AsError::CredentialsRefused(status);
-        }
         // The error code of the body (`{"error": ..}`, UMA federated authz §6) helps the log.
         #[derive(Deserialize)]
         struct ErrorBody {
@@ -45,6 +44,9 @@ impl AsError {
             .and_then(|b| b.error)
             .filter(|e| e.len() < 100 && e.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or_else(|| "-".to_string());
+        if status == 401 || status == 403 {
+            return AsError::CredentialsRefused { status, error };
+        }
         AsError::Status { status, error }
     }
 }
@@ -198,7 +200,7 @@ mod tests {
         assert!(matches!(AccessToken::parse(&resp(200, r#"{"access_token":""}"#)), Err(AsError::Garbage(_))));
         assert_eq!(
             AccessToken::parse(&resp(401, r#"{"error":"invalid_client"}"#)),
-            Err(AsError::CredentialsRefused(401))
+            Err(AsError::CredentialsRefused { status: 401, error: "invalid_client".into() })
         );
     }
 
@@ -225,7 +227,14 @@ mod tests {
             parse_ticket(&resp(400, r#"{"error":"invalid_resource_id"}"#)),
             Err(AsError::Status { status: 400, error: "invalid_resource_id".into() })
         );
-        assert_eq!(parse_ticket(&resp(403, "{}")), Err(AsError::CredentialsRefused(403)));
+        assert_eq!(
+            parse_ticket(&resp(403, "{}")),
+            Err(AsError::CredentialsRefused { status: 403, error: "-".into() })
+        );
+        assert_eq!(
+            parse_ticket(&resp(403, r#"{"error":"access_denied"}"#)).unwrap_err().to_string(),
+            "refused with status 403 (access_denied)"
+        );
         assert_eq!(
             parse_ticket(&resp(502, "bad gateway")),
             Err(AsError::Status { status: 502, error: "-".into() })
