@@ -1,9 +1,10 @@
 """devas: the development UMA 2.0 Authorization Server and the echo upstream of uma-pep.
 
-Development/test fixture, NOT for production. It emulates the wire formats of Keycloak
-(`--profile keycloak`) and of Gluu/Janssen, i.e. the UMA 2.0 spec dialect (`--profile uma2`),
-so that the filter's end-to-end tests and `make run` have an AS that behaves like the real ones,
-plus a control API under `/_devas/` for call inspection and fault injection.
+Development/test fixture, NOT for production. It answers as Keycloak (`--profile keycloak`),
+Gluu oxAuth (`--profile uma2`) and Janssen (`--profile janssen`) do, behaviour by behaviour as
+read from their sources (devas/README.md, "Conformance table"), strict by default, so that the
+filter's and pepctl's tests and `make run` meet what a real deployment meets; plus a control API
+under `/_devas/` for call inspection, fault injection and test set-up.
 
 Run `python -m devas --help` or `python -m devas.echo --help`. In-process use:
 `devas.server.start(...)` and `devas.echo.start(...)`. This module imports nothing on purpose:

@@ -1,5 +1,5 @@
 """CLI of the development AS (development/test fixture, NOT for production):
-`python -m devas --profile keycloak|uma2 --port N [--host 127.0.0.1] [--seed FILE] [--realm eoepca]
+`python -m devas --profile keycloak|uma2|janssen --port N [--host 127.0.0.1] [--seed FILE] [--realm eoepca]
 [--base-url URL] [--quiet]`. Prints exactly one stdout line, `devas ready profile=<p> issuer=<issuer>
 port=<port>`, once it accepts connections; per-request lines (no tokens) go to stderr.
 """
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from devas import FIXTURE_WARNING
-from devas.dialects import PROFILES
+from devas.profiles import PROFILES
 from devas.httpcore import wait_forever
 from devas.server import start
 

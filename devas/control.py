@@ -1,6 +1,6 @@
 """The test control API of the development AS, under `/_devas/` (development/test fixture,
 NOT for production; no real AS has it): the call log, fault injection, direct RPT minting,
-runtime knobs, extra grants, revocation, reset and state counters.
+runtime knobs, extra grants, revocation, Keycloak initial access tokens, reset and state counters.
 
 The call log and the fault queue have their own lock, so a delayed or dropped call never holds
 the application lock while it sleeps.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from devas.httpcore import (BadRequestBody, DropConnection, HttpError, Request, Response,
                             json_response)
-from devas.store import Grant, Party, now
+from devas.store import Grant, now
 
 if TYPE_CHECKING:
     from devas.server import App
@@ -201,21 +201,26 @@ def mint_rpt(app: "App", req: Request) -> Response:
     iat = at + (_int(body, "iat_in", 0) or 0)
     exp = at + (_int(body, "exp_in", app.store.settings.rpt_lifetime_s) or 0)
     nbf_in = _int(body, "nbf_in")
-    user = app.store.users.get(sub)
-    username = user.username if user else None
-    party = Party(sub=sub, username=username,
-                  claims={"sub": sub, "isOperator": user.is_operator if user else False,
-                          **({"preferred_username": username} if username else {})})
-    client = app.store.clients.get(client_id)
     as_jwt = body.get("jwt")
-    if as_jwt is None:
-        as_jwt = app.dialect.rpt_as_jwt(client) if client else app.dialect.name == "keycloak"
-    token, rec = app.tokens.issue_rpt(client_id=client_id, party=party, permissions=permissions,
-                                      as_jwt=bool(as_jwt), iat=iat, exp=exp,
-                                      nbf=at + nbf_in if nbf_in is not None else None,
-                                      extra=extra, active=bool(body.get("active", True)))
+    if as_jwt is not None and not isinstance(as_jwt, bool):
+        raise _bad("jwt must be a boolean")
+    rec = app.dialect.mint_rpt(client_id, app.dialect.mint_party(sub), permissions, as_jwt, iat, exp,
+                               at + nbf_in if nbf_in is not None else None, extra, bool(body.get("active", True)))
     app.store.count("rpts_minted")
-    return json_response(200, {"rpt": token, "jti": rec.key, "exp": rec.exp, "jwt": rec.jwt})
+    return json_response(200, {"rpt": rec.token, "jti": rec.claims.get("jti"), "exp": rec.exp, "jwt": rec.jwt})
+
+
+def initial_access_token(app: "App", req: Request) -> Response:
+    """What a Keycloak admin creates in the console (Clients > Initial access token): a token
+    with a use count for /clients-registrations/*."""
+    body = _body(req)
+    count, expiration = _int(body, "count", 1), _int(body, "expiration_s", 0)
+    if not count or count < 1 or expiration is None or expiration < 0:
+        raise _bad("count must be a positive integer and expiration_s a non-negative one")
+    mint = getattr(app.dialect, "mint_initial_access_token", None)
+    if mint is None:
+        raise _bad("initial access tokens exist in the keycloak profile only")
+    return json_response(200, mint(count, expiration))
 
 
 def config(app: "App", req: Request) -> Response:
@@ -284,6 +289,7 @@ ROUTES: dict[tuple[str, str], Callable[["App", Request], Response]] = {
     ("POST", "config"): config,
     ("POST", "grant"): grant,
     ("POST", "revoke"): revoke,
+    ("POST", "initial-access-token"): initial_access_token,
     ("GET", "state"): state,
 }
 

@@ -62,8 +62,10 @@ class BadRequestBody(ValueError):
 class Request:
     """One parsed HTTP request. Header names are lowercased; repeated headers keep every value."""
 
-    def __init__(self, method: str, target: str, header_pairs: list[tuple[str, str]], body: bytes):
+    def __init__(self, method: str, target: str, header_pairs: list[tuple[str, str]], body: bytes,
+                 remote_addr: str = "127.0.0.1"):
         self.method = method
+        self.remote_addr = remote_addr
         self.target = target
         parts = urlsplit(target)
         self.path = parts.path
@@ -187,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(self.command, json_response(400, {"error": "invalid_request"}))
             return
-        request = Request(self.command, self.path, list(self.headers.items()), body)
+        request = Request(self.command, self.path, list(self.headers.items()), body, self.client_address[0])
         try:
             response = self.server.app.handle(request)
         except DropConnection:

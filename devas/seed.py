@@ -3,7 +3,8 @@ JSON file overrides or extends them (development/test fixture, NOT for productio
 
 Merge rules (README "Seed"): lists of records merge by key (`client_id`, `sub`, `_id`): a record
 with a known key replaces the built-in one, a new key is appended; `grants` are appended;
-scalar keys (lifetimes) replace. `"replace_defaults": true` in the file starts from an empty seed.
+scalar keys (lifetimes, settings, `initial_access_tokens`) replace. `"replace_defaults": true` in the
+file starts from an empty seed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ DEFAULT_SEED: dict[str, Any] = {
         {"client_id": "pep-client", "client_secret": "pep-secret", "uma_protection": True},
         # A requesting-party client (what a UMA client app uses for password and UMA grants).
         {"client_id": "demo-app", "client_secret": "demo-secret", "uma_protection": False},
-        # Like demo-app, but the uma2 profile issues it JWT RPTs (Gluu's `rpt_as_jwt`).
+        # Like demo-app, but Gluu/Janssen issue it JWT RPTs (`rpt_as_jwt`), RS256 with the JWKS key.
         {"client_id": "jwt-app", "client_secret": "jwt-secret", "uma_protection": False, "rpt_as_jwt": True},
+        # JWT RPTs signed HS256 with the client secret (Gluu `access_token_signing_alg` HS256).
+        {"client_id": "jwt-hs-app", "client_secret": "jwt-hs-secret", "uma_protection": False,
+         "rpt_as_jwt": True, "access_token_signing_alg": "HS256"},
     ],
     "users": [
         {"sub": "alice-0001", "username": "alice", "password": "alice-pw", "isOperator": False},
@@ -51,11 +55,13 @@ DEFAULT_SEED: dict[str, Any] = {
         {"sub": ANY_USER, "resource_id": "res-readonly", "scopes": ["protected_get", "protected_head"]},
         {"sub": ANY_USER, "resource_id": "res-public", "scopes": ["protected_get", "protected_head"]},
     ],
+    # Keycloak initial access tokens: what an admin would create in the console (Clients > Initial
+    # access token; count 1, no expiration). More: POST /_devas/initial-access-token {"count": n}.
+    "initial_access_tokens": [{"token": "devas-initial-access-token", "count": 1}],
     "pat_lifetime_s": 300,
     "rpt_lifetime_s": 300,
     "ticket_lifetime_s": 300,
     "user_token_lifetime_s": 3600,
-    "resource_lifetime_s": 30 * 24 * 3600,
 }
 
 RECORD_KEYS = {"clients": "client_id", "users": "sub", "resources": "_id"}

@@ -11,63 +11,29 @@ In-process use (pytest): `handle = start("keycloak", port=0)`; `handle.port`, `h
 
 from __future__ import annotations
 
-import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from devas import control, dialects
-from devas import endpoints_oauth as oauth
-from devas import endpoints_protection as protection
+from devas import control
 from devas import seed as seed_mod
+from devas.dialects import Route
 from devas.httpcore import FixtureServer, HttpError, Request, Response, ServerHandle, json_response
 from devas.keys import SigningKey
+from devas.profiles import make
 from devas.store import Store
 from devas.tokens import Tokens
-
-Handler = Callable[..., Response]
-
-
-@dataclass(frozen=True)
-class Route:
-    endpoint: str                 # the call-log / fault name
-    pattern: re.Pattern[str]
-    methods: dict[str, Handler]
-
-
-def _exact(*paths: str) -> re.Pattern[str]:
-    return re.compile("|".join(re.escape(p) for p in paths))
-
-
-def build_routes(d: dialects.Dialect) -> list[Route]:
-    p = d.path
-    rs = re.escape(p("resource_set"))
-    return [
-        Route("discovery", _exact(*d.discovery_paths), {"GET": oauth.discovery}),
-        Route("discovery", _exact(*d.openid_discovery_paths), {"GET": oauth.openid_configuration}),
-        Route("token", _exact(p("token")), {"POST": oauth.token}),
-        Route("introspection", _exact(p("introspection")), {"POST": protection.introspection}),
-        Route("jwks", _exact(p("jwks")), {"GET": oauth.jwks}),
-        Route("userinfo", _exact(p("userinfo")), {"GET": oauth.userinfo, "POST": oauth.userinfo}),
-        Route("registration", _exact(p("registration")), {"POST": oauth.registration}),
-        Route("permission", _exact(p("permission")), {"POST": protection.permission}),
-        Route("resource_set", re.compile(rs + "/?"),
-              {"GET": protection.list_resources, "POST": protection.create_resource}),
-        Route("resource_set", re.compile(rs + "/(?P<rid>[^/]+)"),
-              {"GET": protection.read_resource, "PUT": protection.update_resource,
-               "DELETE": protection.delete_resource}),
-    ]
 
 
 class App:
     def __init__(self, profile: str, base_url: str, realm: str, seed: dict[str, Any]):
-        self.dialect = dialects.make(profile, base_url, realm)
+        self.dialect = make(profile, base_url, realm)
         self.key = SigningKey.generate()
-        self.store = Store(seed, resources_expire=self.dialect.resources_expire)
-        self.tokens = Tokens(self.store, self.key, self.dialect)
+        self.store = Store(seed, profile=profile, resources_expire=self.dialect.resources_expire)
+        self.tokens = Tokens(self.store, self.key, self.dialect.issuer)
         self.recorder = control.Recorder()
-        self.routes = build_routes(self.dialect)
+        self.dialect.bind(self)
+        self.routes = self.dialect.routes()
         self.lock = threading.RLock()
 
     @property
@@ -76,8 +42,8 @@ class App:
 
     def reset(self, forget_tokens: bool = False) -> None:
         """Forgets calls, faults, tickets, RPTs and runtime registrations and re-applies the seed;
-        PATs and user tokens survive unless `forget_tokens`. The signing key always stays: JWKS
-        consumers need not refetch."""
+        PATs and user tokens survive unless `forget_tokens`. The keys always stay: JWKS consumers
+        need not refetch (and a Keycloak ticket, signed with the realm HMAC key, stays verifiable)."""
         with self.lock:
             self.recorder.clear()
             self.store.reset(forget_sessions=forget_tokens)
@@ -116,7 +82,7 @@ class App:
         handler = route.methods.get(method)
         if handler is None:
             raise self.dialect.method_not_allowed()
-        return handler(self, req, **params)
+        return handler(req, **params)
 
 
 class DevasHandle(ServerHandle):

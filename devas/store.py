@@ -1,6 +1,7 @@
 """In-memory state of the development AS (development/test fixture, NOT for production):
-settings, clients, users, resources, grants, permission tickets, issued tokens, and the
-access policy. Everything here is dialect-neutral; dialects.py decides how it looks on the wire.
+settings, clients, users, resources, grants, permission tickets, issued tokens, initial access
+tokens, PCTs and the seed's access policy. Everything here is dialect-neutral; the dialects
+(keycloak.py, gluu.py) decide what it means on the wire.
 
 The store is the authority on every token it issued, JWTs included: a token is valid only while
 its record exists, is active and unexpired. `/_devas/reset` drops tickets and RPTs but keeps PATs
@@ -20,6 +21,14 @@ from devas.seed import ANY_USER
 
 UMA_PROTECTION = "uma_protection"
 SESSION_KINDS = ("pat", "user")  # token kinds that survive a plain reset
+DAY = 24 * 3600
+
+# Keycloak 26: the realm's default client scopes (acr, basic, email, profile, roles, web-origins)
+# and optional ones (address, microprofile-jwt, offline_access, organization, phone).
+KEYCLOAK_CLIENT_SCOPES = ["profile", "email", "roles", "web-origins", "acr", "basic", "address", "phone",
+                          "offline_access", "microprofile-jwt", "organization"]
+# Gluu CE scopes.ldif / Jans scopes.ldif: scopes with defaultScope ("Allow for dynamic registration").
+DCR_ALLOWED_SCOPES = ["openid", "oxd", "permission", "offline_access", "uma_protection", "jans_stat"]
 
 
 def now() -> int:
@@ -30,34 +39,59 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def internal_client_id(client_id: str) -> str:
+    """Keycloak's internal client id (a UUID; clientId is the name): stable across resets."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "devas-client:" + client_id))
+
+
 @dataclass
 class Settings:
-    """Lifetimes and knobs; seed keys of the same name, changeable with POST /_devas/config."""
+    """Knobs; seed keys of the same name, changeable with POST /_devas/config. Profile-dependent
+    defaults come from `for_profile`."""
     pat_lifetime_s: int = 300
     rpt_lifetime_s: int = 300
     ticket_lifetime_s: int = 300
     user_token_lifetime_s: int = 3600
-    resource_lifetime_s: int = 30 * 24 * 3600
+    resource_lifetime_s: int = 30 * DAY           # Gluu umaResourceLifetime (Janssen: 20 days)
     # Keycloak >= 26.6.2: introspection answers active only when the caller is in the token's aud.
-    introspection_requires_aud: bool = False
+    introspection_requires_aud: bool = True
+    # Janssen FeatureFlagType.UMA; off in a fresh Janssen (403 access_denied on every UMA endpoint).
+    uma_feature_enabled: bool = True
+    client_scopes: list[str] = field(default_factory=lambda: list(KEYCLOAK_CLIENT_SCOPES))
+    dcr_allowed_scopes: list[str] = field(default_factory=lambda: list(DCR_ALLOWED_SCOPES))
+    registration_trusted_hosts: list[str] = field(default_factory=list)  # Keycloak "Trusted Hosts"
+    error_reason_enabled: bool = False            # Gluu errorReasonEnabled
+    restrict_resource_to_associated_client: bool = False  # Gluu umaRestrictResourceToAssociatedClient
+    keep_expired_permissions: bool = False        # lenient: Gluu drops expired RPT permissions
+    uma_validate_claim_token: bool = False        # Gluu umaValidateClaimToken (templates: false)
+    owner_has_access: bool = True                 # the seed realm's owner policy (see README)
 
     @classmethod
-    def from_seed(cls, seed: dict[str, Any]) -> "Settings":
+    def for_profile(cls, profile: str, seed: dict[str, Any]) -> "Settings":
         settings = cls()
+        if profile == "janssen":
+            settings.resource_lifetime_s = 20 * DAY
+            settings.uma_feature_enabled = False
         settings.update({f.name: seed[f.name] for f in fields(cls) if f.name in seed})
         return settings
 
     def update(self, values: dict[str, Any]) -> None:
         """Raises ValueError naming the key that is unknown or of the wrong type."""
-        known = {f.name: f.type for f in fields(self)}
+        known = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in values.items():
             if name not in known:
                 raise ValueError(f"unknown setting {name!r}")
-            wanted = bool if known[name] in ("bool", bool) else int
-            if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-                raise ValueError(f"{name} must be {wanted.__name__}")
+            current = known[name]
+            if isinstance(current, list):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{name} must be a list of strings")
+            elif isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be bool")
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be int")
         for name, value in values.items():
-            setattr(self, name, value)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -66,11 +100,27 @@ class Settings:
 @dataclass
 class Client:
     client_id: str
-    client_secret: str
-    uma_protection: bool = True  # may hold a PAT (Keycloak role / Gluu allowed scope)
-    rpt_as_jwt: bool = False     # uma2 profile: RPTs for this client are JWTs
+    client_secret: str | None                 # None: a public client
+    id: str = ""                              # Keycloak's internal id
+    resource_server: bool = False             # Keycloak: authorization services on (role uma_protection)
+    scopes: frozenset[str] = frozenset()      # Gluu: the client's registered scopes
+    grant_types: tuple[str, ...] = ()         # Gluu: the client's grant types
+    service_accounts_enabled: bool = True     # Keycloak
+    bearer_only: bool = False                 # Keycloak
+    direct_access_grants: bool = True         # Keycloak: password grant allowed
+    client_scopes: tuple[str, ...] | None = None  # Keycloak: its client scopes (None: all the realm's)
+    introspection_without_aud_check: bool = False  # Keycloak client attribute
+    rpt_as_jwt: bool = False                  # Gluu
+    access_token_signing_alg: str = "RS256"   # Gluu: the alg of its JWT RPTs
     dynamic: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.id = self.id or internal_client_id(self.client_id)
+
+    @property
+    def public(self) -> bool:
+        return self.client_secret is None
 
 
 @dataclass
@@ -89,7 +139,7 @@ class Resource:
     id: str
     name: str
     client_id: str            # the resource server that registered it
-    owner: str | None         # a user's sub, or the resource server's client id
+    owner: str | None         # Keycloak: a user's sub or the RS's internal id; Gluu: seed only
     scopes: list[str]
     uris: list[str] = field(default_factory=list)
     type: str | None = None
@@ -100,7 +150,7 @@ class Resource:
     owner_managed_access: bool = False
     attributes: dict[str, list[str]] = field(default_factory=dict)
     iat: int = 0
-    exp: int | None = None    # uma2 resources expire; None = never
+    exp: int | None = None    # Gluu resources expire; None = never
 
     def alive(self, at: int) -> bool:
         return self.exp is None or self.exp > at
@@ -115,8 +165,10 @@ class Grant:
 
 @dataclass
 class Permission:
-    resource_id: str
+    resource_id: str | None   # Keycloak: None for a scopes-only permission
     scopes: list[str]
+    params: dict[str, Any] | None = None   # Gluu
+    exp: int | None = None                 # Gluu: the permission's (ticket's) expiry
 
 
 @dataclass
@@ -125,6 +177,7 @@ class Ticket:
     client_id: str
     permissions: list[Permission]
     exp: int
+    pct: str | None = None
 
 
 @dataclass
@@ -142,10 +195,11 @@ class TokenRecord:
     username: str | None = None
     claims: dict[str, Any] = field(default_factory=dict)       # the JWT payload (also for opaque)
     extra: dict[str, Any] = field(default_factory=dict)        # test-supplied extra claims
-    # RPT only: [{"resource_id","resource_name","resource_scopes", optional "exp","nbf","iat"}]
+    # RPT only: [{"resource_id","resource_name","resource_scopes", optional "exp","nbf","iat","params"}]
     permissions: list[dict[str, Any]] = field(default_factory=list)
     audience: list[str] = field(default_factory=list)
-    pct_claims: dict[str, Any] = field(default_factory=dict)
+    pct: str | None = None     # Gluu: the PCT whose claims the RPT carries
+    token: str | None = None   # the token as issued (Gluu looks a JWT RPT up by its whole text)
 
     def live(self, at: int) -> bool:
         return self.active and self.exp > at and (self.nbf is None or self.nbf <= at)
@@ -153,10 +207,21 @@ class TokenRecord:
 
 @dataclass
 class Party:
-    """The requesting party of a UMA grant."""
-    sub: str
+    """The requesting party of a UMA grant: a user, or a client's service account."""
+    sub: str | None
     username: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] = field(default_factory=dict)   # the claim token's claims
+    client_id: str | None = None   # the client the identity token was issued to (azp)
+
+
+@dataclass
+class InitialAccessToken:
+    """Keycloak's ClientInitialAccessModel: a remaining use count and an optional expiration."""
+    id: str
+    token: str
+    count: int
+    expiration_s: int = 0
+    timestamp: int = 0
 
 
 def _owner_of(raw: Any) -> str | None:
@@ -166,8 +231,9 @@ def _owner_of(raw: Any) -> str | None:
 class Store:
     PURGE_EVERY = 1000
 
-    def __init__(self, seed: dict[str, Any], resources_expire: bool):
+    def __init__(self, seed: dict[str, Any], profile: str, resources_expire: bool):
         self.seed = seed
+        self.profile = profile
         self.resources_expire = resources_expire  # Gluu resources carry iat/exp; Keycloak's do not
         self.reset()
 
@@ -182,26 +248,31 @@ class Store:
 
     def _apply_seed(self) -> None:
         seed = self.seed
-        self.settings = Settings.from_seed(seed)
-        self.clients = {c["client_id"]: Client(
-            client_id=c["client_id"], client_secret=c["client_secret"],
-            uma_protection=c.get("uma_protection", True), rpt_as_jwt=c.get("rpt_as_jwt", False))
-            for c in seed.get("clients", [])}
+        self.settings = Settings.for_profile(self.profile, seed)
+        self.clients = {c["client_id"]: client_from_seed(c) for c in seed.get("clients", [])}
         self.users = {u["sub"]: User(sub=u["sub"], username=u["username"], password=u["password"],
                                      is_operator=bool(u.get("isOperator", False)))
                       for u in seed.get("users", [])}
-        default_rs = next(iter(self.clients), "pep-client")
-        self.default_rs = default_rs
+        self.default_rs = next(iter(self.clients), "pep-client")
         at = now()
         self.resources: dict[str, Resource] = {}
         for r in seed.get("resources", []):
+            rs = r.get("client_id", self.default_rs)
+            owner = _owner_of(r.get("owner"))
+            if owner in self.clients:
+                owner = self.clients[owner].id
             self.resources[r["_id"]] = Resource(
-                id=r["_id"], name=r.get("name", r["_id"]), client_id=r.get("client_id", default_rs),
-                owner=_owner_of(r.get("owner")), scopes=list(r.get("resource_scopes", [])),
-                uris=list(r.get("uris", [])), type=r.get("type"), icon_uri=r.get("icon_uri"),
-                description=r.get("description"), iat=at, exp=self.resource_exp(at, r.get("exp_in")))
+                id=r["_id"], name=r.get("name", r["_id"]), client_id=rs, owner=owner,
+                scopes=list(r.get("resource_scopes", [])), uris=list(r.get("uris", [])), type=r.get("type"),
+                icon_uri=r.get("icon_uri"), description=r.get("description"), iat=at,
+                exp=self.resource_exp(at, r.get("exp_in")))
         self.grants = [Grant(g["sub"], g["resource_id"], list(g.get("scopes", [])))
                        for g in seed.get("grants", [])]
+        self.initial_access_tokens = {t.id: t for t in map(initial_access_token_from_seed,
+                                                            seed.get("initial_access_tokens", []))}
+        # Gluu: every scope id in the scopes branch (OAuth scopes and auto-added UMA scopes).
+        self.known_scopes: set[str] = set(DCR_ALLOWED_SCOPES) | {"profile", "email"}
+        self.known_scopes.update(s for r in self.resources.values() for s in r.scopes)
         self.tickets: dict[str, Ticket] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.pcts: dict[str, Party] = {}
@@ -214,7 +285,12 @@ class Store:
     # ---- clients and users ------------------------------------------------------------------
     def authenticate_client(self, client_id: str, secret: str | None) -> Client | None:
         client = self.clients.get(client_id)
-        return client if client is not None and secret == client.client_secret else None
+        if client is None:
+            return None
+        return client if client.public or secret == client.client_secret else None
+
+    def client_by_internal_id(self, internal: str) -> Client | None:
+        return next((c for c in self.clients.values() if c.id == internal), None)
 
     def check_password(self, username: str | None, password: str | None) -> User | None:
         for user in self.users.values():
@@ -223,7 +299,7 @@ class Store:
         return None
 
     def find_user(self, ref: str) -> User | None:
-        """A user by sub or by username (Keycloak accepts either as a resource owner)."""
+        """A user by id (sub) or by username (Keycloak accepts either as a resource owner)."""
         return self.users.get(ref) or next((u for u in self.users.values() if u.username == ref), None)
 
     # ---- resources ----------------------------------------------------------------------
@@ -239,19 +315,18 @@ class Store:
             del self.resources[rid]
         return [r for r in self.resources.values() if client_id is None or r.client_id == client_id]
 
-    def resource(self, rid: str, client_id: str | None = None, by_name: bool = False) -> Resource | None:
-        for r in self.live_resources(client_id):
-            if r.id == rid:
-                return r
-        if by_name:
-            return next((r for r in self.live_resources(client_id) if r.name == rid), None)
-        return None
+    def resource(self, rid: str | None, client_id: str | None = None) -> Resource | None:
+        return next((r for r in self.live_resources(client_id) if r.id == rid), None)
 
     # ---- policy -------------------------------------------------------------------------
-    def allowed_scopes(self, sub: str, resource: Resource) -> set[str] | None:
-        """The scopes `sub` may use on `resource`: all of them for the owner, else the union of the
-        matching grant rows (sub or "*"); None when the party has no relation to the resource."""
-        if resource.owner == sub:
+    def allowed_scopes(self, sub: str | None, resource: Resource, identity_id: str | None = None) -> set[str] | None:
+        """The scopes `sub` may use on `resource` under the seed's policy: all of them for the owner
+        (`sub`, or the identity's id: a Keycloak RS's service account owns the RS's resources) while
+        `owner_has_access`, else the union of the matching grant rows (sub or "*"); None when the
+        party has no relation to the resource."""
+        if sub is None:
+            return None
+        if resource.owner in (sub, identity_id) and self.settings.owner_has_access:
             return set(resource.scopes)
         rows = [g for g in self.grants if g.resource_id == resource.id and g.sub in (sub, ANY_USER)]
         if not rows:
@@ -270,3 +345,32 @@ class Store:
         if len(self.tickets) % self.PURGE_EVERY == 0:
             at = now()
             self.tickets = {k: t for k, t in self.tickets.items() if t.exp > at}
+
+
+def client_from_seed(c: dict[str, Any]) -> Client:
+    """A seed client. `uma_protection` (default true) makes it a Keycloak resource server and adds
+    the scope to its Gluu registered scopes; `scopes` overrides those (default openid, profile)."""
+    rs = bool(c.get("uma_protection", True))
+    scopes = c.get("scopes")
+    if scopes is None:
+        scopes = ["openid", "profile"] + ([UMA_PROTECTION] if rs else [])
+    client_scopes = c.get("client_scopes")
+    return Client(
+        client_id=c["client_id"], client_secret=None if c.get("public_client") else c.get("client_secret"),
+        resource_server=rs, scopes=frozenset(scopes),
+        grant_types=tuple(c.get("grant_types", ("authorization_code", "client_credentials", "password",
+                                                 "urn:ietf:params:oauth:grant-type:uma-ticket"))),
+        service_accounts_enabled=bool(c.get("service_accounts_enabled", True)),
+        bearer_only=bool(c.get("bearer_only", False)),
+        direct_access_grants=bool(c.get("direct_access_grants_enabled", True)),
+        client_scopes=tuple(client_scopes) if client_scopes is not None else None,
+        introspection_without_aud_check=bool(c.get("allow_introspection_without_audience_check", False)),
+        rpt_as_jwt=bool(c.get("rpt_as_jwt", False)),
+        access_token_signing_alg=c.get("access_token_signing_alg", "RS256"))
+
+
+def initial_access_token_from_seed(raw: Any) -> InitialAccessToken:
+    """`"token"` (one use) or `{"token", "count"?: 1, "expiration_s"?: 0}`."""
+    spec = {"token": raw} if isinstance(raw, str) else dict(raw)
+    return InitialAccessToken(id=spec["token"], token=spec["token"], count=int(spec.get("count", 1)),
+                              expiration_s=int(spec.get("expiration_s", 0)), timestamp=now())

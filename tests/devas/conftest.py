@@ -1,4 +1,4 @@
-"""Fixtures of the devas tests: both AS profiles and the echo upstream, in-process on port 0.
+"""Fixtures of the devas tests: the three AS profiles and the echo upstream, in-process on port 0.
 One server of each per module; the function-scoped fixtures reset it before handing it out.
 devas is a development/test fixture, NOT for production."""
 
@@ -34,6 +34,11 @@ def u2_server():
 
 
 @pytest.fixture(scope="module")
+def jans_server():
+    yield from _running(server.start("janssen", port=0))
+
+
+@pytest.fixture(scope="module")
 def echo_server():
     yield from _running(echo_mod.start(port=0))
 
@@ -51,12 +56,26 @@ def u2(u2_server):
 
 
 @pytest.fixture
+def jans(jans_server):
+    """Janssen with UMA switched on (a fresh Janssen has it off: see test_janssen_*)."""
+    jans_server.app.reset()
+    jans_server.app.store.settings.uma_feature_enabled = True
+    return jans_server
+
+
+@pytest.fixture
 def echo(echo_server):
     requests.post(echo_server.url + "/_echo/reset", timeout=5).raise_for_status()
     return echo_server
 
 
-@pytest.fixture(params=["keycloak", "uma2"])
+@pytest.fixture(params=["keycloak", "uma2", "janssen"])
 def any_as(request):
-    """Each test using it runs once per dialect."""
-    return request.getfixturevalue("kc" if request.param == "keycloak" else "u2")
+    """Each test using it runs once per profile."""
+    return request.getfixturevalue({"keycloak": "kc", "uma2": "u2", "janssen": "jans"}[request.param])
+
+
+@pytest.fixture(params=["uma2", "janssen"])
+def gluu(request):
+    """Gluu oxAuth and Janssen: the same UMA code (Janssen with its UMA feature flag on)."""
+    return request.getfixturevalue({"uma2": "u2", "janssen": "jans"}[request.param])
