@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use crate::apply::as_owner;
 use crate::context::{AsContext, Common, ContextError};
+use crate::expiry::description_of;
 use crate::identity::{Caller, IdentityConfig, IdentityError, Verifier};
 use crate::pdp::PdpClient;
 use crate::render::filter_resources;
@@ -276,6 +278,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         uri: uri.clone(),
         scopes: scopes.clone(),
         description: body.description.clone(),
+        owner: as_owner(&owner),
     };
     // An API create never adopts an AS resource of the same name (that is apply's job for
     // its own file): a 409 is a conflict for the caller.
@@ -446,13 +449,7 @@ async fn update_common(
         || next.scopes != current.scopes
         || next.description != current.description;
     if at_as_changed {
-        let d = Description {
-            name: next.name.clone(),
-            uri: next.uri.clone(),
-            scopes: next.scopes.clone(),
-            description: next.description.clone(),
-        };
-        state.resource_set.update(&current.id, &d).await.map_err(as_error)?;
+        state.resource_set.update(&current.id, &description_of(&next)).await.map_err(as_error)?;
     }
     next.updated_at = now_s();
     let to_store = next.clone();
@@ -682,6 +679,7 @@ mod tests {
             http.clone(),
             dead("token"),
             ClientCredentials { client_id: "c".into(), client_secret: "s".into() },
+            uma_pep_core::config::AsProfile::Keycloak,
         ));
         let state = Arc::new(AppState {
             repo,

@@ -18,6 +18,11 @@ use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSe
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
 pub const NOBODY: &str = "0000000000000";
 
+/// The owner to tell the AS: none for the seed's placeholder (the resource server owns those).
+pub fn as_owner(owner: &str) -> Option<String> {
+    Some(owner.trim()).filter(|o| !o.is_empty() && *o != NOBODY).map(str::to_string)
+}
+
 #[derive(Debug, Error)]
 pub enum ApplyError {
     #[error("cannot read {path}: {source}")]
@@ -76,14 +81,16 @@ pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, String> {
         if !uris.insert(uri.clone()) {
             return Err(format!("{at}.resource_uri {uri:?} is listed twice"));
         }
+        let owner = e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string());
         out.push(Wanted {
             description: Description {
                 name: e.name,
                 uri,
                 scopes: complete_scopes(&e.scopes),
                 description: e.description,
+                owner: as_owner(&owner),
             },
-            owner: e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string()),
+            owner,
         });
     }
     Ok(out)
@@ -224,8 +231,14 @@ impl<'a> Applier<'a> {
     }
 
     async fn one(&self, w: &Wanted) -> Result<(String, Outcome), StepError> {
-        let d = &w.description;
-        let by_name = self.repo.get_by_name(&d.name)?;
+        let by_name = self.repo.get_by_name(&w.description.name)?;
+        // The repository is the record of owners (a transfer through the API is kept), so a
+        // known resource is described to the AS with its current owner.
+        let current = Description {
+            owner: by_name.as_ref().map_or_else(|| w.description.owner.clone(), |e| as_owner(&e.owner)),
+            ..w.description.clone()
+        };
+        let d = &current;
         if let Some(other) = self.repo.get_by_uri(&d.uri)? {
             if other.name != d.name {
                 return Err(StepError::Conflict(format!(
@@ -252,9 +265,9 @@ impl<'a> Applier<'a> {
                         || existing.scopes != d.scopes
                         || existing.description != d.description;
                     let (outcome, exp) = if !at_as.matches(d) {
-                        (Outcome::Updated, self.put_and_read_exp(&existing.id, d, at_as.exp).await?)
+                        (Outcome::Updated, self.as_client.update_and_renew(&existing.id, d, &at_as).await?)
                     } else if self.needs_refresh(at_as.exp) {
-                        (Outcome::Refreshed, self.put_and_read_exp(&existing.id, d, at_as.exp).await?)
+                        (Outcome::Refreshed, self.as_client.update_and_renew(&existing.id, d, &at_as).await?)
                     } else if changed_here {
                         (Outcome::Updated, at_as.exp)
                     } else {
@@ -272,25 +285,12 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// PUT, then read the resource back for its new `exp` (only Gluu has one).
-    async fn put_and_read_exp(
-        &self,
-        id: &str,
-        d: &Description,
-        old_exp: Option<i64>,
-    ) -> Result<Option<i64>, StepError> {
-        self.as_client.update(id, d).await?;
-        if old_exp.is_none() {
-            return Ok(None);
-        }
-        Ok(self.as_client.get(id).await?.and_then(|r| r.exp))
-    }
-
     async fn adopt(&self, found: Registered, d: &Description) -> Result<(Registered, Outcome), StepError> {
-        if !found.matches(d) {
-            self.as_client.update(&found.id, d).await?;
+        if found.matches(d) {
+            return Ok((found, Outcome::Adopted));
         }
-        Ok((found, Outcome::Adopted))
+        let exp = self.as_client.update_and_renew(&found.id, d, &found).await?;
+        Ok((Registered { exp, ..found }, Outcome::Adopted))
     }
 
     async fn create_or_adopt(&self, d: &Description) -> Result<(Registered, Outcome), StepError> {
@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(w[1].description.uri, "/eric");
         assert_eq!(w[1].description.scopes.len(), 6);
         assert_eq!(w[1].owner, "d3688daa");
+        assert_eq!(w[1].description.owner.as_deref(), Some("d3688daa"), "told to the AS");
+        assert_eq!(w[0].description.owner, None, "the placeholder owner is not sent: the RS owns it");
         assert_eq!(w[2].owner, NOBODY);
+        assert_eq!(w[2].description.owner, None);
         assert_eq!(w[2].description.description, None);
     }
 

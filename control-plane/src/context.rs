@@ -1,7 +1,7 @@
 //! The connection to the AS assembled from the common flags: HTTP client (TLS policy),
 //! discovery, the PAT source and the resource registration client.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,12 @@ use crate::transport::{build_client, TransportError};
 pub enum ContextError {
     #[error("--issuer (or PEPCTL_ISSUER) is required for this command")]
     NoIssuer,
+    #[error(
+        "--issuer (PEPCTL_ISSUER) {given:?} ends with '/': write {fixed:?}. The issuer is compared byte for \
+         byte with the `issuer` of the AS's discovery document, which has no trailing slash (Keycloak: \
+         {{base}}/realms/{{realm}}, Gluu/Janssen: https://host); the filter refuses it too"
+    )]
+    IssuerSlash { given: String, fixed: String },
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
@@ -42,8 +48,25 @@ impl Common {
         build_client(self.ca_file.as_deref(), self.timeout)
     }
 
+    /// The issuer as configured. One with a trailing slash is refused here, before any call:
+    /// discovery would name another issuer and every request of the filter would fail.
     pub fn issuer(&self) -> Result<&str, ContextError> {
-        self.issuer.as_deref().filter(|s| !s.is_empty()).ok_or(ContextError::NoIssuer)
+        let issuer = self.issuer.as_deref().filter(|s| !s.is_empty()).ok_or(ContextError::NoIssuer)?;
+        if issuer.ends_with('/') {
+            return Err(ContextError::IssuerSlash {
+                given: issuer.to_string(),
+                fixed: issuer.trim_end_matches('/').to_string(),
+            });
+        }
+        Ok(issuer)
+    }
+
+    /// The client file (`--client`), refused when it was written for another issuer or
+    /// dialect (see `ClientFile::check_for`).
+    pub fn client_file(&self) -> Result<ClientFile, ContextError> {
+        let file = ClientFile::load(&self.client)?;
+        file.check_for(&self.client, self.issuer()?, self.profile)?;
+        Ok(file)
     }
 
     pub async fn endpoints(&self, http: &reqwest::Client) -> Result<Endpoints, ContextError> {
@@ -64,9 +87,14 @@ pub struct AsContext {
 impl AsContext {
     pub async fn connect(common: &Common) -> Result<Self, ContextError> {
         let http = common.http()?;
+        let client = common.client_file()?;
         let endpoints = common.endpoints(&http).await?;
-        let client = load_client(&common.client)?;
-        let pat = Arc::new(PatSource::new(http.clone(), endpoints.token.clone(), client.credentials()));
+        let pat = Arc::new(PatSource::new(
+            http.clone(),
+            endpoints.token.clone(),
+            client.credentials(),
+            common.profile,
+        ));
         let resource_set = Arc::new(ResourceSetClient::new(
             http.clone(),
             endpoints.resource_registration.clone(),
@@ -75,8 +103,4 @@ impl AsContext {
         ));
         Ok(Self { http, endpoints, client, pat, resource_set, profile: common.profile })
     }
-}
-
-pub fn load_client(path: &Path) -> Result<ClientFile, ContextError> {
-    Ok(ClientFile::load(path)?)
 }

@@ -18,7 +18,11 @@ pub enum DiscoveryError {
     Request { url: String, source: reqwest::Error },
     #[error("discovery at {url}: {source}")]
     As { url: String, source: AsError },
-    #[error("discovery names issuer {found:?}, expected {expected:?} (RFC 8414 §3.3)")]
+    #[error(
+        "the AS's discovery document names issuer {found:?}, but --issuer (PEPCTL_ISSUER) is {expected:?}: \
+         they must be equal byte for byte (RFC 8414 §3.3; the filter compares them the same way). If this \
+         is the right AS, set --issuer {found:?}"
+    )]
     IssuerMismatch { expected: String, found: String },
     #[error("the AS offers no {0}")]
     Missing(&'static str),
@@ -50,10 +54,6 @@ pub fn well_known_url(issuer: &str, doc: &str) -> Result<Url, TransportError> {
     checked_url("discovery URL", &format!("{}/.well-known/{doc}", issuer.trim_end_matches('/')))
 }
 
-fn same_issuer(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
-}
-
 /// Parses a discovery document (pure: unit-tested without a server).
 pub fn parse_endpoints(issuer: &str, status: u16, body: &[u8]) -> Result<Endpoints, DiscoveryError> {
     let url = format!("{}/.well-known/uma2-configuration", issuer.trim_end_matches('/'));
@@ -62,7 +62,7 @@ pub fn parse_endpoints(issuer: &str, status: u16, body: &[u8]) -> Result<Endpoin
         Discovery::parse(&response).map_err(|source| DiscoveryError::As { url: url.clone(), source })?;
     let extra: Extra = serde_json::from_slice(body)
         .map_err(|e| DiscoveryError::As { url, source: AsError::Garbage(e.to_string()) })?;
-    if !same_issuer(&uma.issuer, issuer) {
+    if uma.issuer != issuer {
         return Err(DiscoveryError::IssuerMismatch { expected: issuer.to_string(), found: uma.issuer });
     }
     let opt = |what: &str, v: Option<String>| -> Result<Option<Url>, TransportError> {
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn parses_and_checks_the_issuer() {
-        let e = parse_endpoints("http://127.0.0.1:9/realms/r/", 200, DOC.as_bytes()).unwrap();
+        let e = parse_endpoints("http://127.0.0.1:9/realms/r", 200, DOC.as_bytes()).unwrap();
         assert_eq!(e.resource_registration.as_str(), "http://127.0.0.1:9/rs");
         assert_eq!(e.registration.unwrap().as_str(), "http://127.0.0.1:9/reg");
         assert!(e.userinfo.is_none());
@@ -139,6 +139,10 @@ mod tests {
             parse_endpoints("http://127.0.0.1:9/realms/other", 200, DOC.as_bytes()),
             Err(DiscoveryError::IssuerMismatch { .. })
         ));
+        // Byte for byte, as the filter compares: a trailing slash is another issuer.
+        let err = parse_endpoints("http://127.0.0.1:9/realms/r/", 200, DOC.as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"http://127.0.0.1:9/realms/r/\"") && text.contains("--issuer"), "{text}");
     }
 
     #[test]

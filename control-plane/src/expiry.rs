@@ -39,6 +39,7 @@ pub fn description_of(r: &StoredResource) -> Description {
         uri: r.uri.clone(),
         scopes: r.scopes.clone(),
         description: r.description.clone(),
+        owner: crate::apply::as_owner(&r.owner),
     }
 }
 
@@ -53,9 +54,8 @@ async fn renew(
     r: &StoredResource,
 ) -> Result<Refreshed, ResourceSetError> {
     let d = description_of(r);
-    match as_client.update(&r.id, &d).await {
-        Ok(()) => {
-            let exp = as_client.get(&r.id).await?.and_then(|x| x.exp);
+    match as_client.renew(&r.id, &d).await {
+        Ok(exp) => {
             let mut next = r.clone();
             next.as_expires_at = exp;
             next.updated_at = now_s();

@@ -23,8 +23,9 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
-/// The public JWK of a PKCS#8 PEM private key: RSA → RS256, P-256 → ES256, Ed25519 → EdDSA.
-pub fn public_key_from_pem(pem: &[u8]) -> Result<Jwk, JwksError> {
+/// The signing algorithm of a PKCS#8 PEM private key and its public JWK: RSA → RS256,
+/// P-256 → ES256, Ed25519 → EdDSA.
+pub fn key_from_pem(pem: &[u8]) -> Result<(SigningAlg, Jwk), JwksError> {
     let pem = std::str::from_utf8(pem).map_err(|_| JwksError::UnsupportedKey)?;
     for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
         let Ok((_, jwk)) = public_jwk(pem, alg, None) else { continue };
@@ -34,9 +35,14 @@ pub fn public_key_from_pem(pem: &[u8]) -> Result<Jwk, JwksError> {
                 continue;
             }
         }
-        return Ok(jwk);
+        return Ok((alg, jwk));
     }
     Err(JwksError::UnsupportedKey)
+}
+
+/// The public JWK of a PKCS#8 PEM private key (see `key_from_pem`).
+pub fn public_key_from_pem(pem: &[u8]) -> Result<Jwk, JwksError> {
+    Ok(key_from_pem(pem)?.1)
 }
 
 pub fn jwks_from_pem_file(path: &Path) -> Result<JwkSet, JwksError> {

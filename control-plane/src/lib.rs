@@ -12,6 +12,7 @@ pub mod identity;
 pub mod jwks;
 pub mod pat;
 pub mod pdp;
+pub mod refusal;
 pub mod registration;
 pub mod render;
 pub mod repository;

@@ -10,7 +10,7 @@ use uma_pep_core::config::AsProfile;
 
 use pepctl::apply::{load_seed, Applier, Outcome};
 use pepctl::context::{AsContext, Common};
-use pepctl::registration::{register_client, ClientFile, ClientOutcome};
+use pepctl::registration::{register_client, ClientFile, ClientOutcome, ClientRequest};
 use pepctl::repository::{Repository, StoredResource};
 
 #[derive(Debug, Parser)]
@@ -63,14 +63,16 @@ struct CommonArgs {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Register the PEP's client at the AS (RFC 7591); reuses an existing file
+    /// Register the PEP's client at the AS; reuses an existing file. Keycloak: its `default`
+    /// provider with an initial access token; Gluu/Janssen: RFC 7591 with scope uma_protection
     RegisterClient {
         /// Where to write the client (mode 0600); defaults to --client
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value = "uma-pep")]
-        client_name: String,
-        /// Initial access token for ASs that require one (Keycloak)
+        /// Keycloak: the clientId (default: uma-pep-<random>); Gluu/Janssen: client_name (default: uma-pep)
+        #[arg(long)]
+        client_name: Option<String>,
+        /// Initial access token (required by Keycloak: Realm → Clients → Initial access token)
         #[arg(long, env = "PEPCTL_INITIAL_ACCESS_TOKEN", hide_env_values = true)]
         initial_access_token: Option<String>,
     },
@@ -217,23 +219,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::RegisterClient { out, client_name, initial_access_token } => {
             let out = out.unwrap_or_else(|| common.client.clone());
-            let issuer = common.issuer()?.to_string();
-            // An existing file needs no AS at all: that is what makes restarts idempotent.
-            let (file, what) = if out.exists() {
-                (ClientFile::load(&out)?, ClientOutcome::Reused)
-            } else {
-                let http = common.http().map_err(pepctl::context::ContextError::from)?;
-                let endpoints = common.endpoints(&http).await?;
-                register_client(
-                    &http,
-                    endpoints.registration.as_ref(),
-                    &issuer,
-                    common.profile,
-                    &client_name,
-                    initial_access_token.as_deref(),
-                    &out,
-                )
-                .await?
+            let issuer = common.issuer()?;
+            // An existing file (of this issuer and dialect) needs no AS at all: that is what
+            // makes restarts idempotent.
+            let (file, what) = match ClientFile::reuse(&out, issuer, common.profile)? {
+                Some(file) => (file, ClientOutcome::Reused),
+                None => {
+                    let http = common.http().map_err(pepctl::context::ContextError::from)?;
+                    let endpoints = common.endpoints(&http).await?;
+                    let request = ClientRequest {
+                        issuer,
+                        profile: common.profile,
+                        client_name: client_name.as_deref(),
+                        initial_access_token: initial_access_token.as_deref(),
+                    };
+                    (register_client(&http, &endpoints, request, &out).await?, ClientOutcome::Created)
+                }
             };
             let verb = match what {
                 ClientOutcome::Reused => "reused",
@@ -244,8 +245,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Resources { command } => resources(&common, command).await,
         Command::Render(args) => {
-            let repo = Repository::open(&common.db)?;
-            let out = pepctl::render::render(&common, &repo, &args)?;
+            let out = if args.target == pepctl::render::Target::KeycloakClient {
+                // Needs no repository (and creates none).
+                pepctl::render::keycloak_client(&common, &args)?
+            } else {
+                let repo = Repository::open(&common.db)?;
+                pepctl::render::render(&common, &repo, &args)?
+            };
             print!("{out}");
             Ok(())
         }

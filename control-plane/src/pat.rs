@@ -1,20 +1,54 @@
-//! The Protection API Token: `client_credentials` with `scope=uma_protection`, cached until
-//! shortly before it expires and shared by every concurrent caller (one token request for N
-//! waiting callers), refreshed and the call retried once when the AS refuses it.
+//! The Protection API Token: `client_credentials` in the dialect's form (uma2: with
+//! `scope=uma_protection`, which Gluu/Janssen require; keycloak: without, since Keycloak refuses
+//! `uma_protection` as a scope: it is a client role there), cached until shortly before it
+//! expires and shared by every concurrent caller (one token request for N waiting callers),
+//! refreshed and the call retried once when the AS refuses it.
 
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
+use uma_pep_core::config::AsProfile;
 use uma_pep_core::wire::{basic_authorization, pat_request_body, AccessToken, AsError, AsResponse};
 use url::Url;
+
+use crate::refusal::Refusal;
 
 #[derive(Debug, Error)]
 pub enum PatError {
     #[error("token request to {url} failed: {source}")]
     Request { url: String, source: reqwest::Error },
     #[error("PAT refused by the token endpoint: {0}")]
-    As(AsError),
+    Refused(String),
+    #[error("PAT answer unusable: {0}")]
+    Garbage(AsError),
+    #[error(
+        "the token endpoint granted client {client_id} the scope {granted:?}, without uma_protection: every \
+         protection call would be refused (406 invalid_client_scope). Allow the scope uma_protection on the \
+         client (Gluu/Janssen admin UI: the client's Scopes; a dynamically registered client gets it only when \
+         the uma_protection scope has \"Allow for dynamic registration\" on), or register a new client with \
+         `pepctl register-client`"
+    )]
+    NoProtectionScope { client_id: String, granted: String },
+}
+
+/// Checks the `scope` of a uma2 token answer: present and without `uma_protection` means the
+/// AS silently dropped it (Gluu's `ScopeChecker` drops what the client may not have). An
+/// answer without `scope` is not held against the AS.
+pub fn check_protection_scope(client_id: &str, body: &[u8]) -> Result<(), PatError> {
+    #[derive(Deserialize)]
+    struct Scoped {
+        #[serde(default)]
+        scope: Option<String>,
+    }
+    let granted = serde_json::from_slice::<Scoped>(body).ok().and_then(|s| s.scope);
+    match granted {
+        Some(g) if !g.split_whitespace().any(|s| s == "uma_protection") => {
+            Err(PatError::NoProtectionScope { client_id: client_id.to_string(), granted: g })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The PEP's client credentials. Debug never prints the secret.
@@ -42,6 +76,7 @@ pub struct PatSource {
     client: reqwest::Client,
     token_endpoint: Url,
     credentials: ClientCredentials,
+    profile: AsProfile,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -52,8 +87,13 @@ pub fn refresh_margin(expires_in: u64) -> Duration {
 }
 
 impl PatSource {
-    pub fn new(client: reqwest::Client, token_endpoint: Url, credentials: ClientCredentials) -> Self {
-        Self { client, token_endpoint, credentials, cached: Mutex::new(None) }
+    pub fn new(
+        client: reqwest::Client,
+        token_endpoint: Url,
+        credentials: ClientCredentials,
+        profile: AsProfile,
+    ) -> Self {
+        Self { client, token_endpoint, credentials, profile, cached: Mutex::new(None) }
     }
 
     pub fn credentials(&self) -> &ClientCredentials {
@@ -95,14 +135,20 @@ impl PatSource {
                 basic_authorization(&self.credentials.client_id, &self.credentials.client_secret),
             )
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(pat_request_body())
+            .body(pat_request_body(self.profile))
             .send()
             .await
             .map_err(request_error)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(request_error)?;
-        let token =
-            AccessToken::parse(&AsResponse { status: Some(status), body: &body }).map_err(PatError::As)?;
+        if status != 200 {
+            return Err(PatError::Refused(Refusal::parse(status, &body).explained(self.profile)));
+        }
+        let token = AccessToken::parse(&AsResponse { status: Some(status), body: &body })
+            .map_err(PatError::Garbage)?;
+        if self.profile == AsProfile::Uma2 {
+            check_protection_scope(&self.credentials.client_id, &body)?;
+        }
         tracing::debug!(expires_in = token.expires_in, "obtained a PAT");
         Ok(token)
     }
@@ -163,14 +209,32 @@ mod tests {
         assert!(!shown.contains("s3cret"));
     }
 
-    /// A token endpoint and one protected endpoint on loopback, counting calls. The protected
-    /// endpoint refuses the first PAT it sees (as after an AS restart) with Keycloak's 403.
-    async fn fake_as() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    /// A token endpoint and one protected endpoint on loopback, counting calls. The token
+    /// endpoint answers like the real servers: Keycloak refuses `scope=uma_protection`
+    /// (`400 invalid_scope`), Gluu grants only the scopes the client may have (`gluu_scope`).
+    /// The protected endpoint refuses the first PAT it sees (as after an AS restart) with
+    /// Keycloak's 403.
+    async fn fake_as_with(
+        gluu_scope: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use axum::routing::{get, post};
         use std::sync::atomic::{AtomicUsize, Ordering};
         let tokens = std::sync::Arc::new(AtomicUsize::new(0));
         let counter = tokens.clone();
         let app = axum::Router::new()
+            .route(
+                "/realms/r/token",
+                post(move |body: String| async move {
+                    if body.contains("scope=") {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            r#"{"error":"invalid_scope","error_description":"Invalid scopes: uma_protection"}"#
+                                .to_string(),
+                        );
+                    }
+                    (axum::http::StatusCode::OK, r#"{"access_token":"kc-pat","expires_in":300}"#.to_string())
+                }),
+            )
             .route(
                 "/token",
                 post(move |headers: axum::http::HeaderMap, body: String| {
@@ -180,7 +244,9 @@ mod tests {
                         assert!(headers["authorization"].to_str().unwrap().starts_with("Basic "));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                        axum::Json(serde_json::json!({"access_token": format!("pat-{n}"), "expires_in": 300}))
+                        axum::Json(
+                            serde_json::json!({"access_token": format!("pat-{n}"), "expires_in": 300, "scope": gluu_scope}),
+                        )
                     }
                 }),
             )
@@ -200,12 +266,42 @@ mod tests {
         (format!("http://{addr}"), tokens)
     }
 
-    fn source(base: &str) -> std::sync::Arc<PatSource> {
+    async fn fake_as() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        fake_as_with("uma_protection").await
+    }
+
+    fn source_at(base: &str, path: &str, profile: AsProfile) -> std::sync::Arc<PatSource> {
         std::sync::Arc::new(PatSource::new(
             reqwest::Client::new(),
-            Url::parse(&format!("{base}/token")).unwrap(),
+            Url::parse(&format!("{base}{path}")).unwrap(),
             ClientCredentials { client_id: "pep".into(), client_secret: "s".into() },
+            profile,
         ))
+    }
+
+    fn source(base: &str) -> std::sync::Arc<PatSource> {
+        source_at(base, "/token", AsProfile::Uma2)
+    }
+
+    #[tokio::test]
+    async fn keycloak_pat_request_has_no_scope() {
+        let (base, _) = fake_as().await;
+        assert_eq!(source_at(&base, "/realms/r/token", AsProfile::Keycloak).get().await.unwrap(), "kc-pat");
+        // The uma2 form is what Keycloak refuses; the refusal is shown with its reason.
+        let err = source_at(&base, "/realms/r/token", AsProfile::Uma2).get().await.unwrap_err();
+        assert!(err.to_string().contains("Invalid scopes: uma_protection"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn uma2_pat_without_uma_protection_is_refused_with_the_fix() {
+        let (base, _) = fake_as_with("openid").await;
+        let err = source(&base).get().await.unwrap_err();
+        assert!(matches!(err, PatError::NoProtectionScope { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("Allow for dynamic registration") && text.contains("\"openid\""), "{text}");
+        assert!(check_protection_scope("c", br#"{"access_token":"x"}"#).is_ok(), "no scope: not judged");
+        assert!(check_protection_scope("c", br#"{"scope":"openid uma_protection"}"#).is_ok());
+        assert!(check_protection_scope("c", br#"{"scope":""}"#).is_err());
     }
 
     #[tokio::test]

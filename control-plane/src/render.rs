@@ -3,6 +3,9 @@
 //! around it, and an Istio `WasmPlugin`. The filter configuration is checked with the
 //! filter's own parser (`PepConfig::from_json`) before anything is printed, so a rendered
 //! file never fails at Envoy start for a reason pepctl could have seen.
+//!
+//! `render keycloak-client` prints the Keycloak client (a `ClientRepresentation`) for operators
+//! who create the PEP's client themselves instead of `register-client`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -10,10 +13,11 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
-use uma_pep_core::config::{AsProfile, PepConfig, Resource};
+use uma_pep_core::config::{AsProfile, PepConfig, Resource, SigningAlg};
 use url::Url;
 
-use crate::context::{load_client, Common, ContextError};
+use crate::context::{Common, ContextError};
+use crate::registration::{keycloak_client_fragment, random_token, ClientFile, RegistrationError};
 use crate::repository::{RepoError, Repository, StoredResource};
 
 #[derive(Debug, Error)]
@@ -28,6 +32,8 @@ pub enum RenderError {
     Flag { flag: &'static str, problem: String },
     #[error("cannot serialise: {0}")]
     Serialize(String),
+    #[error(transparent)]
+    Client(#[from] RegistrationError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,6 +44,29 @@ pub enum Target {
     Envoy,
     /// An Istio WasmPlugin
     Istio,
+    /// The PEP's Keycloak client (ClientRepresentation) for an admin to import
+    KeycloakClient,
+}
+
+/// `--forward-alg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForwardAlg {
+    #[value(name = "RS256", alias = "rs256")]
+    Rs256,
+    #[value(name = "ES256", alias = "es256")]
+    Es256,
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+}
+
+impl From<ForwardAlg> for SigningAlg {
+    fn from(a: ForwardAlg) -> Self {
+        match a {
+            ForwardAlg::Rs256 => SigningAlg::RS256,
+            ForwardAlg::Es256 => SigningAlg::ES256,
+            ForwardAlg::EdDsa => SigningAlg::EdDSA,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +107,20 @@ pub struct RenderArgs {
     pub sync_cluster: Option<String>,
     #[arg(long, default_value_t = 10)]
     pub sync_interval_s: u64,
+    /// Mint a JWT naming the requesting party for the upstream (`forward`), signed with this
+    /// PKCS#8 PEM key. The key goes into the configuration: keep it as private as the client secret
+    #[arg(long)]
+    pub forward_key: Option<PathBuf>,
+    /// Algorithm of --forward-key; default from the key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA)
+    #[arg(long, value_enum, requires = "forward_key")]
+    pub forward_alg: Option<ForwardAlg>,
+    /// keycloak-client: the clientId (default: the client file's, else `uma-pep`)
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// keycloak-client: make up a secret, put it in the output and write it with the client id
+    /// to --client (mode 0600; refused if that file exists), so Keycloak and pepctl agree
+    #[arg(long)]
+    pub write_client: bool,
     /// envoy: the upstream service, host:port
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub upstream: String,
@@ -150,7 +193,7 @@ pub fn filter_config(
 ) -> Result<Value, RenderError> {
     let issuer = common.issuer()?.to_string();
     let issuer_url = parse_url("issuer", &issuer)?;
-    let client = load_client(&common.client)?;
+    let client = common.client_file()?;
     let istio = args.target == Target::Istio;
     let as_cluster = match &args.as_cluster {
         Some(c) => c.clone(),
@@ -192,6 +235,9 @@ pub fn filter_config(
         c.insert("timeout_ms".into(), json!(t));
     }
     c.insert("resources".into(), json!(filter_resources(resources)));
+    if let Some(path) = &args.forward_key {
+        c.insert("forward".into(), forward(path, args.forward_alg)?);
+    }
     if let Some(sync) = &args.sync_url {
         let url = parse_url("sync-url", sync)?;
         let cluster = match &args.sync_cluster {
@@ -212,6 +258,26 @@ pub fn filter_config(
     let value = Value::Object(c);
     PepConfig::from_json(value.to_string().as_bytes()).map_err(|e| RenderError::Invalid(e.to_string()))?;
     Ok(value)
+}
+
+/// `forward: {key_pem, alg}` from `--forward-key` (and `--forward-alg`, which must fit the key).
+fn forward(path: &std::path::Path, alg: Option<ForwardAlg>) -> Result<Value, RenderError> {
+    let flag = "forward-key";
+    let pem = std::fs::read(path)
+        .map_err(|e| RenderError::Flag { flag, problem: format!("cannot read {}: {e}", path.display()) })?;
+    let (key_alg, _) = crate::jwks::key_from_pem(&pem)
+        .map_err(|e| RenderError::Flag { flag, problem: format!("{}: {e}", path.display()) })?;
+    if let Some(a) = alg.map(SigningAlg::from) {
+        if a != key_alg {
+            return Err(RenderError::Flag {
+                flag: "forward-alg",
+                problem: format!("{a:?} does not fit the key in {} (a {key_alg:?} key)", path.display()),
+            });
+        }
+    }
+    let pem =
+        String::from_utf8(pem).map_err(|_| RenderError::Flag { flag, problem: "not UTF-8 PEM".into() })?;
+    Ok(json!({"key_pem": pem, "alg": key_alg}))
 }
 
 fn cluster(name: &str, host: &str, port: u16, tls_sni: Option<&str>, ca_file: &str) -> Value {
@@ -368,7 +434,63 @@ fn pretty(v: &Value) -> Result<String, RenderError> {
     serde_json::to_string_pretty(v).map(|s| s + "\n").map_err(|e| RenderError::Serialize(e.to_string()))
 }
 
+/// `render keycloak-client`: the Keycloak client of the PEP for an admin to create (see
+/// `registration::keycloak_client_fragment`), with the client file's id and secret when there
+/// is one, or a fresh secret written to the client file with `--write-client`.
+pub fn keycloak_client(common: &Common, args: &RenderArgs) -> Result<String, RenderError> {
+    let path = &common.client;
+    let (client_id, secret) = if args.write_client {
+        if path.exists() {
+            return Err(RenderError::Flag {
+                flag: "write-client",
+                problem: format!(
+                    "{} exists: drop --write-client to print its client, or pass another --client path",
+                    path.display()
+                ),
+            });
+        }
+        let file = ClientFile {
+            client_id: args.client_id.clone().unwrap_or_else(|| "uma-pep".to_string()),
+            client_secret: random_token(32)?,
+            issuer: Some(common.issuer()?.to_string()),
+            profile: Some(AsProfile::Keycloak),
+            registration_access_token: None,
+            registration_client_uri: None,
+            client_secret_expires_at: None,
+        };
+        file.save(path)?;
+        tracing::info!(path = %path.display(), client_id = %file.client_id, "wrote the client file; create the printed client in Keycloak before using it");
+        (file.client_id, Some(file.client_secret))
+    } else if path.exists() {
+        let file = ClientFile::load(path)?;
+        if common.issuer.is_some() {
+            file.check_for(path, common.issuer()?, AsProfile::Keycloak)?;
+        }
+        if args.client_id.as_ref().is_some_and(|id| *id != file.client_id) {
+            return Err(RenderError::Flag {
+                flag: "client-id",
+                problem: format!(
+                    "{} holds client {:?}: drop --client-id or pass another --client",
+                    path.display(),
+                    file.client_id
+                ),
+            });
+        }
+        (file.client_id, Some(file.client_secret))
+    } else {
+        tracing::info!(path = %path.display(), "no client file: after creating the client, write its id and secret (Credentials tab) there, or use --write-client");
+        (args.client_id.clone().unwrap_or_else(|| "uma-pep".to_string()), None)
+    };
+    if secret.is_some() {
+        tracing::warn!("the printed client holds its secret: keep it private");
+    }
+    pretty(&keycloak_client_fragment(&client_id, secret.as_deref()))
+}
+
 pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<String, RenderError> {
+    if args.target == Target::KeycloakClient {
+        return keycloak_client(common, args);
+    }
     let resources = repo.list()?;
     if resources.is_empty() {
         tracing::warn!(db = %common.db.display(), "the repository has no resources: the filter protects nothing until it gets some");
@@ -383,6 +505,7 @@ pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<S
             "# pluginConfig holds the PEP's client secret: keep this manifest out of public repositories.\n{}",
             yaml(&istio_wasm_plugin(&filter, args)?)?
         )),
+        Target::KeycloakClient => keycloak_client(common, args),
     }
 }
 
@@ -480,6 +603,57 @@ mod tests {
         assert_eq!(p["spec"]["failStrategy"], "FAIL_CLOSE");
         assert_eq!(p["spec"]["selector"]["matchLabels"]["app"], "api");
         assert_eq!(p["spec"]["pluginConfig"]["resources"][0]["id"], "as-1");
+    }
+
+    #[test]
+    fn forward_key_adds_forward_with_the_keys_algorithm() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa.pem");
+        let (_d, common, args) = setup("filter-config", &["--forward-key", key]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["forward"]["alg"], "RS256");
+        assert!(v["forward"]["key_pem"].as_str().unwrap().contains("PRIVATE KEY"));
+        let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(parsed.forward.is_some());
+        let ed = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/ed25519.pem");
+        let (_d, common, args) = setup("filter-config", &["--forward-key", ed, "--forward-alg", "eddsa"]);
+        assert_eq!(filter_config(&common, &stored(), &args).unwrap()["forward"]["alg"], "EdDSA");
+        let (_d, common, args) = setup("filter-config", &["--forward-key", key, "--forward-alg", "ES256"]);
+        assert!(matches!(
+            filter_config(&common, &stored(), &args),
+            Err(RenderError::Flag { flag: "forward-alg", .. })
+        ));
+    }
+
+    #[test]
+    fn keycloak_client_writes_then_reuses_the_client_file() {
+        let (dir, mut common, args) = setup("keycloak-client", &["--client-id", "pep-kc", "--write-client"]);
+        common.client = dir.path().join("new-client.json");
+        let printed: Value = serde_json::from_str(&keycloak_client(&common, &args).unwrap()).unwrap();
+        let file = ClientFile::load(&common.client).unwrap();
+        assert_eq!(printed["clientId"], "pep-kc");
+        assert_eq!(printed["secret"], json!(file.client_secret));
+        assert!(file.client_secret.len() >= 40);
+        assert_eq!(file.profile, Some(AsProfile::Keycloak));
+        assert_eq!(file.issuer.as_deref(), Some("https://as.example.org/realms/eo"));
+        assert!(matches!(
+            keycloak_client(&common, &args),
+            Err(RenderError::Flag { flag: "write-client", .. })
+        ));
+        let (_d2, _, plain) = setup("keycloak-client", &[]);
+        let again: Value = serde_json::from_str(&keycloak_client(&common, &plain).unwrap()).unwrap();
+        assert_eq!(again, printed);
+        common.client = dir.path().join("absent.json");
+        let bare: Value = serde_json::from_str(&keycloak_client(&common, &plain).unwrap()).unwrap();
+        assert_eq!(bare["clientId"], "uma-pep");
+        assert!(bare.get("secret").is_none());
+    }
+
+    #[test]
+    fn an_issuer_with_a_trailing_slash_is_refused_with_the_fix() {
+        let (_d, mut common, args) = setup("filter-config", &[]);
+        common.issuer = Some("https://as.example.org/realms/eo/".into());
+        let err = filter_config(&common, &stored(), &args).unwrap_err().to_string();
+        assert!(err.contains("--issuer") && err.contains("\"https://as.example.org/realms/eo\""), "{err}");
     }
 
     #[test]

@@ -2,16 +2,26 @@
 //! dialects: spec/Gluu (`201 {_id}`, `PUT 200 {_id}`, expiring resources, `icon_uri`) and
 //! Keycloak (`201` full object, `409` on a duplicate name, `PUT 204`, `uris`, scopes as
 //! objects). Every call carries the PAT and gets one refresh-and-retry from `PatSource`.
+//!
+//! The body holds only what the dialect models. Keycloak's `ResourceRepresentation` refuses
+//! unknown fields (`400 Unrecognized field "description"`): it gets `name`, `uris`,
+//! `resource_scopes`, `owner` + `ownerManagedAccess` and `attributes` (the description goes
+//! to `attributes.description`). Gluu/Janssen (`UmaResource`) get `name`, `description`,
+//! `icon_uri` (where EOEPCA keeps the path) and `resource_scopes`; they have no owner field,
+//! so owners stay in pepctl's repository.
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
+use serde_json::json;
 use thiserror::Error;
 use uma_pep_core::config::AsProfile;
-use uma_pep_core::wire::AsError;
 use url::Url;
 
 use crate::pat::{PatSource, ProtectedCallError};
+use crate::refusal::Refusal;
 
 #[derive(Debug, Error)]
 pub enum ResourceSetError {
@@ -22,7 +32,7 @@ pub enum ResourceSetError {
     #[error("resource {0} does not exist at the AS")]
     NotFound(String),
     #[error("AS answered: {0}")]
-    As(AsError),
+    Refused(String),
     #[error("AS answer is unusable: {0}")]
     Garbage(String),
 }
@@ -34,6 +44,9 @@ pub struct Description {
     pub uri: String,
     pub scopes: Vec<String>,
     pub description: Option<String>,
+    /// The owner to tell the AS (Keycloak: a user id or username of the realm). `None`: the
+    /// resource server owns it (the seed's placeholder owner, `apply::NOBODY`).
+    pub owner: Option<String>,
 }
 
 /// What the AS says it has.
@@ -46,6 +59,15 @@ pub struct Registered {
     pub description: Option<String>,
     /// Unix seconds (Gluu's resource lifetime).
     pub exp: Option<i64>,
+    /// Unix seconds (Gluu: when the registration was made or last given its `exp`).
+    pub iat: Option<i64>,
+}
+
+/// Gluu/Janssen's default `umaResourceLifetime` (`DEFAULT_RESOURCE_LIFETIME`, 30 days).
+pub const DEFAULT_RESOURCE_LIFETIME_S: i64 = 2_592_000;
+
+fn epoch(n: Option<serde_json::Number>) -> Option<i64> {
+    n.and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)))
 }
 
 impl Registered {
@@ -80,6 +102,12 @@ struct Wire {
     name: Option<String>,
     #[serde(default)]
     resource_scopes: Vec<ScopeRepr>,
+    /// Keycloak's `ResourceRepresentation` (deep listings) names them `scopes`.
+    #[serde(default)]
+    scopes: Vec<ScopeRepr>,
+    /// Keycloak: where pepctl keeps the description (`{"description": ["..."]}`).
+    #[serde(default)]
+    attributes: Option<HashMap<String, serde_json::Value>>,
     #[serde(default)]
     uris: Vec<String>,
     #[serde(default)]
@@ -90,6 +118,8 @@ struct Wire {
     description: Option<String>,
     #[serde(default)]
     exp: Option<serde_json::Number>,
+    #[serde(default)]
+    iat: Option<serde_json::Number>,
 }
 
 impl Wire {
@@ -102,19 +132,27 @@ impl Wire {
         let mut uris = self.uris;
         uris.extend(self.uri);
         uris.extend(self.icon_uri);
+        let attribute_description = self
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("description"))
+            .and_then(|d| d.as_array().and_then(|l| l.first()).or(Some(d)))
+            .and_then(|d| d.as_str().map(str::to_string));
         Ok(Registered {
             id,
             name: self.name,
             scopes: self
                 .resource_scopes
                 .into_iter()
+                .chain(self.scopes)
                 .map(|s| match s {
                     ScopeRepr::Name(n) | ScopeRepr::Object { name: n } => n,
                 })
                 .collect(),
             uris,
-            description: self.description,
-            exp: self.exp.and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
+            description: self.description.or(attribute_description),
+            exp: epoch(self.exp),
+            iat: epoch(self.iat),
         })
     }
 }
@@ -154,32 +192,51 @@ impl ResourceSetClient {
         url
     }
 
-    /// The body in the dialect's shape. Keycloak matches paths on `uris`; the spec and Gluu
-    /// have no path field, and the seed (and its clients) keep the path in `icon_uri`.
-    pub fn body(&self, d: &Description) -> serde_json::Value {
-        let mut body = serde_json::json!({
-            "name": d.name,
-            "resource_scopes": d.scopes,
-        });
-        if let Some(map) = body.as_object_mut() {
-            if let Some(desc) = &d.description {
-                map.insert("description".into(), desc.clone().into());
+    /// The body in the dialect's shape, with only the fields the dialect models (see the
+    /// module comment). Keycloak matches paths on `uris`; the spec and Gluu have no path field,
+    /// and the seed (and its clients) keep the path in `icon_uri`.
+    ///
+    /// Keycloak's owner goes in the create only: a PUT cannot change it (`RepresentationToModel
+    /// .toModel` keeps the existing resource's owner) but an owner it does not know still
+    /// fails the call. `ownerManagedAccess` is in both, since a PUT without it turns it off.
+    pub fn body(&self, d: &Description, create: bool) -> serde_json::Value {
+        match self.profile {
+            AsProfile::Keycloak => {
+                let mut body = json!({
+                    "name": d.name,
+                    "uris": [d.uri],
+                    "resource_scopes": d.scopes,
+                    // Always sent: on a PUT it replaces the attributes, so a removed description goes.
+                    "attributes": {},
+                });
+                if let Some(desc) = &d.description {
+                    body["attributes"]["description"] = json!([desc]);
+                }
+                if let Some(owner) = &d.owner {
+                    if create {
+                        body["owner"] = json!({ "id": owner });
+                    }
+                    body["ownerManagedAccess"] = json!(true);
+                }
+                body
             }
-            match self.profile {
-                AsProfile::Keycloak => {
-                    map.insert("uris".into(), serde_json::json!([d.uri]));
+            AsProfile::Uma2 => {
+                let mut body = json!({"name": d.name, "icon_uri": d.uri, "resource_scopes": d.scopes});
+                if let Some(desc) = &d.description {
+                    body["description"] = json!(desc);
                 }
-                AsProfile::Uma2 => {
-                    map.insert("icon_uri".into(), d.uri.clone().into());
-                }
+                body
             }
         }
-        body
+    }
+
+    fn refused(&self, status: u16, body: &[u8]) -> ResourceSetError {
+        ResourceSetError::Refused(Refusal::parse(status, body).explained(self.profile))
     }
 
     /// Registers a new resource; `Conflict` on Keycloak's duplicate name.
     pub async fn create(&self, d: &Description) -> Result<Registered, ResourceSetError> {
-        let body = self.body(d);
+        let body = self.body(d, true);
         let (status, bytes, _) = self.pat.send(|_| self.http.post(self.endpoint.clone()).json(&body)).await?;
         match status {
             200 | 201 => {
@@ -194,7 +251,18 @@ impl ResourceSetClient {
                 Ok(r)
             }
             409 => Err(ResourceSetError::Conflict(d.name.clone())),
-            _ => Err(ResourceSetError::As(AsError::from_status(status, &bytes))),
+            // Keycloak refuses an owner that is no user of the realm (a RuntimeException in
+            // `RepresentationToModel.toModel`: a 500 on a real server).
+            400 | 500 if self.profile == AsProfile::Keycloak && d.owner.is_some() => {
+                Err(ResourceSetError::Refused(format!(
+                    "{}; if the owner {:?} is not the id or username of a user of the realm, fix the resource's \
+                     owner (default_owner in the resources file; \"{}\" lets the resource server own it)",
+                    Refusal::parse(status, &bytes).explained(self.profile),
+                    d.owner.as_deref().unwrap_or_default(),
+                    crate::apply::NOBODY
+                )))
+            }
+            _ => Err(self.refused(status, &bytes)),
         }
     }
 
@@ -205,20 +273,64 @@ impl ResourceSetClient {
         match status {
             200 => Ok(Some(parse_registered(&bytes, Some(id))?)),
             404 => Ok(None),
-            _ => Err(ResourceSetError::As(AsError::from_status(status, &bytes))),
+            _ => Err(self.refused(status, &bytes)),
         }
     }
 
-    /// Full replacement; Gluu answers `200 {_id}`, Keycloak `204`.
+    /// Full replacement; Gluu answers `200 {_id}`, Keycloak `204`. The AS's expiry is kept.
     pub async fn update(&self, id: &str, d: &Description) -> Result<(), ResourceSetError> {
+        self.put(id, self.body(d, false)).await
+    }
+
+    async fn put(&self, id: &str, body: serde_json::Value) -> Result<(), ResourceSetError> {
         let url = self.item_url(id);
-        let body = self.body(d);
         let (status, bytes, _) = self.pat.send(|_| self.http.put(url.clone()).json(&body)).await?;
         match status {
             s if is_success(s) => Ok(()),
             404 => Err(ResourceSetError::NotFound(id.to_string())),
-            _ => Err(ResourceSetError::As(AsError::from_status(status, &bytes))),
+            _ => Err(self.refused(status, &bytes)),
         }
+    }
+
+    /// The `exp` that renews an expiring registration for as long as the AS gave it at first
+    /// (`exp - iat`; Gluu's default lifetime when the AS did not say). `None` for what does
+    /// not expire (Keycloak).
+    pub fn renewed_exp(&self, current: &Registered, now: i64) -> Option<i64> {
+        if self.profile != AsProfile::Uma2 {
+            return None;
+        }
+        let exp = current.exp?;
+        let lifetime =
+            current.iat.map(|iat| exp - iat).filter(|l| *l > 0).unwrap_or(DEFAULT_RESOURCE_LIFETIME_S);
+        Some(now + lifetime)
+    }
+
+    /// Full replacement that also renews the registration, and the AS's `exp` read back.
+    /// Gluu/Janssen change a resource's expiry on PUT only when the body has `exp`
+    /// (`UmaResourceRegistrationWS.updateResource`): a PUT without it renews nothing.
+    pub async fn update_and_renew(
+        &self,
+        id: &str,
+        d: &Description,
+        current: &Registered,
+    ) -> Result<Option<i64>, ResourceSetError> {
+        let mut body = self.body(d, false);
+        let renewed = self.renewed_exp(current, crate::repository::now_s());
+        if let Some(exp) = renewed {
+            body["exp"] = json!(exp);
+        }
+        self.put(id, body).await?;
+        match renewed {
+            Some(_) => Ok(self.get(id).await?.and_then(|r| r.exp)),
+            None => Ok(None),
+        }
+    }
+
+    /// Renews the registration `id` (read, then `update_and_renew`); `NotFound` when the AS
+    /// no longer has it.
+    pub async fn renew(&self, id: &str, d: &Description) -> Result<Option<i64>, ResourceSetError> {
+        let current = self.get(id).await?.ok_or_else(|| ResourceSetError::NotFound(id.to_string()))?;
+        self.update_and_renew(id, d, &current).await
     }
 
     /// Deletes; a resource the AS no longer has counts as deleted. `true` if it was there.
@@ -228,7 +340,7 @@ impl ResourceSetClient {
         match status {
             s if is_success(s) => Ok(true),
             404 => Ok(false),
-            _ => Err(ResourceSetError::As(AsError::from_status(status, &bytes))),
+            _ => Err(self.refused(status, &bytes)),
         }
     }
 
@@ -237,7 +349,7 @@ impl ResourceSetClient {
     async fn read_listing(&self, url: Url) -> Result<Vec<Registered>, ResourceSetError> {
         let (status, bytes, _) = self.pat.send(|_| self.http.get(url.clone())).await?;
         if status != 200 {
-            return Err(ResourceSetError::As(AsError::from_status(status, &bytes)));
+            return Err(self.refused(status, &bytes));
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -288,6 +400,7 @@ mod tests {
             uri: "/alice".into(),
             scopes: vec!["protected_get".into(), "protected_put".into()],
             description: Some("home".into()),
+            owner: Some("alice-0001".into()),
         }
     }
 
@@ -324,6 +437,7 @@ mod tests {
             uris: vec!["/alice".into()],
             description: None,
             exp: None,
+            iat: None,
         };
         assert!(base.matches(&desc()));
         let mut other = desc();
@@ -343,6 +457,7 @@ mod tests {
             http.clone(),
             Url::parse("http://127.0.0.1:1/token").unwrap(),
             crate::pat::ClientCredentials { client_id: "c".into(), client_secret: "s".into() },
+            profile,
         ));
         ResourceSetClient::new(
             http,
@@ -353,13 +468,57 @@ mod tests {
     }
 
     #[test]
-    fn bodies_follow_the_dialect_and_ids_are_escaped() {
-        let kc = client(AsProfile::Keycloak).body(&desc());
-        assert_eq!(kc["uris"], serde_json::json!(["/alice"]));
-        assert!(kc.get("icon_uri").is_none());
-        let spec = client(AsProfile::Uma2).body(&desc());
+    fn gluu_renewal_sends_exp_for_the_lifetime_the_as_gave() {
+        let gluu = client(AsProfile::Uma2);
+        let g = parse_registered(br#"{"_id":"g","exp":1000120,"iat":1000000}"#, None).unwrap();
+        assert_eq!((g.exp, g.iat), (Some(1_000_120), Some(1_000_000)));
+        assert_eq!(gluu.renewed_exp(&g, 2_000_000), Some(2_000_120));
+        let no_iat = Registered { iat: None, ..g.clone() };
+        assert_eq!(gluu.renewed_exp(&no_iat, 0), Some(DEFAULT_RESOURCE_LIFETIME_S));
+        assert_eq!(gluu.renewed_exp(&Registered { exp: None, ..g.clone() }, 0), None, "never expires");
+        assert_eq!(client(AsProfile::Keycloak).renewed_exp(&g, 0), None);
+    }
+
+    #[test]
+    fn bodies_hold_only_what_the_dialect_models_and_ids_are_escaped() {
+        // Keycloak: ResourceRepresentation's fields only (it refuses unknown ones); the owner
+        // on create, the description as an attribute.
+        let kc = client(AsProfile::Keycloak).body(&desc(), true);
+        let keys: std::collections::BTreeSet<&str> =
+            kc.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["attributes", "name", "owner", "ownerManagedAccess", "resource_scopes", "uris"]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(kc["uris"], json!(["/alice"]));
+        assert_eq!(kc["owner"], json!({"id": "alice-0001"}));
+        assert_eq!(kc["ownerManagedAccess"], true);
+        assert_eq!(kc["attributes"], json!({"description": ["home"]}));
+        let put = client(AsProfile::Keycloak).body(&desc(), false);
+        assert!(put.get("owner").is_none(), "a PUT cannot move the owner");
+        assert_eq!(put["ownerManagedAccess"], true);
+        let rs_owned = Description { owner: None, description: None, ..desc() };
+        let kc = client(AsProfile::Keycloak).body(&rs_owned, true);
+        assert!(kc.get("owner").is_none() && kc.get("ownerManagedAccess").is_none());
+        assert_eq!(kc["attributes"], json!({}));
+        // The description comes back from the attribute.
+        let back = parse_registered(
+            br#"{"_id":"k","name":"Alice","uris":["/alice"],"scopes":[{"name":"protected_get"},{"name":"protected_put"}],"attributes":{"description":["home"]}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(back.description.as_deref(), Some("home"));
+        assert!(back.matches(&desc()));
+
+        // Gluu/Janssen: UmaResource's fields; no owner (pepctl's repository keeps it).
+        let spec = client(AsProfile::Uma2).body(&desc(), true);
+        let keys: std::collections::BTreeSet<&str> =
+            spec.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["description", "icon_uri", "name", "resource_scopes"].into_iter().collect());
         assert_eq!(spec["icon_uri"], "/alice");
-        assert_eq!(spec["resource_scopes"], serde_json::json!(["protected_get", "protected_put"]));
+        assert_eq!(spec["resource_scopes"], json!(["protected_get", "protected_put"]));
         assert_eq!(
             client(AsProfile::Uma2).item_url("a/b c").as_str(),
             "http://127.0.0.1:1/realms/r/authz/protection/resource_set/a%2Fb%20c"

@@ -3,7 +3,8 @@ dialects. Each test starts what it needs (devas on a port it picks, `pepctl serv
 in its own temporary directory and stops it afterwards.
 
 Env: PEPCTL_BIN (default target/pepctl-dev/debug/pepctl, else target/debug/pepctl),
-ENVOY_BIN (default .venv/bin/envoy), UMA_PEP_WASM (default target/wasm32-wasip1/release/uma_pep.wasm).
+ENVOY_BIN (default .venv/bin/envoy), UMA_PEP_WASM (default target/wasm32-wasip1/release/uma_pep.wasm),
+DEVAS_DIR (the directory `python -m devas` and `python -m devas.echo` run from; default the repository).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def _default_bin() -> Path:
     return ROOT / "target/debug/pepctl"
 
 
-PEPCTL = Path(os.environ.get("PEPCTL_BIN") or _default_bin())
+# Resolved now: the binary runs with each test's directory as its working directory.
+PEPCTL = Path(os.environ.get("PEPCTL_BIN") or _default_bin()).resolve()
 ENVOY = Path(os.environ.get("ENVOY_BIN") or ROOT / ".venv/bin/envoy")
 WASM = Path(os.environ.get("UMA_PEP_WASM") or ROOT / "target/wasm32-wasip1/release/uma_pep.wasm")
+DEVAS_DIR = Path(os.environ.get("DEVAS_DIR") or ROOT).resolve()
 
 PROFILES = ["keycloak", "uma2"]
 
@@ -94,6 +97,29 @@ class Proc:
         self.proc.wait()
 
 
+def start_echo() -> tuple[Proc, int]:
+    """devas's echo upstream and its port."""
+    echo = Proc([PYTHON, "-m", "devas.echo", "--port", "0", "--quiet"], ready="echo ready", cwd=DEVAS_DIR)
+    m = re.search(r"port=(\d+)", echo.ready_line)
+    assert m, echo.ready_line
+    return echo, int(m.group(1))
+
+
+def start_envoy(config_path: Path, listen: int, admin: int) -> Proc:
+    """Real Envoy on a rendered configuration, once its admin interface says it is ready."""
+    envoy = Proc([str(ENVOY), "-c", str(config_path), "--base-id", str(listen), "--concurrency", "1",
+                  "--log-level", "info"], ready="starting main dispatch loop", timeout=60)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    return envoy
+
+
 class DevAs:
     """The development AS in one dialect."""
 
@@ -102,7 +128,7 @@ class DevAs:
         args = [PYTHON, "-m", "devas", "--profile", profile, "--port", "0", "--quiet"]
         if seed is not None:
             args += ["--seed", str(seed)]
-        self.proc = Proc(args, ready="devas ready", cwd=ROOT)
+        self.proc = Proc(args, ready="devas ready", cwd=DEVAS_DIR)
         m = re.search(r"issuer=(\S+) port=(\d+)", self.proc.ready_line)
         assert m, self.proc.ready_line
         self.issuer, self.port = m.group(1), int(m.group(2))
@@ -120,18 +146,44 @@ class DevAs:
         body = r.json()
         return body["calls"] if isinstance(body, dict) else body
 
-    def user_token(self, username: str) -> str:
+    def user_tokens(self, username: str) -> dict:
+        """The password grant's answer (access_token, id_token) for a seed user, via demo-app."""
         r = requests.post(self.discovery["token_endpoint"], data={
             "grant_type": "password", "username": username, "password": f"{username}-pw",
             "scope": "openid"}, auth=("demo-app", "demo-secret"), timeout=5)
         r.raise_for_status()
-        return r.json()["access_token"]
+        return r.json()
+
+    def user_token(self, username: str) -> str:
+        return self.user_tokens(username)["access_token"]
+
+    def pat_form(self) -> dict:
+        """The PAT request as each real server wants it: Gluu/Janssen need scope=uma_protection,
+        Keycloak refuses it (uma_protection is a client role there)."""
+        if self.profile == "keycloak":
+            return {"grant_type": "client_credentials"}
+        return {"grant_type": "client_credentials", "scope": "uma_protection"}
 
     def pat(self, client_id: str = "pep-client", secret: str = "pep-secret") -> str:
-        r = requests.post(self.discovery["token_endpoint"], data={
-            "grant_type": "client_credentials", "scope": "uma_protection"}, auth=(client_id, secret), timeout=5)
+        r = requests.post(self.discovery["token_endpoint"], data=self.pat_form(), auth=(client_id, secret), timeout=5)
         r.raise_for_status()
         return r.json()["access_token"]
+
+    def initial_access_token(self, count: int = 1) -> str:
+        """A Keycloak initial access token, as a realm admin would create one."""
+        r = requests.post(f"{self.base}/_devas/initial-access-token", json={"count": count}, timeout=5)
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def config(self, **settings) -> dict:
+        r = requests.post(f"{self.base}/_devas/config", json=settings, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def grant(self, sub: str, resource_id: str, scopes: list[str]) -> None:
+        r = requests.post(f"{self.base}/_devas/grant", json={"sub": sub, "resource_id": resource_id,
+                                                             "scopes": scopes}, timeout=5)
+        r.raise_for_status()
 
     def as_resource(self, rid: str, client: tuple[str, str] = ("pep-client", "pep-secret")) -> requests.Response:
         return requests.get(f"{self.discovery['resource_registration_endpoint']}/{rid}",
@@ -164,6 +216,14 @@ class Pepctl:
         self.client.write_text(json.dumps({"client_id": "pep-client", "client_secret": "pep-secret"}))
         self.client.chmod(0o600)
 
+    def register(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`register-client` the way an operator does it for this dialect (Keycloak: with a new
+        initial access token)."""
+        args = ["register-client", *extra]
+        if self.devas.profile == "keycloak" and "--initial-access-token" not in extra:
+            args += ["--initial-access-token", self.devas.initial_access_token()]
+        return self.run(*args, check=check)
+
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         p = subprocess.run([str(PEPCTL), *args], env=self.env, cwd=self.workdir, capture_output=True,
                            text=True, timeout=timeout)
@@ -173,6 +233,12 @@ class Pepctl:
 
     def json(self, *args: str) -> object:
         return json.loads(self.run(*args).stdout)
+
+    def render_envoy(self, upstream_port: int, listen: int, admin: int, *extra: str) -> str:
+        """`render envoy --json` for a local test: the built module, listener and admin on loopback."""
+        return self.run("render", "envoy", "--json", "--wasm", str(WASM), "--upstream", f"127.0.0.1:{upstream_port}",
+                        "--listen-address", "127.0.0.1", "--listen-port", str(listen), "--admin-port", str(admin),
+                        *extra).stdout
 
     def serve(self, *extra: str) -> "Server":
         return Server(self, list(extra))

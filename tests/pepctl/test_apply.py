@@ -1,6 +1,7 @@
 """`pepctl resources apply|list|show|delete`: idempotent in both dialects, 409 adoption,
 re-creation of what the AS lost, Gluu expiry refresh, prune."""
 
+import json
 
 import pytest
 
@@ -13,7 +14,7 @@ SEED = [
     {"name": "Base Path", "description": "open", "resource_uri": "/", "scopes": ["public_access"],
      "default_owner": "0000000000000"},
     {"name": "Eric space", "description": "eric's", "resource_uri": "/eric/", "scopes": [],
-     "default_owner": "eric-uuid"},
+     "default_owner": "bob-0002"},
     {"name": "Reports", "description": "r", "resource_uri": "/reports", "scopes": ["read"],
      "default_owner": "alice-0001"},
 ]
@@ -44,7 +45,7 @@ def test_apply_registers_with_method_scopes_and_is_idempotent(pepctl, devas, tmp
     listed = pepctl.json("resources", "list", "--json")
     by_name = {r["name"]: r for r in listed}
     assert by_name["Eric space"]["uri"] == "/eric"
-    assert by_name["Eric space"]["owner"] == "eric-uuid"
+    assert by_name["Eric space"]["owner"] == "bob-0002"
     assert by_name["Base Path"]["owner"] == "0000000000000"
     assert by_name["Reports"]["id"] == ids["Reports"]
 
@@ -143,6 +144,7 @@ def test_gluu_resource_close_to_expiry_is_refreshed(pepctl, devas, tmp_path):
     assert report["id"] == rid
     puts = [c for c in writes(devas) if c.get("method") == "PUT"]
     assert puts, "refreshed by a PUT"
+    assert json.loads(puts[-1]["body"])["exp"] >= exp_before, "with exp: Gluu moves the expiry only then"
     assert devas.as_resource(rid).json()["exp"] >= exp_before
     stored = pepctl.json("resources", "show", rid, "--json")
     assert stored["as_expires_at"] == devas.as_resource(rid).json()["exp"]

@@ -37,8 +37,10 @@ def test_revoked_pat_is_replaced_and_the_call_retried(server, devas):
 
 @pytest.mark.parametrize("devas", ["uma2"], indirect=True)
 def test_serve_renews_expiring_gluu_registrations(pepctl, devas):
+    """Gluu/Janssen move a resource's expiry on PUT only when the body has `exp`
+    (UmaResourceRegistrationWS.updateResource): the renewal sends now + the lifetime the AS gave."""
     pepctl.use_seeded_client()
-    requests.post(f"{devas.base}/_devas/config", json={"resource_lifetime_s": 120}, timeout=5).raise_for_status()
+    devas.config(resource_lifetime_s=120)
     server = pepctl.serve("--refresh-interval-s", "1", "--refresh-before-s", "3600")
     try:
         admin = devas.user_token("admin")
@@ -46,22 +48,24 @@ def test_serve_renews_expiring_gluu_registrations(pepctl, devas):
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
         first_exp = devas.as_resource(rid).json()["exp"]
-        requests.post(f"{devas.base}/_devas/config", json={"resource_lifetime_s": 7200}, timeout=5).raise_for_status()
         deadline = time.time() + 10
+        puts = []
         while time.time() < deadline:
-            puts = [c for c in devas.calls("resource_set") if c["method"] == "PUT" and rid in c["path"]]
-            if puts:
+            puts = [json.loads(c["body"]) for c in devas.calls("resource_set")
+                    if c["method"] == "PUT" and rid in c["path"] and "exp" in json.loads(c["body"] or "{}")]
+            if puts and puts[-1]["exp"] > first_exp:
                 break
             time.sleep(0.3)
-        assert puts, "renewed by a PUT"
+        assert puts, "renewed by a PUT that carries exp"
+        assert first_exp < puts[-1]["exp"] <= int(time.time()) + 121, "now + the lifetime the AS gave (120 s)"
+        assert devas.as_resource(rid).json()["exp"] > first_exp
         deadline = time.time() + 5
-        while time.time() < deadline and devas.as_resource(rid).json()["exp"] <= first_exp:
+        while time.time() < deadline and pepctl.json("resources", "show", rid, "--json")["as_expires_at"] <= first_exp:
             time.sleep(0.2)
-        assert devas.as_resource(rid).json()["exp"] > first_exp + 3000
     finally:
         server.stop()
     stored = pepctl.json("resources", "show", rid, "--json")
-    assert stored["as_expires_at"] > first_exp + 3000
+    assert stored["as_expires_at"] > first_exp, "the repository tracks the renewed expiry"
     assert stored["owner"] == "admin-0003"
 
 
@@ -127,7 +131,7 @@ class TlsAs:
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.registrations += 1
-                self._json(201, {"client_id": "tls-client", "client_secret": "tls-secret"})
+                self._json(201, {"client_id": "tls-client", "client_secret": "tls-secret", "scope": "uma_protection"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

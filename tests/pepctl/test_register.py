@@ -1,4 +1,5 @@
-"""`pepctl register-client`: RFC 7591 at the discovered endpoint, idempotent, file mode 0600."""
+"""`pepctl register-client`: Keycloak's `default` provider with an initial access token, RFC 7591 at
+Gluu/Janssen; idempotent, file mode 0600."""
 
 import json
 import stat
@@ -8,16 +9,16 @@ import requests
 
 def test_registers_once_and_reuses_the_file(pepctl, devas):
     out = pepctl.workdir / "client.json"
-    first = pepctl.run("register-client", "--out", str(out))
+    first = pepctl.register("--out", str(out))
     assert "registered client" in first.stdout
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     client = json.loads(out.read_text())
     assert client["client_id"] and client["client_secret"]
     assert client["issuer"] == devas.issuer
+    assert client["profile"] == devas.profile
 
     # The new client gets a PAT: it really is a resource server at the AS.
-    r = requests.post(devas.discovery["token_endpoint"],
-                      data={"grant_type": "client_credentials", "scope": "uma_protection"},
+    r = requests.post(devas.discovery["token_endpoint"], data=devas.pat_form(),
                       auth=(client["client_id"], client["client_secret"]), timeout=5)
     assert r.status_code == 200, r.text
 
@@ -31,10 +32,10 @@ def test_registers_once_and_reuses_the_file(pepctl, devas):
 
 
 def test_registered_client_drives_apply(pepctl, devas, tmp_path):
-    pepctl.run("register-client")
+    pepctl.register()
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps({"default_resources": [
-        {"name": "Reg test", "description": "d", "resource_uri": "/regtest", "scopes": [], "default_owner": "u1"}]}))
+        {"name": "Reg test", "description": "d", "resource_uri": "/regtest", "scopes": [], "default_owner": "alice-0001"}]}))
     report = pepctl.json("resources", "apply", "-f", str(seed), "--json")
     assert [r["outcome"] for r in report] == ["created"]
     client = json.loads(pepctl.client.read_text())

@@ -3,12 +3,11 @@ by the filter in real Envoy within the sync interval (`resource_sync` polling of
 with no restart; with pepctl down the filter keeps its last good table."""
 
 import json
-import re
 import time
 
 import requests
 
-from pepctl_harness import ENVOY, PYTHON, ROOT, WASM, Proc, free_port, write_seed
+from pepctl_harness import free_port, start_echo, start_envoy, write_seed
 
 SYNC_INTERVAL_S = 1
 
@@ -18,28 +17,17 @@ def test_created_resource_is_enforced_within_the_sync_interval(pepctl, devas, tm
     pepctl.env["PEPCTL_LOG"] = "pepctl=debug,info"
     pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "s.json", [
         {"name": "Static", "description": "s", "resource_uri": "/static", "scopes": [], "default_owner": "alice-0001"}])))
-    echo = Proc([PYTHON, "-m", "devas.echo", "--port", "0", "--quiet"], ready="echo ready", cwd=ROOT)
+    echo, echo_port = start_echo()
     server = pepctl.serve()
     envoy = None
     try:
-        echo_port = int(re.search(r"port=(\d+)", echo.ready_line).group(1))
         listen, admin = free_port(), free_port()
-        config = pepctl.run("render", "envoy", "--json", "--wasm", str(WASM), "--upstream", f"127.0.0.1:{echo_port}",
-                            "--listen-address", "127.0.0.1", "--listen-port", str(listen), "--admin-port", str(admin),
-                            "--sync-url", server.base, "--sync-interval-s", str(SYNC_INTERVAL_S)).stdout
+        config = pepctl.render_envoy(echo_port, listen, admin, "--sync-url", server.base,
+                                     "--sync-interval-s", str(SYNC_INTERVAL_S))
         path = tmp_path / "envoy.json"
         path.write_text(config)
-        envoy = Proc([str(ENVOY), "-c", str(path), "--base-id", str(listen), "--concurrency", "1",
-                      "--log-level", "info"], ready="starting main dispatch loop", timeout=60)
+        envoy = start_envoy(path, listen, admin)
         base = f"http://127.0.0.1:{listen}"
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
 
         assert requests.get(f"{base}/static/x", timeout=5).status_code == 401, "the rendered table is enforced"
         assert requests.get(f"{base}/fresh/x", timeout=5).status_code == 200, "unmatched passes (allow)"
