@@ -15,7 +15,7 @@ use signature::{RandomizedSigner, SignatureEncoding};
 use thiserror::Error;
 
 use crate::config::{ConfigError, ForwardConfig, SigningAlg};
-use crate::introspection::IntrospectionResult;
+use crate::introspection::{pushed_claim, IntrospectionResult};
 
 /// Claims copied from introspection when `forward.claims` is not set: who the user is in
 /// Keycloak and OIDC terms, Gluu's claims gathered for the PCT, and EOEPCA's operator flag.
@@ -205,8 +205,7 @@ impl ForwardSigner {
             }
             // Gluu/Janssen keep the party's claims only in `pct_claims` (their RPTs have no
             // user): the upstream gets the same top-level claim whatever the AS.
-            let pushed = || result.claims.get("pct_claims").and_then(|p| p.get(name.as_str()));
-            if let Some(v) = result.claims.get(name).or_else(pushed) {
+            if let Some(v) = result.claims.get(name).or_else(|| pushed_claim(&result.claims, name)) {
                 claims.insert(name.clone(), v.clone());
             }
         }
@@ -303,7 +302,7 @@ mod tests {
         let claims = signer.claims(
             &result(
                 r#"{"active":true,"sub":null,"client_id":"app","exp":5000,
-                "pct_claims":{"sub":"alice-0001","preferred_username":"alice","email":"a@x"}}"#,
+                "pct_claims":{"sub":["alice-0001"],"preferred_username":["alice"],"email":"a@x"}}"#,
             ),
             "r",
             1000,

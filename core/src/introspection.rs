@@ -142,22 +142,22 @@ impl IntrospectionResult {
             None => true,
             Some(_) => return Err(AsError::Garbage("introspection: `active` is not a boolean".into())),
         };
+        // oxAuth serialises every unset field as `null` (`sub`, `nbf`, `iss`, `jti`, and all of
+        // them, `permissions` too, in an inactive answer): a null is no claim at all, and must
+        // never reach the forwarded JWT as one.
+        claims.retain(|_, v| !v.is_null());
         let mut permissions = take_permissions(claims.remove("permissions"))?;
         if let Some(Value::Object(mut authz)) = claims.remove("authorization") {
             permissions.extend(take_permissions(authz.remove("permissions"))?);
         }
-        // oxAuth serialises every unset field as `null` (`sub`, `nbf`, `iss`, `jti`, ...): a null
-        // is no claim at all, and must never reach the forwarded JWT as one.
-        claims.retain(|_, v| !v.is_null());
         let exp = take_time(&mut claims, "exp");
         let iat = take_time(&mut claims, "iat");
         let nbf = take_time(&mut claims, "nbf");
         // The requesting party: the RPT's own `sub`, else the one of the claims the party
         // pushed (`pct_claims.sub`): Gluu/Janssen RPTs are stored without a user, so their
         // introspection has `sub: null` (oxAuth `UmaRptService.createRPTAndPersist`).
-        let sub = take_string(&mut claims, "sub").or_else(|| {
-            claims.get("pct_claims").and_then(|p| p.get("sub")).and_then(Value::as_str).map(str::to_string)
-        });
+        let sub = take_string(&mut claims, "sub")
+            .or_else(|| pushed_claim(&claims, "sub").and_then(Value::as_str).map(str::to_string));
         let client_id = take_string(&mut claims, "client_id")
             .or_else(|| claims.get("azp").and_then(Value::as_str).map(str::to_string));
         Ok(Self { active, exp, iat, nbf, sub, client_id, permissions, claims })
@@ -257,6 +257,19 @@ impl IntrospectionResult {
     }
 }
 
+/// A claim the requesting party pushed (`pct_claims.<name>`), as one value. oxAuth's
+/// introspection serialises each PCT claim as a list of strings (`RptIntrospectionResponse`,
+/// filled by `JwtClaimSet.toMap`: `{"sub": ["alice"]}`), its JWT RPTs as the raw value: a list
+/// of exactly one value is that value.
+pub fn pushed_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    let value = claims.get("pct_claims")?.get(name)?;
+    match value {
+        Value::Array(items) if items.len() == 1 => items.first(),
+        Value::Null => None,
+        other => Some(other),
+    }
+}
+
 fn response_has_active(body: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct Active {
@@ -329,15 +342,36 @@ mod tests {
     }
 
     #[test]
+    fn gluu_inactive_answer_with_every_field_null() {
+        // oxAuth's inactive answer (GluuFederation/oxAuth#82).
+        let r = parse(
+            r#"{"active":false,"exp":null,"iat":null,"nbf":null,"permissions":null,"client_id":null,
+            "sub":null,"aud":null,"iss":null,"jti":null,"pct_claims":null}"#,
+        );
+        assert!(!r.active);
+        assert!(r.permissions.is_empty() && r.claims.is_empty() && r.sub.is_none());
+        assert_eq!(r.covers("r1", "s", clock(5), AsProfile::Uma2), Err(Insufficiency::Inactive));
+        // `active` itself must be a boolean, never taken as absent.
+        let null_active =
+            IntrospectionResult::parse(&AsResponse { status: Some(200), body: br#"{"active":null}"# });
+        assert!(null_active.is_err());
+    }
+
+    #[test]
     fn gluu_party_is_in_pct_claims_and_nulls_are_no_claims() {
         // oxAuth's answer as it is serialised: `sub` and the unset fields are null.
         let r = parse(
             r#"{"active":true,"exp":1900000000,"iat":1800000000,"nbf":null,"iss":null,"jti":null,
             "sub":null,"client_id":"demo-app","aud":"demo-app",
             "permissions":[{"resource_id":"r1","resource_scopes":["s"],"exp":1900000000,"params":null}],
-            "pct_claims":{"sub":"alice-0001","preferred_username":"alice"}}"#,
+            "pct_claims":{"sub":["alice-0001"],"preferred_username":["alice"]}}"#,
         );
         assert_eq!(r.sub.as_deref(), Some("alice-0001"));
+        assert_eq!(pushed_claim(&r.claims, "preferred_username"), Some(&Value::from("alice")));
+        // A Gluu JWT RPT's pct_claims hold the raw values.
+        let raw = parse(r#"{"active":true,"pct_claims":{"sub":"carol","groups":["a","b"]}}"#);
+        assert_eq!(raw.sub.as_deref(), Some("carol"));
+        assert_eq!(pushed_claim(&raw.claims, "groups"), Some(&serde_json::json!(["a", "b"])));
         assert_eq!(r.client_id.as_deref(), Some("demo-app"));
         assert!(
             !r.claims.contains_key("iss") && !r.claims.contains_key("sub") && !r.claims.contains_key("jti")

@@ -36,7 +36,10 @@ FORWARD = {
 
 
 def devas_for(request, profile: str):
-    return request.getfixturevalue("keycloak_as" if profile == "keycloak" else "uma2_as")
+    """The AS of a dialect, reset (the autouse reset sees only fixtures named in the signature)."""
+    devas = request.getfixturevalue("keycloak_as" if profile == "keycloak" else "uma2_as")
+    devas.reset()
+    return devas
 
 
 def identity(resp: requests.Response) -> dict:
