@@ -14,6 +14,7 @@ Each test here failed with the filter as it was when it had only met a lenient A
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs
 
 import jwt
@@ -176,3 +177,37 @@ def test_keycloak_jwt_rpts_must_name_the_pep_and_tickets_are_no_rpts(envoy_facto
     resp = requests.get(envoy.url("/alice"), headers={"Authorization": f"Bearer {ticket}"}, timeout=10)
     assert resp.status_code == 401
     assert echo.log() == []
+
+
+@pytest.fixture(scope="module")
+def janssen_as():
+    from harness import DevAs
+    service = DevAs("janssen")
+    yield service
+    service.stop()
+
+
+def test_janssen_with_uma_switched_off_fails_closed_and_says_why(envoy_factory, janssen_as, echo):
+    """Janssen ships with the UMA feature flag off: every UMA endpoint, discovery included,
+    answers 403 access_denied. Nothing is forwarded, the log names the AS's refusal, and once the
+    operator turns UMA on the PEP works without a restart."""
+    janssen_as.reset()
+    config = filter_config(janssen_as, resources=RESOURCES, forward=FORWARD)
+    assert config["as_profile"] == "uma2"
+    envoy = envoy_factory(config, janssen_as.port, echo.port)
+    resp = requests.get(envoy.url("/alice"), timeout=10)
+    assert resp.status_code == 403
+    assert resp.headers["warning"] == '199 - "UMA Authorization Server Unreachable"'
+    assert echo.log() == []
+    assert "discovery failed: refused with status 403 (access_denied)" in envoy.logs(), envoy.logs()[-2000:]
+    janssen_as.configure(uma_feature_enabled=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        resp = requests.get(envoy.url("/alice"), timeout=10)
+        if resp.status_code == 401:
+            break
+        time.sleep(0.3)
+    assert resp.status_code == 401
+    rpt, resp = round_trip(envoy, janssen_as, "/alice/doc", "alice")
+    assert resp.status_code == 200, resp.text
+    assert identity(resp)["sub"] == "alice-0001"
