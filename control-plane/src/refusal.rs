@@ -50,7 +50,7 @@ impl Refusal {
     }
 
     /// What to change at the AS, for the refusals whose cause is known from the servers'
-    /// sources (reference/real-servers-from-source.md).
+    /// sources (cited per behaviour in devas/README.md).
     pub fn hint(&self, profile: AsProfile) -> Option<&'static str> {
         match profile {
             AsProfile::Uma2 if self.is(406, "invalid_client_scope") => Some(

@@ -354,7 +354,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "uma_pep",
                         // Envoy and the filter agree on one path form; encoded slashes are
-                        // refused by both (filter-contract: what is matched is what is forwarded).
+                        // refused by both (what is matched is what is forwarded).
                         "normalize_path": true,
                         "merge_slashes": true,
                         "path_with_escaped_slashes_action": "REJECT_REQUEST",

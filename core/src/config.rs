@@ -25,7 +25,7 @@ impl ConfigError {
     }
 }
 
-/// The dialect the AS speaks (reference/uma-wire-formats.md §6).
+/// The dialect the AS speaks: `uma2` (the spec, Gluu, Janssen) or `keycloak`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AsProfile {

@@ -1,6 +1,6 @@
 //! Request-path normalisation: the one canonical form that is both matched and forwarded.
 //!
-//! Rules (filter-contract "Behaviour at the edge"): the query and fragment are cut off,
+//! Rules: the query and fragment are cut off,
 //! percent-encoded unreserved characters are decoded, other escapes are upper-cased, raw
 //! non-ASCII bytes are percent-encoded, duplicate slashes collapse and dot segments are
 //! resolved. Anything that could make the PEP and the upstream disagree about which resource
