@@ -5,9 +5,11 @@
 
 use serde::Deserialize;
 use thiserror::Error;
+use uma_pep_core::config::AsProfile;
 use uma_pep_core::wire::{AsError, AsResponse, Discovery};
 use url::Url;
 
+use crate::refusal::Refusal;
 use crate::transport::{checked_url, TransportError};
 
 #[derive(Debug, Error)]
@@ -24,6 +26,8 @@ pub enum DiscoveryError {
          is the right AS, set --issuer {found:?}"
     )]
     IssuerMismatch { expected: String, found: String },
+    #[error("discovery at {url} refused: {reason}")]
+    Refused { url: String, reason: String },
     #[error("the AS offers no {0}")]
     Missing(&'static str),
 }
@@ -57,6 +61,12 @@ pub fn well_known_url(issuer: &str, doc: &str) -> Result<Url, TransportError> {
 /// Parses a discovery document (pure: unit-tested without a server).
 pub fn parse_endpoints(issuer: &str, status: u16, body: &[u8]) -> Result<Endpoints, DiscoveryError> {
     let url = format!("{}/.well-known/uma2-configuration", issuer.trim_end_matches('/'));
+    if status != 200 {
+        // Only Janssen refuses discovery (403 access_denied while its UMA feature flag is off,
+        // which is its default): the uma2 hints are the ones that can apply here.
+        let reason = Refusal::parse(status, body).explained(AsProfile::Uma2);
+        return Err(DiscoveryError::Refused { url, reason });
+    }
     let response = AsResponse { status: Some(status), body };
     let uma =
         Discovery::parse(&response).map_err(|source| DiscoveryError::As { url: url.clone(), source })?;
@@ -154,8 +164,12 @@ mod tests {
         ));
         assert!(matches!(
             parse_endpoints("http://127.0.0.1:9/realms/r", 404, b"{}"),
-            Err(DiscoveryError::As { .. })
+            Err(DiscoveryError::Refused { .. })
         ));
+        // Janssen with its UMA feature flag off (the default): the operator is told the fix.
+        let janssen =
+            parse_endpoints("http://127.0.0.1:9", 403, br#"{"error":"access_denied"}"#).unwrap_err();
+        assert!(janssen.to_string().contains("UMA feature flag"), "{janssen}");
         let no_rreg = r#"{"issuer":"http://127.0.0.1:9","token_endpoint":"http://127.0.0.1:9/t","permission_endpoint":"http://127.0.0.1:9/p"}"#;
         assert!(parse_endpoints("http://127.0.0.1:9", 200, no_rreg.as_bytes()).is_err());
     }

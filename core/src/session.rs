@@ -34,7 +34,7 @@ impl Endpoints {
     pub fn from_discovery(config: &PepConfig, d: &Discovery) -> Result<Self, AsError> {
         if d.issuer != config.issuer {
             // `as_uri` must be the discovery issuer; a mismatch is a misconfiguration.
-            return Err(AsError::Garbage(format!(
+            return Err(AsError::Mismatch(format!(
                 "discovery issuer {:?} differs from the configured issuer {:?}: set `issuer` to the AS's \
                  own spelling, byte for byte",
                 d.issuer.chars().take(200).collect::<String>(),

@@ -30,6 +30,9 @@ pub enum AsError {
     Status { status: u16, error: String },
     #[error("unparseable answer: {0}")]
     Garbage(String),
+    /// A well-formed answer that cannot be used with this configuration (another issuer).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl AsError {
