@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from devas.server import App
 
 PREFIX = "/_devas/"
-ENDPOINTS = ("discovery", "token", "permission", "introspection", "resource_set", "registration",
+ENDPOINTS = ("discovery", "token", "permission", "introspection", "resource_set", "policy", "registration",
              "jwks", "userinfo", "unknown")
 FAULT_KINDS = ("drop", "delay", "status500", "status503", "garbage")
 DEFAULT_DELAY_MS = 1000

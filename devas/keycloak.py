@@ -6,7 +6,8 @@ the PAT (`OAuth2GrantTypeBase.getRequestedScopes`, `ClientCredentialsGrantType.p
 protection API (`ProtectionService`, `KeycloakIdentity`, `ResourceService`, `ResourceSetService`,
 `AbstractPermissionService`), the UMA grant (`PermissionGrantType`, `AuthorizationTokenService`),
 introspection (`TokenIntrospectionEndpoint`, `RPTIntrospectionProvider`); client registration is
-in keycloak_registration.py.
+in keycloak_registration.py, user-managed permissions (`/authz/protection/uma-policy`) in
+keycloak_policy.py.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from typing import Any
 
 from devas.dialects import (ID_TOKEN_FORMAT, JWT_FORMAT, RS_ALGS, UMA_GRANT, Dialect, Route, compact, exact,
                             time_fields)
 from devas.httpcore import BadRequestBody, HttpError, Request, Response, empty_response, json_response
+from devas.keycloak_policy import KeycloakUserManagedPermissions, scope_id
 from devas.keycloak_registration import OPTIONAL_IN_TOKEN_SCOPE, KeycloakRegistration
 from devas.store import UMA_PROTECTION, Client, Party, Resource, TokenRecord, new_id, now
 
@@ -39,11 +40,6 @@ DEFAULT_MAX_RESULTS = 100              # org.keycloak.models.Constants.DEFAULT_M
 REFRESH_LIFETIME_S = 1800              # SSO session idle default
 CANNOT_PARSE = "Cannot parse the JSON"  # KeycloakErrorHandler.getResponse for JsonProcessingException
 SERVER_LOG = "For more on this error consult the server log."
-
-
-def scope_id(rs: str, name: str) -> str:
-    # Keycloak scopes have ids per resource server; a name-derived UUID keeps them stable.
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"devas-scope:{rs}:{name}"))
 
 
 def uri_matches(pattern: str, uri: str) -> bool:
@@ -66,7 +62,7 @@ def json_kind(value: Any) -> str:
     return "String value (token `JsonToken.VALUE_STRING`)" if isinstance(value, str) else "value"
 
 
-class Keycloak(KeycloakRegistration, Dialect):
+class Keycloak(KeycloakRegistration, KeycloakUserManagedPermissions, Dialect):
     name = "keycloak"
     paths = {
         "token": "/protocol/openid-connect/token",
@@ -105,6 +101,7 @@ class Keycloak(KeycloakRegistration, Dialect):
             Route("resource_set", re.compile(rs + "/?"), {"GET": self.list_resources, "POST": self.create_resource}),
             Route("resource_set", re.compile(rs + "/(?P<rid>[^/]+)"),
                   {"GET": self.read_resource, "PUT": self.update_resource, "DELETE": self.delete_resource}),
+            *self.policy_routes(),
         ]
 
     # ---- documents (UmaConfiguration.create copies the OIDC fields and adds the protection API) --
@@ -191,20 +188,26 @@ class Keycloak(KeycloakRegistration, Dialect):
         account = f"service-account-{client.client_id}"
         return Party(sub=account, username=account, claims={"sub": account}, client_id=client.client_id)
 
+    def requested_scope(self, req: Request, client: Client) -> tuple[bool, str]:
+        """OAuth2GrantTypeBase.getRequestedScopes -> TokenManager.isValidScope: every requested
+        scope but openid is a client scope of the client (uma_protection is a client ROLE, never a
+        client scope). Returns (openid asked, the token's `scope`: the default client scopes
+        profile and email, plus the optional ones asked)."""
+        scope = req.form1("scope")
+        requested = (scope or "").split()
+        if any(s != "openid" and s not in self.valid_scopes(client) for s in requested):
+            raise self.error(400, "invalid_scope", f"Invalid scopes: {scope}")
+        openid = "openid" in requested
+        return openid, " ".join((["openid"] if openid else []) + ["profile", "email"]
+                                + [s for s in requested if s in OPTIONAL_IN_TOKEN_SCOPE])
+
     def grant_client_credentials(self, req: Request) -> dict[str, Any]:
         client = self.authenticate_client(req)
         self.check_client(client)
         self.service_account(client)
-        scope = req.form1("scope")
-        requested = (scope or "").split()
-        # TokenManager.isValidScope: every requested scope but openid is a client scope of the client.
-        # uma_protection is a client ROLE, never a client scope.
-        if any(s != "openid" and s not in self.valid_scopes(client) for s in requested):
-            raise self.error(400, "invalid_scope", f"Invalid scopes: {scope}")
+        openid, token_scope = self.requested_scope(req, client)
         at = now()
         account = f"service-account-{client.client_id}"
-        token_scope = " ".join((["openid"] if "openid" in requested else []) + ["profile", "email"]
-                               + [s for s in requested if s in OPTIONAL_IN_TOKEN_SCOPE])
         rec = TokenRecord(kind="pat", key=new_id(), jwt=True, client_id=client.client_id, sub=account,
                           username=account, iat=at, exp=at + self.settings.pat_lifetime_s,
                           scopes=frozenset({UMA_PROTECTION}) if client.resource_server else frozenset())
@@ -215,7 +218,7 @@ class Keycloak(KeycloakRegistration, Dialect):
             rec.claims["resource_access"] = {client.client_id: {"roles": [UMA_PROTECTION]}}
         body: dict[str, Any] = {"access_token": self.app.tokens.emit(rec), "expires_in": rec.exp - at,
                                 "refresh_expires_in": 0, "token_type": "Bearer"}
-        if "openid" in requested:  # TokenUtil.isOIDCRequest
+        if openid:  # TokenUtil.isOIDCRequest
             body["id_token"] = self.app.key.sign({**rec.claims, "jti": new_id(), "typ": "ID",
                                                   "aud": client.client_id})
         return {**body, "not-before-policy": 0, "scope": token_scope}
@@ -224,6 +227,53 @@ class Keycloak(KeycloakRegistration, Dialect):
         self.check_client(client)
         if not client.direct_access_grants:
             raise self.error(400, "unauthorized_client", "Client not allowed for direct access grants")
+
+    def grants(self) -> dict[str, Any]:
+        return {**super().grants(), "refresh_token": self.grant_refresh}
+
+    def grant_password(self, req: Request) -> dict[str, Any]:
+        """ResourceOwnerPasswordCredentialsGrantType.process: a user session; the answer
+        (TokenManager.AccessTokenResponseBuilder.build) has a refresh token and `session_state`,
+        and an `id_token` only when `openid` was asked (TokenUtil.isOIDCRequest)."""
+        client = self.authenticate_client(req)
+        self.check_password_client(client)
+        openid, token_scope = self.requested_scope(req, client)
+        user = self.store.check_password(req.form1("username"), req.form1("password"))
+        if user is None:
+            raise self.error(401, "invalid_grant", "Invalid user credentials")
+        sid = new_id()
+        access, id_token, rec = self.app.tokens.issue_user_tokens(client, user, token_scope, sid)
+        body: dict[str, Any] = {"access_token": access, "expires_in": rec.exp - rec.iat,
+                                "refresh_expires_in": REFRESH_LIFETIME_S,
+                                "refresh_token": self.refresh_token(rec.iat, user.sub, client.client_id, sid,
+                                                                    scope=token_scope),
+                                "token_type": "Bearer"}
+        if openid:
+            body["id_token"] = id_token
+        return {**body, "not-before-policy": 0, "session_state": sid, "scope": token_scope}
+
+    def refresh_token(self, at: int, sub: str | None, client_id: str, sid: str | None,
+                      **claims: Any) -> str:
+        """A RefreshToken (category INTERNAL: HS512 with the realm HMAC key), `typ: Refresh`,
+        `aud` = the issuer, living the SSO session idle time."""
+        return self.app.key.sign_internal(compact({
+            "exp": at + REFRESH_LIFETIME_S, "iat": at, "jti": new_id(), "iss": self.issuer, "aud": self.issuer,
+            "sub": sub, "typ": "Refresh", "azp": client_id, "sid": sid, **claims}))
+
+    def grant_refresh(self, req: Request) -> dict[str, Any]:
+        """RefreshTokenGrantType -> TokenManager.refreshAccessToken. devas keeps no user sessions,
+        so a refresh token it issued, once verified, always meets validateToken's "Session not
+        active" (a refused refresh; clients such as python-keycloak then log in again)."""
+        self.authenticate_client(req)
+        token = req.form1("refresh_token")
+        if token is None:
+            raise self.error(400, "invalid_request", "No refresh token")
+        claims = self.app.key.verify_internal(token)
+        if claims is None or claims.get("typ") not in ("Refresh", "Offline"):
+            raise self.error(400, "invalid_grant", "Invalid refresh token")   # verifyRefreshToken
+        if isinstance(claims.get("exp"), int) and claims["exp"] <= now():
+            raise self.error(400, "invalid_grant", "Refresh token expired")
+        raise self.error(400, "invalid_grant", "Session not active")
 
     # ---- protection API identity (ProtectionService, KeycloakIdentity) ------------------------
     def identity(self, req: Request, check_protection_scope: bool) -> tuple[TokenRecord, Client]:
@@ -405,6 +455,7 @@ class Keycloak(KeycloakRegistration, Dialect):
     def delete_resource(self, req: Request, rid: str) -> Response:
         _, rs = self.identity(req, check_protection_scope=True)
         del self.store.resources[self.own_resource(rs, rid).id]
+        self.forget_resource_policies(rid)
         return empty_response(204)
 
     def list_resources(self, req: Request) -> Response:
@@ -532,7 +583,10 @@ class Keycloak(KeycloakRegistration, Dialect):
         rs = self.resource_server_of(ticket["azp"] if ticket else req.form1("audience"))
         identity = self.evaluation_identity(fmt, claim_token, subject, subject_token)
         requested = ticket.get("permissions", []) if ticket else self.permission_params(req)
-        to_evaluate = self.create_permissions(requested, identity, rs, req.form1("scope"), previous)
+        if ticket is None and not requested and previous is None:   # evaluateAllPermissions
+            to_evaluate = self.all_permissions(identity, rs)
+        else:
+            to_evaluate = self.create_permissions(requested, identity, rs, req.form1("scope"), previous)
         granted = self.evaluate(identity, to_evaluate)
         granted_ids = {g["resource_id"] for g in granted}
         denied_by_rpt = previous is not None and any(p.get("rsid") not in granted_ids for p in requested)
@@ -648,15 +702,28 @@ class Keycloak(KeycloakRegistration, Dialect):
                 to_evaluate[res.id] = (res, merged + [s for s in perm.get("scopes") or [] if s not in merged])
         return to_evaluate
 
+    def all_permissions(self, identity: Party, rs: Client) -> dict[str, tuple[Resource, list[str]]]:
+        """Permissions.all: the resources the RS owns, then (unless the identity is the RS) the
+        identity's own, each with all its scopes. Resources of other owners are not evaluated,
+        whatever the policies say (nor are permission tickets, which devas does not model)."""
+        ident = self.identity_id(identity.sub, rs)
+        owners = [rs.id] + ([ident] if ident != rs.id else [])
+        live = self.store.live_resources(rs.client_id)
+        return {r.id: (r, list(r.scopes)) for owner in owners for r in live if r.owner == owner}
+
     def evaluate(self, identity: Party, to_evaluate: dict[str, tuple[Resource, list[str]]]) -> list[dict[str, Any]]:
-        """The seed's policy decides per resource; a permission keeps the granted scopes (no scopes
-        asked = every allowed scope of the resource)."""
+        """The seed's policy and the user-managed permissions (uma-policy) decide per resource; a
+        permission keeps the granted scopes (no scopes asked = every allowed scope of the
+        resource)."""
         granted = []
         for res, scopes in to_evaluate.values():
             rs = self.store.clients.get(res.client_id)
-            allowed = self.store.allowed_scopes(identity.sub, res, self.identity_id(identity.sub, rs) if rs else None)
-            if allowed is None:
+            ident = self.identity_id(identity.sub, rs) if rs else None
+            allowed = self.store.allowed_scopes(identity.sub, res, ident)
+            managed = self.user_managed_scopes(identity, ident, res)
+            if allowed is None and not managed:
                 continue
+            allowed = (allowed or set()) | managed
             kept = [s for s in (scopes or res.scopes) if s in allowed]
             if (scopes or res.scopes) and not kept:
                 continue
@@ -679,10 +746,8 @@ class Keycloak(KeycloakRegistration, Dialect):
                               as_jwt=True, iat=at, exp=at + self.settings.rpt_lifetime_s, audience=[rs.client_id])
         access = self.issue_rpt(rec)
         upgraded = previous is not None and all(p.get("rsid") in {g["resource_id"] for g in granted} for p in previous)
-        refresh = self.app.key.sign_internal({"exp": at + REFRESH_LIFETIME_S, "iat": at, "jti": new_id(),
-                                              "iss": self.issuer, "aud": self.issuer, "sub": identity.sub,
-                                              "typ": "Refresh", "azp": rec.client_id,
-                                              "authorization": rec.claims["authorization"]})
+        refresh = self.refresh_token(at, identity.sub, rec.client_id, None,
+                                     authorization=rec.claims["authorization"])
         return {"upgraded": upgraded, "access_token": access, "expires_in": rec.exp - at,
                 "refresh_expires_in": REFRESH_LIFETIME_S, "refresh_token": refresh, "token_type": "Bearer",
                 "not-before-policy": 0}

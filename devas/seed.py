@@ -45,10 +45,14 @@ DEFAULT_SEED: dict[str, Any] = {
          "resource_scopes": ALL_METHOD_SCOPES, "owner": "bob-0002"},
         {"_id": "res-admin", "name": "Admin area", "uris": ["/admin"],
          "resource_scopes": ALL_METHOD_SCOPES, "owner": "admin-0003"},
+        # Shared areas belong to the resource server itself, as in Keycloak when the RS (or an
+        # admin in the console) registers a resource without an owner: a ticketless UMA grant
+        # without `permission` evaluates the RS's resources and the user's own
+        # (Permissions.all), so every user sees these two.
         {"_id": "res-readonly", "name": "Read-only data", "uris": ["/readonly"],
-         "resource_scopes": READ_SCOPES, "owner": "admin-0003"},
+         "resource_scopes": READ_SCOPES, "owner": "pep-client"},
         {"_id": "res-public", "name": "Public", "uris": ["/"],
-         "resource_scopes": ALL_METHOD_SCOPES, "owner": "admin-0003"},
+         "resource_scopes": ALL_METHOD_SCOPES, "owner": "pep-client"},
     ],
     "grants": [
         {"sub": "bob-0002", "resource_id": "res-alice", "scopes": ["protected_get"]},

@@ -129,6 +129,8 @@ class User:
     username: str
     password: str
     is_operator: bool = False
+    roles: tuple[str, ...] = ()     # Keycloak realm roles (beyond the realm's default roles)
+    groups: tuple[str, ...] = ()    # Keycloak group paths, e.g. "/staff/ops"
 
     def claims(self) -> dict[str, Any]:
         return {"sub": self.sub, "preferred_username": self.username, "isOperator": self.is_operator}
@@ -154,6 +156,24 @@ class Resource:
 
     def alive(self, at: int) -> bool:
         return self.exp is None or self.exp > at
+
+
+@dataclass
+class UmaPolicy:
+    """A Keycloak user-managed permission (type "uma", UMAPolicyProviderFactory): an owner's
+    policy on one of their resources. `clauses` are its associated policies, each
+    (kind, values): kind `users` (user ids), `clients` (internal client ids), `roles`, `groups`
+    (paths) or `condition` (a script policy type); combined by `decision_strategy`."""
+    id: str
+    name: str
+    client_id: str                    # the resource server
+    owner: str                        # KeycloakIdentity.getId() of the creator
+    resources: list[str]
+    scopes: list[str]
+    clauses: list[tuple[str, list[str]]]
+    description: str | None = None
+    logic: str = "POSITIVE"
+    decision_strategy: str = "UNANIMOUS"
 
 
 @dataclass
@@ -251,7 +271,8 @@ class Store:
         self.settings = Settings.for_profile(self.profile, seed)
         self.clients = {c["client_id"]: client_from_seed(c) for c in seed.get("clients", [])}
         self.users = {u["sub"]: User(sub=u["sub"], username=u["username"], password=u["password"],
-                                     is_operator=bool(u.get("isOperator", False)))
+                                     is_operator=bool(u.get("isOperator", False)),
+                                     roles=tuple(u.get("roles", ())), groups=tuple(u.get("groups", ())))
                       for u in seed.get("users", [])}
         self.default_rs = next(iter(self.clients), "pep-client")
         at = now()
@@ -273,6 +294,7 @@ class Store:
         # Gluu: every scope id in the scopes branch (OAuth scopes and auto-added UMA scopes).
         self.known_scopes: set[str] = set(DCR_ALLOWED_SCOPES) | {"profile", "email"}
         self.known_scopes.update(s for r in self.resources.values() for s in r.scopes)
+        self.uma_policies: dict[str, UmaPolicy] = {}   # Keycloak user-managed permissions
         self.tickets: dict[str, Ticket] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.pcts: dict[str, Party] = {}

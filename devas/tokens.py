@@ -30,16 +30,18 @@ class Tokens:
         self.store.add_token(rec)
         return token
 
-    def issue_user_tokens(self, client: Client, user: User) -> tuple[str, str, TokenRecord]:
+    def issue_user_tokens(self, client: Client, user: User, scope: str = "openid profile",
+                          sid: str | None = None) -> tuple[str, str, TokenRecord]:
         """An access token (recorded: usable at userinfo and as Keycloak's grant bearer) and an
-        ID token (stateless: only ever used as a claim token, checked by signature and time)."""
+        ID token (stateless: only ever used as a claim token, checked by signature and time).
+        `sid` names the login session (Keycloak's `session_state`)."""
         at = now()
         exp = at + self.store.settings.user_token_lifetime_s
         common = {"iss": self.issuer, "aud": client.client_id, "azp": client.client_id,
-                  "iat": at, "exp": exp, **user.claims()}
+                  "iat": at, "exp": exp, **({"sid": sid} if sid else {}), **user.claims()}
         rec = TokenRecord(kind="user", key=new_id(), jwt=True, client_id=client.client_id, sub=user.sub,
-                          username=user.username, iat=at, exp=exp, scopes=frozenset({"openid", "profile"}))
-        rec.claims = {**common, "jti": rec.key, "typ": "Bearer", "acr": "1", "scope": "openid profile"}
+                          username=user.username, iat=at, exp=exp, scopes=frozenset(scope.split()))
+        rec.claims = {**common, "jti": rec.key, "typ": "Bearer", "acr": "1", "scope": scope}
         id_token = self.key.sign({**common, "jti": new_id(), "typ": "ID", "user_name": user.username})
         return self.emit(rec), id_token, rec
 

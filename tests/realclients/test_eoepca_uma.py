@@ -119,7 +119,7 @@ def test_permission_ticket_grant_and_introspection(uma2_as, pat, wk):
     authentication and the user's ID token as claim token -> {access_token, token_type, pct,
     upgraded} with no expires_in (UmaTokenResponse); introspect with the PAT -> the permission,
     client_id and aud = the requesting client, sub null (UmaRptService.createRPTAndPersist stores
-    no user id; issue 3), the user only in pct_claims, and no nbf/iss/jti
+    no user id; issue 3), the user only in pct_claims (lists of strings), and no nbf/iss/jti
     (UmaRptIntrospectionWS.introspect sets none of them); is_valid_now then holds."""
     rid = resource.create(pat, wk["resource_registration_endpoint"], "Ticketed", ["protected_get", "protected_put"])
     requests.post(f"{uma2_as.base}/_devas/grant", json={"sub": SUBS["alice"], "resource_id": rid,
@@ -141,7 +141,10 @@ def test_permission_ticket_grant_and_introspection(uma2_as, pat, wk):
     assert info["active"] is True
     assert [(p["resource_id"], p["resource_scopes"]) for p in info["permissions"]] == [(rid, ["protected_get"])]
     assert info["client_id"] == APP_ID and info["aud"] == APP_ID
-    assert info["pct_claims"]["sub"] == SUBS["alice"]
+    # RptIntrospectionResponse declares Map<String, List<String>> getPctClaims() (JwtClaimSet.toMap):
+    # every claim of the PCT is a list of strings, the user id included.
+    assert info["pct_claims"]["sub"] == [SUBS["alice"]]
+    assert all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in info["pct_claims"].values())
     assert info.get("sub") is None
     for never_set in ("nbf", "iss", "jti"):
         assert info.get(never_set) is None, never_set

@@ -25,7 +25,9 @@ from realclients_support import PASSWORDS, REALM, RS_ID, RS_SECRET, SUBS, UMA_GR
 
 SEED_NAMES = {"res-alice": "Alice space", "res-alice-docs": "Alice documents", "res-bob": "Bob space",
               "res-admin": "Admin area", "res-readonly": "Read-only data", "res-public": "Public"}
-# What the development AS's seed policy lets alice do without asking (owner of two, `*` on two).
+# A ticketless grant without `permission` evaluates the resource server's resources and the
+# user's own (Keycloak Permissions.all): for alice her two and the RS's two shared areas, which
+# the seed's policy opens to her (owner rule; `*` rows on res-readonly and res-public).
 ALICE_MAY = {"res-alice", "res-alice-docs", "res-readonly", "res-public"}
 
 
@@ -233,25 +235,88 @@ def test_uma_policy_endpoint(uma: KeycloakUMA):
     """Discovery advertises policy_endpoint, so a real client calls it. Keycloak
     (UserManagedPermissionService): only a resource with ownerManagedAccess can have policies
     (else 400 invalid_request); create answers the stored policy (findById, 200, with its id);
-    query filters by name; delete is 204, and a second delete is 404
-    {"error":"invalid_request","error_description":"Policy with [id] does not exist"}."""
+    query filters by name, scope and resource (an unknown scope or resource answers 204, which
+    python-keycloak reads as []), first and max, sorted by name; update answers 201 with no
+    body (python-keycloak returns it as bytes); delete is 204, and a second delete is 404
+    {"error":"invalid_request","error_description":"Policy with [id] does not exist"}.
+    test_uma_policy's role, client and group policies, with what the seeded realm has: the
+    default role uma_authorization, the resource server as client, a user for the group."""
     plain = uma.resource_set_create({"name": "no-oma", "resource_scopes": ["read", "write"]})
     with pytest.raises(KeycloakPostError) as err:
         uma.policy_resource_create(plain["_id"], {"name": "refused", "scopes": ["read"], "clients": [RS_ID]})
     assert err.value.response_code == 400
     assert b"Only resources with owner managed accessed can have policies" in err.value.response_body
 
-    oma = uma.resource_set_create({"name": "oma", "resource_scopes": ["read", "write"], "ownerManagedAccess": True})
-    policy = uma.policy_resource_create(oma["_id"], {"name": "TestPolicyClient", "description": "d",
-                                                     "scopes": ["read"], "clients": [RS_ID]})
-    assert policy["id"] and policy["name"] == "TestPolicyClient"
-    assert [p["name"] for p in uma.policy_query(name="TestPolicyClient")] == ["TestPolicyClient"]
-    assert uma.policy_query(name="Invalid") == []
-    uma.policy_delete(policy["id"])
+    oma = uma.resource_set_create({"name": "oma", "scopes": ["test:read", "test:write"], "type": "urn:test",
+                                   "ownerManagedAccess": True})
+    rid = oma["_id"]
+    role = uma.policy_resource_create(rid, {"name": "TestPolicyRole", "description": "d",
+                                            "scopes": ["test:read", "test:write"], "roles": ["uma_authorization"]})
+    assert role["id"] and role["type"] == "uma" and role["roles"] == ["uma_authorization"]
+    assert role["owner"] == oma["owner"]["id"] and sorted(role["scopes"]) == ["test:read", "test:write"]
+    client = uma.policy_resource_create(rid, {"name": "TestPolicyClient", "description": "d",
+                                              "scopes": ["test:read"], "clients": [RS_ID]})
+    assert client["clients"] == [RS_ID]
+    user = uma.policy_resource_create(rid, {"name": "TestPolicyUser", "scopes": ["test:read"], "users": ["bob"]})
+    assert user["users"] == ["bob"]
+    assert len(uma.policy_query()) == 3
+    assert [p["name"] for p in uma.policy_query(name="TestPolicyUser")] == ["TestPolicyUser"]
+    with pytest.raises(KeycloakPostError) as err:
+        uma.policy_resource_create(rid, {"name": "TestPolicyUser", "users": ["bob"]})
+    assert err.value.response_code == 409
+
+    uma.policy_delete(user["id"])
     with pytest.raises(KeycloakDeleteError) as err:
-        uma.policy_delete(policy["id"])
+        uma.policy_delete(user["id"])
     assert err.match('404: b\'{"error":"invalid_request","error_description":"Policy with .* does not exist"}\'')
+
+    policies = uma.policy_query()
+    assert [p["name"] for p in policies] == ["TestPolicyClient", "TestPolicyRole"]
+    policy = policies[0]
+    assert uma.policy_update(policy_id=policy["id"], payload=policy) == b""
+    assert len(uma.policy_query()) == 2
+    for kw in ({"name": "Invalid"}, {"scope": "Invalid"}, {"resource": "Invalid"}, {"first": 3}, {"maximum": 0}):
+        assert uma.policy_query(**kw) == [], kw
+    assert len(uma.policy_query(name=policy["name"])) == 1
+    assert len(uma.policy_query(scope=policy["scopes"][0])) == 2
+    assert len(uma.policy_query(resource=rid)) == 2
+
+    uma.resource_set_delete(rid)
     assert uma.policy_query() == []
+
+
+def test_uma_policy_grants_the_users_it_names(uma: KeycloakUMA, oid: KeycloakOpenID, keycloak_as):
+    """The owner of a resource manages its permissions with their own token (a user token of
+    the resource server's client: createIdentity(false)); the resource server cannot
+    ("Only resource owner can access policies for resource [id]"). A user named in the policy
+    then gets its scopes, and only those (DecisionPermissionCollector); the policy's owner is
+    granted too (UMAPolicyProvider)."""
+    res = uma.resource_set_create({"name": "Alice album", "scopes": ["view", "edit"], "owner": "alice",
+                                   "ownerManagedAccess": True})
+    with pytest.raises(KeycloakPostError) as err:
+        uma.policy_resource_create(res["_id"], {"name": "by the RS", "users": ["bob"]})
+    assert err.value.response_body == (b'{"error":"invalid_request","error_description":'
+                                       b'"Only resource owner can access policies for resource [' +
+                                       res["_id"].encode() + b']"}')
+
+    alice_uma = KeycloakUMA(connection=KeycloakOpenIDConnection(
+        server_url=keycloak_as.base, realm_name=REALM, client_id=RS_ID, client_secret_key=RS_SECRET,
+        username="alice", password=PASSWORDS["alice"], grant_type="password", timeout=10))
+    policy = alice_uma.policy_resource_create(res["_id"], {"name": "Bob may view", "scopes": ["view"],
+                                                           "users": ["bob"]})
+    assert policy["owner"] == SUBS["alice"] and policy["users"] == ["bob"]
+    assert [p["name"] for p in alice_uma.policy_query()] == ["Bob may view"]
+    assert uma.policy_query() == []   # each identity sees the policies it owns
+
+    bob = login(oid, "bob")["access_token"]
+    assert oid.uma_permissions(token=bob, permissions=f"{res['_id']}#view") == [
+        {"rsid": res["_id"], "rsname": "Alice album", "scopes": ["view"]}]
+    assert uma.permissions_check(bob, [UMAPermission(resource=res["_id"], scope="edit")]) is False
+    admin = login(oid, "admin")["access_token"]
+    assert uma.permissions_check(admin, [UMAPermission(resource=res["_id"], scope="view")]) is False
+
+    alice_uma.policy_delete(policy["id"])
+    assert uma.permissions_check(bob, [UMAPermission(resource=res["_id"], scope="view")]) is False
 
 
 # ---- the UMA grant without a ticket (test_keycloak_openid.py, test_keycloak_uma.py) ---------
@@ -266,8 +331,10 @@ def test_password_login_answer_has_keycloaks_fields(oid: KeycloakOpenID):
 
 def test_uma_permissions_lists_what_the_user_may_do(oid: KeycloakOpenID, keycloak_as):
     """test_uma_permissions: a ticketless UMA grant, Bearer user token, audience = the resource
-    server, response_mode=permissions, no `permission`: Keycloak evaluates every resource of
-    that resource server and answers a JSON array of {rsid, rsname, scopes}."""
+    server, response_mode=permissions, no `permission`: Keycloak evaluates the resources the
+    resource server owns and the user's own (AuthorizationTokenService.evaluateAllPermissions ->
+    Permissions.all) and answers a JSON array of {rsid, rsname, scopes}. Bob's list has no
+    res-alice although a policy lets him read it: other users' resources are not evaluated."""
     token = login(oid, "alice")["access_token"]
     granted = oid.uma_permissions(token=token)
     assert {p["rsid"] for p in granted} == ALICE_MAY
@@ -277,12 +344,18 @@ def test_uma_permissions_lists_what_the_user_may_do(oid: KeycloakOpenID, keycloa
     assert form(call)["audience"] == [RS_ID] and form(call)["response_mode"] == ["permissions"]
     assert oid.uma_permissions(token=token, permissions="Alice space#protected_get") == [
         {"rsid": "res-alice", "rsname": "Alice space", "scopes": ["protected_get"]}]
+    bob = login(oid, "bob")["access_token"]
+    assert {p["rsid"] for p in oid.uma_permissions(token=bob)} == {"res-bob", "res-readonly", "res-public"}
 
 
 def test_has_uma_access(oid: KeycloakOpenID, keycloak_as):
-    """test_has_uma_access (with resources that have scopes): granted -> authorized; unknown resource -> 400 invalid_resource
-    (raised); denied -> 403 (logged in, not authorized); an invalid bearer -> 401 invalid_grant
-    "Invalid bearer token" (PermissionGrantType) -> not logged in."""
+    """test_has_uma_access (with resources that have scopes): granted -> authorized; unknown
+    resource -> 400 invalid_resource (raised); denied -> 403 (logged in, not authorized); an
+    invalid bearer -> 401 invalid_grant "Invalid bearer token" (PermissionGrantType) -> not
+    logged in. A `permission` names a
+    resource by id, or by name among the caller's own and the resource server's resources
+    (AuthorizationTokenService.resolveResourcePermission): bob cannot name alice's space, he
+    uses its id."""
     token = login(oid, "alice")["access_token"]
     ok = "AuthStatus(is_authorized=True, is_logged_in=True, missing_permissions=set())"
     assert str(oid.has_uma_access(token=token, permissions="")) == ok
@@ -298,9 +371,14 @@ def test_has_uma_access(oid: KeycloakOpenID, keycloak_as):
                                        b'"error_description":"Resource with id [Does not exist] does not exist."}')
 
     bob = login(oid, "bob")["access_token"]
-    status = oid.has_uma_access(token=bob, permissions="Alice space#protected_delete")
+    status = oid.has_uma_access(token=bob, permissions="res-alice#protected_delete")
     assert (status.is_logged_in, status.is_authorized) == (True, False)
-    assert status.missing_permissions == {"Alice space#protected_delete"}
+    assert status.missing_permissions == {"res-alice#protected_delete"}
+    assert str(oid.has_uma_access(token=bob, permissions="res-alice#protected_get")) == ok
+    with pytest.raises(KeycloakPostError) as err:
+        oid.has_uma_access(token=bob, permissions="Alice space#protected_get")
+    assert err.value.response_body == (b'{"error":"invalid_resource",'
+                                       b'"error_description":"Resource with id [Alice space] does not exist."}')
 
     status = oid.has_uma_access(token=token + "x", permissions="Alice space")
     assert (status.is_logged_in, status.is_authorized) == (False, False)
@@ -311,7 +389,9 @@ def test_has_uma_access(oid: KeycloakOpenID, keycloak_as):
 
 def test_permissions_check_decides(uma: KeycloakUMA, oid: KeycloakOpenID, keycloak_as):
     """test_uma_access: KeycloakUMA.permissions_check posts response_mode=decision and one
-    comma-joined `permission`; {"result": true} -> True, any error -> False."""
+    comma-joined `permission`; {"result": true} -> True, any error -> False. Bob names alice's
+    space by id: by name Keycloak finds only his own and the resource server's resources (and
+    those shared with him through permission tickets), so "Alice space" is 400 invalid_resource."""
     token = login(oid, "alice")["access_token"]
     assert uma.permissions_check(token, []) is True
     assert uma.permissions_check(token, [UMAPermission(resource="Alice space")]) is True
@@ -320,12 +400,18 @@ def test_permissions_check_decides(uma: KeycloakUMA, oid: KeycloakOpenID, keyclo
     assert uma.permissions_check(token, [UMAPermission(resource="Alice space"), UMAPermission(resource="not valid")]) \
         is False
     bob = login(oid, "bob")["access_token"]
-    assert uma.permissions_check(bob, [UMAPermission(resource="Alice space", scope="protected_get")]) is True
-    assert uma.permissions_check(bob, [UMAPermission(resource="Alice space", scope="protected_delete")]) is False
-    r = requests.post(oid.well_known()["token_endpoint"], headers={"Authorization": f"Bearer {bob}"}, data={
-        "grant_type": UMA_GRANT, "audience": RS_ID, "permission": "Alice space#protected_get",
-        "response_mode": "decision"}, timeout=5)
+    assert uma.permissions_check(bob, [UMAPermission(resource="res-alice", scope="protected_get")]) is True
+    assert uma.permissions_check(bob, [UMAPermission(resource="res-alice", scope="protected_delete")]) is False
+    assert uma.permissions_check(bob, [UMAPermission(resource="Alice space", scope="protected_get")]) is False
+
+    def decide(permission: str) -> requests.Response:
+        return requests.post(oid.well_known()["token_endpoint"], headers={"Authorization": f"Bearer {bob}"}, data={
+            "grant_type": UMA_GRANT, "audience": RS_ID, "permission": permission, "response_mode": "decision"},
+            timeout=5)
+    r = decide("res-alice#protected_get")
     assert (r.status_code, r.json()) == (200, {"result": True})
+    r = decide("Alice space#protected_get")
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_resource")
 
 
 # ---- introspection (test_keycloak_openid.py::test_introspect) -------------------------------
