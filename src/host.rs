@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use uma_pep_core::decision::LocalReply;
+use uma_pep_core::facts::{self, Decision};
 use uma_pep_core::wire::AsResponse;
 
 /// Largest AS answer the filter reads; a bigger one is garbage.
@@ -47,6 +48,36 @@ pub fn send_reply(reply: &LocalReply) {
     let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let body = (!reply.body.is_empty()).then_some(reply.body.as_bytes());
     let _ = hostcalls::send_http_response(reply.status, headers, body);
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The ABI's `proxy_set_property`, declared here with a plain status code: the SDK's
+    /// wrapper panics (kills the VM) on any status but `Ok`.
+    #[link_name = "proxy_set_property"]
+    fn proxy_set_property_raw(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+}
+
+/// Sets a one-segment property of the current request; Envoy keeps it in the request's filter
+/// state as `wasm.<name>`. False when the host refused it (no request, another host).
+pub fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: both pointers come from live slices with their exact lengths; the host only
+    // reads them during the call.
+    let status = unsafe { proxy_set_property_raw(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    status == Status::Ok as u32
+}
+
+/// The facts of this request's decision, for Envoy's access log (`%FILTER_STATE(wasm.uma_pep.*)%`):
+/// one property per fact, and only those the decision knows.
+pub fn record_facts(decision: Decision, resource: Option<&str>, subject: Option<&str>) {
+    set_property(facts::DECISION, decision.as_str().as_bytes());
+    set_property(facts::CODE, decision.code_str().as_bytes());
+    if let Some(resource) = resource {
+        set_property(facts::RESOURCE, resource.as_bytes());
+    }
+    if let Some(subject) = subject {
+        set_property(facts::SUBJECT, subject.as_bytes());
+    }
 }
 
 /// The response of the dispatched call being delivered now.

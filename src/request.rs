@@ -7,9 +7,10 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use uma_pep_core::config::PepConfig;
 use uma_pep_core::decision::{plan, LocalReply, LogCode, Mode, Plan, RequestFacts};
+use uma_pep_core::facts::Decision;
 use uma_pep_core::path::{normalize_path, split_query};
 
-use log::info;
+use log::debug;
 
 use crate::host;
 use crate::metrics::Counter;
@@ -32,11 +33,24 @@ struct Subject {
 /// `auth_request`, whose subrequest is always a GET: both headers are required); a path below it
 /// is the original path, with the check's own method (Envoy `ext_authz` with `path_prefix`,
 /// where `X-Original-*` could come from the client and is ignored).
+///
+/// A check's own path must be canonical, as the original path must: the edge checks
+/// `path_prefix` + the raw path it routes, so `/authorize/alice/../zzz` is about
+/// `/alice/../zzz`, not `/zzz`, and `/authorize/../alice` is a check, not a request for `/alice`.
 fn subject(config: &PepConfig, method: String, raw_path: String) -> Result<Subject, LocalReply> {
     let Some(authorize) = &config.authorize_path else {
         return Ok(Subject { mode: Mode::Full, method, raw_path });
     };
     let own = normalize_path(&raw_path).unwrap_or_default();
+    let raw_only = split_query(&raw_path).0;
+    let is_check =
+        |p: &str| p == authorize || p.strip_prefix(authorize.as_str()).is_some_and(|r| r.starts_with('/'));
+    if !is_check(&own) && !is_check(raw_only) {
+        return Ok(Subject { mode: Mode::Full, method, raw_path });
+    }
+    if own != raw_only {
+        return Err(LocalReply::bad_request("path of an authorization check is not in canonical form"));
+    }
     if own == *authorize {
         let uri = host::request_header("x-original-uri").filter(|u| !u.is_empty());
         let original_method = host::request_header("x-original-method").filter(|m| !m.is_empty());
@@ -47,18 +61,17 @@ fn subject(config: &PepConfig, method: String, raw_path: String) -> Result<Subje
         };
         return Ok(Subject { mode: Mode::Partial, method, raw_path: uri });
     }
-    if let Some(rest) = own.strip_prefix(authorize.as_str()).filter(|r| r.starts_with('/')) {
-        let (_, query) = split_query(&raw_path);
-        return Ok(Subject { mode: Mode::Partial, method, raw_path: format!("{rest}{query}") });
-    }
-    Ok(Subject { mode: Mode::Full, method, raw_path })
+    let rest = own.strip_prefix(authorize.as_str()).unwrap_or(&own);
+    let (_, query) = split_query(&raw_path);
+    Ok(Subject { mode: Mode::Partial, method, raw_path: format!("{rest}{query}") })
 }
 
 impl RequestContext {
     fn reply_now(&self, reply: &LocalReply, method: &str, path: &str) -> Action {
         let counter = if reply.status == 200 { Counter::Allowed } else { Counter::Denied };
         self.worker.metrics.increment(counter);
-        info!("{} {method} {path} status={}: {}", reply.code.code(), reply.status, reply.reason);
+        host::record_facts(Decision::of_reply(reply), None, None);
+        debug!("{} {method} {path} status={}: {}", reply.code.code(), reply.status, reply.reason);
         host::send_reply(reply);
         Action::Pause
     }
@@ -112,7 +125,8 @@ impl HttpContext for RequestContext {
             Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
             Plan::PassThrough { rewrite } => {
                 self.worker.metrics.increment(Counter::Unmatched);
-                info!(
+                host::record_facts(Decision::Unmatched, None, None);
+                debug!(
                     "{} {} {log_path}: no resource matches, passed through",
                     LogCode::Unmatched.code(),
                     subject.method

@@ -11,6 +11,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use uma_pep_core::cache::config_fingerprint;
 use uma_pep_core::config::PepConfig;
 use uma_pep_core::decision::LocalReply;
+use uma_pep_core::facts::Decision;
 use uma_pep_core::forward::ForwardSigner;
 
 use crate::host;
@@ -20,11 +21,25 @@ use crate::worker::Worker;
 pub struct PepRoot {
     id: u32,
     worker: Option<Rc<Worker>>,
+    /// When Envoy's log level was last looked at (ms).
+    level_checked_ms: i64,
 }
 
 impl PepRoot {
     pub fn new(id: u32) -> Self {
-        Self { id, worker: None }
+        Self { id, worker: None, level_checked_ms: 0 }
+    }
+}
+
+/// How often the root follows a change of Envoy's level for the `wasm` component (an operator's
+/// `POST /logging?wasm=debug` on the admin interface).
+const LEVEL_CHECK_MS: i64 = 1000;
+
+/// Follows Envoy's log level for this component, so that a decision line that Envoy would drop
+/// is not even formatted.
+fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
     }
 }
 
@@ -53,11 +68,8 @@ impl RootContext for PepRoot {
             let signer = config.forward.as_ref().map(ForwardSigner::new).transpose()?;
             Ok((config, signer))
         });
-        // Follow Envoy's log level for this component, so that a decision line that Envoy
-        // would drop is not even formatted.
-        if let Ok(level) = hostcalls::get_log_level() {
-            proxy_wasm::set_log_level(level);
-        }
+        follow_host_log_level();
+        self.level_checked_ms = host::now_ms();
         match configured {
             Ok((config, signer)) => {
                 info!(
@@ -84,6 +96,11 @@ impl RootContext for PepRoot {
     }
 
     fn on_tick(&mut self) {
+        let now = host::now_ms();
+        if now - self.level_checked_ms >= LEVEL_CHECK_MS {
+            self.level_checked_ms = now;
+            follow_host_log_level();
+        }
         if let Some(worker) = &self.worker {
             worker.enter_callback(self.id);
             worker.tick();
@@ -109,6 +126,7 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> proxy_wasm::types::Action {
+        host::record_facts(Decision::AsError, None, None);
         host::send_reply(&LocalReply::as_unreachable("filter not configured"));
         proxy_wasm::types::Action::Pause
     }

@@ -11,12 +11,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use log::{debug, info};
+use log::debug;
 use proxy_wasm::types::{Action, Status};
 use uma_pep_core::cache::{keyed_digest, token_digest, Digest16};
 use uma_pep_core::challenge::Challenge;
 use uma_pep_core::config::{AsProfile, PepConfig};
 use uma_pep_core::decision::{LocalReply, LogCode, Mode, Target};
+use uma_pep_core::facts::{self, Decision};
 use uma_pep_core::forward::ForwardSigner;
 use uma_pep_core::introspection::{introspection_body, Clock, IntrospectionResult};
 use uma_pep_core::jwt_rpt::JwtCheck;
@@ -553,6 +554,8 @@ impl Worker {
             return Action::Pause;
         }
         self.metrics.increment(Counter::Allowed);
+        let subject = facts::subject(result);
+        host::record_facts(Decision::Allowed, Some(&flow.target.resource_id), subject.as_deref());
         self.log_decision(LogCode::Allowed, &flow, "RPT covers resource and scope");
         match flow.mode {
             Mode::Full => {
@@ -618,7 +621,7 @@ impl Worker {
         let token = signer.sign(&claims).map_err(|e| e.to_string())?;
         let took_us = (host::now_ns() - started) / 1000;
         self.metrics.increment(Counter::JwtMinted);
-        info!("minted forwarded JWT alg={:?} in {took_us} us", signer.alg());
+        debug!("minted forwarded JWT alg={:?} in {took_us} us", signer.alg());
         let exp = claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(clock.now);
         let token: Rc<str> = Rc::from(token);
         self.minted.put(&key, exp - clock.margin_s, Rc::clone(&token), clock.now);
@@ -677,6 +680,7 @@ impl Worker {
             return Action::Pause;
         }
         self.metrics.increment(Counter::Denied);
+        host::record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
         self.log_decision(reply.code, flow, &reply.reason);
         host::send_reply(reply);
         Action::Pause
@@ -688,7 +692,9 @@ impl Worker {
             LogCode::TicketIssued => "401",
             _ => "denied",
         };
-        let level = if code == LogCode::AsError { log::Level::Warn } else { log::Level::Info };
+        // One line per request at `debug` (Envoy logs nothing per request at `info`); a failing
+        // AS is an operator's business at once.
+        let level = if code == LogCode::AsError { log::Level::Warn } else { log::Level::Debug };
         // Formatted only when the level is on (the host's level is followed, see `root`).
         log::log!(
             level,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use url::Url;
 
+use crate::keypath::{self, KeyError};
 use crate::matcher::ResourceMatcher;
 use crate::path::normalize_path;
 
@@ -22,6 +23,15 @@ pub struct ConfigError {
 impl ConfigError {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
         Self { key: key.into(), problem: problem.into() }
+    }
+}
+
+/// A parse error names the key path at fault; one about the document as a whole (not JSON,
+/// not an object) names `configuration`.
+impl From<KeyError> for ConfigError {
+    fn from(e: KeyError) -> Self {
+        let key = if e.path.is_empty() { "configuration".to_string() } else { e.path };
+        Self { key, problem: e.problem }
     }
 }
 
@@ -308,10 +318,11 @@ pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, C
 impl PepConfig {
     /// Parses and validates the configuration JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| {
-            // serde names the unknown or mistyped field in its message.
-            ConfigError::new("configuration", e.to_string())
-        })?;
+        // serde would also read a struct from a list, by position: only an object is taken.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ConfigError::new("configuration", "must be a JSON object"));
+        }
+        let raw: RawConfig = keypath::from_slice(bytes).map_err(ConfigError::from)?;
         Self::from_raw(raw)
     }
 
@@ -615,6 +626,90 @@ mod tests {
         assert!(err.to_string().contains("timeout_ms") || err.to_string().contains("u64"), "{err}");
         let err = parse(&with(r#""as_profile":"okta""#)).unwrap_err();
         assert!(err.to_string().contains("okta"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path_and_the_closest_key() {
+        let cases = [
+            (r#""unmached":"deny""#, "unmached", "unmatched"),
+            (r#""forward":{"key_pem":"k","algo":"ES256"}"#, "forward.algo", "forward.alg"),
+            (
+                r#""resource_sync":{"cluster":"c","intervall_s":5}"#,
+                "resource_sync.intervall_s",
+                "resource_sync.interval_s",
+            ),
+            (
+                r#""resources":[{"id":"a","uri":"/a"},{"id":"b","uri":"/b"},{"id":"c","urii":"/c"}]"#,
+                "resources[2].urii",
+                "resources[2].uri",
+            ),
+            (r#""endpoints":{"tokn":"/t"}"#, "endpoints.tokn", "endpoints.token"),
+            (r#""Clock_Skew_S":5"#, "Clock_Skew_S", "clock_skew_s"),
+            (r#""local-jwt-validation":false"#, "local-jwt-validation", "local_jwt_validation"),
+        ];
+        for (extra, key, suggestion) in cases {
+            let err = parse(&with(extra)).unwrap_err();
+            assert_eq!(err.key, key, "{extra}");
+            assert_eq!(
+                err.to_string(),
+                format!("config key `{key}`: unknown key; did you mean `{suggestion}`?"),
+                "{extra}"
+            );
+        }
+        // Nothing near: the valid keys of that object are listed.
+        let err = parse(&with(r#""endpoints":{"userinfo":"/u"}"#)).unwrap_err();
+        assert_eq!(err.key, "endpoints.userinfo");
+        assert_eq!(err.problem, "unknown key (valid here: `token`, `permission`, `introspection`, `jwks`)");
+    }
+
+    #[test]
+    fn wrong_values_name_their_path() {
+        let err = parse(&with(r#""forward":{"key_pem":"k","alg":"es256"}"#)).unwrap_err();
+        assert_eq!(err.to_string(), "config key `forward.alg`: unknown value `es256`; did you mean `ES256`?");
+        let err = parse(&with(r#""as_profile":"okta""#)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key `as_profile`: unknown value `okta` (valid: `uma2`, `keycloak`)"
+        );
+        let err = parse(&with(r#""forward":{"alg":"EdDSA"}"#)).unwrap_err();
+        assert_eq!(err.to_string(), "config key `forward.key_pem`: is required");
+        let err = parse(&with(r#""resource_sync":{"cluster":"c","interval_s":-1}"#)).unwrap_err();
+        assert_eq!(err.key, "resource_sync.interval_s");
+        assert!(err.problem.ends_with("expected a non-negative integer"), "{err}");
+        let err = parse(&with(r#""method_scopes":{"GET":5}"#)).unwrap_err();
+        assert_eq!(err.key, "method_scopes.GET");
+        let err = parse(&with(r#""cache_slots":5000000000"#)).unwrap_err();
+        assert_eq!(err.key, "cache_slots");
+        let err = parse(&with(r#""rpt_audience":7"#)).unwrap_err();
+        assert_eq!(err.key, "rpt_audience");
+    }
+
+    #[test]
+    fn a_config_error_never_shows_a_secret() {
+        let pem = "-----BEGIN PRIVATE KEY-----MC4CAQAwBQYDK2VwBCIEI-----END PRIVATE KEY-----";
+        for extra in [
+            format!(r#""forward":"{pem}""#),
+            format!(r#""forward":["{pem}"]"#),
+            r#""client_secret":["s3cr3t-value"]"#.to_string(),
+        ] {
+            let json =
+                format!(r#"{{"issuer":"http://as.local","as_cluster":"as","client_id":"pep",{extra}}}"#);
+            let err = parse(&json).unwrap_err();
+            let text = err.to_string();
+            assert!(!text.contains("PRIVATE KEY") && !text.contains("s3cr3t"), "{text}");
+        }
+        // The whole configuration written as a JSON string (encoded twice).
+        let twice = serde_json::to_string(MINIMAL).unwrap();
+        let err = parse(&twice).unwrap_err();
+        assert_eq!(err.to_string(), "config key `configuration`: must be a JSON object");
+        assert_eq!(parse("[1]").unwrap_err().key, "configuration");
+        assert_eq!(parse("").unwrap_err().key, "configuration");
+        let err = parse(&with(r#""endpoints":{"token":"/t",}"#)).unwrap_err();
+        assert_eq!(err.key, "endpoints");
+        assert!(err.problem.starts_with("not valid JSON: trailing comma"), "{err}");
+        let err = parse("{\"issuer\": ").unwrap_err();
+        assert_eq!(err.key, "issuer");
+        assert!(err.problem.starts_with("not valid JSON"), "{err}");
     }
 
     #[test]

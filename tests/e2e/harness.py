@@ -187,26 +187,36 @@ def envoy_config(filter_json: dict, listen_port: int, admin_port: int, as_port: 
 
 
 class Envoy:
-    """Real Envoy with the filter; `concurrency` workers."""
+    """Real Envoy with the filter; `concurrency` workers. `wasm_log_level` is Envoy's level for
+    the filter's component: per-request decision lines are at `debug`, so a test that reads them
+    asks for it. `extra_args` are added to Envoy's command line."""
 
     def __init__(self, filter_json: dict | None, as_port: int, upstream_port: int, concurrency: int = 1,
-                 with_filter: bool = True, expect_ready: bool = True):
+                 with_filter: bool = True, expect_ready: bool = True, wasm_log_level: str = "info",
+                 extra_args: list[str] | None = None):
         self.port = free_port()
         self.admin_port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="uma-pep-envoy-"))
         self.config_path = self.dir / "envoy.json"
         self.log_path = self.dir / "envoy.log"
-        self.config_path.write_text(json.dumps(self._bootstrap(filter_json or {}, as_port, upstream_port, with_filter)))
+        bootstrap = self._bootstrap(filter_json or {}, as_port, upstream_port, with_filter)
+        if isinstance(bootstrap, str):
+            # A YAML bootstrap as text (a shipped envoy/*.yaml, adapted by the test).
+            self.config_path = self.dir / "envoy.yaml"
+            self.config_path.write_text(bootstrap)
+        else:
+            self.config_path.write_text(json.dumps(bootstrap))
         self.proc = subprocess.Popen(
             [ENVOY_BIN, "-c", str(self.config_path), "--concurrency", str(concurrency),
              "--disable-hot-restart", "--log-level", "warn",
-             "--component-log-level", "wasm:info", "--base-id", str(self.port)],
+             "--component-log-level", f"wasm:{wasm_log_level}", "--base-id", str(self.port),
+             *(extra_args or [])],
             stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
         self.base = f"http://127.0.0.1:{self.port}"
         if expect_ready:
             self.wait_ready()
 
-    def _bootstrap(self, filter_json: dict, as_port: int, upstream_port: int, with_filter: bool) -> dict:
+    def _bootstrap(self, filter_json: dict, as_port: int, upstream_port: int, with_filter: bool) -> dict | str:
         return envoy_config(filter_json, self.port, self.admin_port, as_port, upstream_port, with_filter=with_filter)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from harness import Envoy, filter_config, free_port
@@ -112,13 +113,23 @@ def test_requests_waiting_for_a_slow_as_are_bounded_by_timeout(envoy_factory, um
     assert echo.log() == []
 
 
-def test_invalid_configuration_names_the_key_and_does_not_load(uma2_as, echo):
-    config = filter_config(uma2_as, resources=RESOURCES, timeout_ms=0)
+@pytest.mark.parametrize("overrides, line", [
+    ({"timeout_ms": 0}, "config key `timeout_ms`: must be between 1 and 60000"),
+    # A misspelt key, at the top and nested: its whole path, and the key that was meant.
+    ({"unmached": "deny"}, "config key `unmached`: unknown key; did you mean `unmatched`?"),
+    ({"forward": {"algo": "EdDSA", "key_pem": "-----BEGIN PRIVATE KEY-----"}},
+     "config key `forward.algo`: unknown key; did you mean `forward.alg`?"),
+    ({"resources": [*RESOURCES, {"id": "res-x", "urii": "/x"}]},
+     "config key `resources[3].urii`: unknown key; did you mean `resources[3].uri`?"),
+], ids=["value", "unknown-key", "nested-unknown-key", "unknown-key-in-a-list"])
+def test_invalid_configuration_names_the_key_and_does_not_load(uma2_as, echo, overrides, line):
+    config = filter_config(uma2_as, **{"resources": RESOURCES, **overrides})
     envoy = Envoy(config, uma2_as.port, echo.port, expect_ready=False)
     try:
         code = envoy.exited(timeout=20)
         logs = envoy.logs()
-        assert "uma-pep: invalid configuration: config key `timeout_ms`" in logs, logs[-2000:]
+        assert f"uma-pep: invalid configuration: {line}" in logs, logs[-2000:]
+        assert "PRIVATE KEY" not in logs
         assert code not in (None, 0)
     finally:
         envoy.stop()

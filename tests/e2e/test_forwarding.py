@@ -46,7 +46,8 @@ def forwarding(request, envoy_factory, uma2_as, echo):
     # RS256 stalls a worker ~12 ms per signature: AS calls queued behind 40 of them need room.
     config = filter_config(uma2_as, resources=RESOURCES, authorize_path="/authorize", forward=forward,
                            timeout_ms=5000)
-    envoy = envoy_factory(config, uma2_as.port, echo.port, concurrency=2)
+    # The mint lines `test_record_signing_cost` reads are per request: at `debug`.
+    envoy = envoy_factory(config, uma2_as.port, echo.port, concurrency=2, wasm_log_level="debug")
     return alg, key.public_key(), envoy
 
 
