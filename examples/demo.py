@@ -27,7 +27,7 @@ def main() -> int:
     check_only = "--check" in sys.argv  # walk through once and exit: how the tests run the demo
     services = [DevAs("uma2", port=9090), Echo(port=9080)]
     envoy = subprocess.Popen([ENVOY_BIN, "-c", "envoy/demo.yaml", "--concurrency", "2", "--disable-hot-restart",
-                              "--log-level", "warn", "--component-log-level", "wasm:info"], cwd=ROOT)
+                              "--log-level", "warn", "--component-log-level", "wasm:debug"], cwd=ROOT)
     try:
         for _ in range(100):
             try:
