@@ -5,6 +5,11 @@
 //! body `{"error","error_description"}` (with the seed's `Error` header for old clients).
 //! Also `/openapi.json` (PEP-UC-007) and `/filter-config`, which the filter polls.
 //!
+//! The server starts without the AS: `/filter-config` and `/healthz` answer at once (the
+//! filter keeps enforcing the table it has), the AS is reached in the background, retried
+//! until it answers, and `/readyz` says 503 with the cause until then. Calls that need the
+//! AS (every call with a token: its JWKS or userinfo verifies the caller) answer 503 meanwhile.
+//!
 //! Writes are serialised by one async lock: each spans an AS call and a repository write,
 //! and uniqueness checks must see the writes before them.
 
@@ -18,19 +23,22 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use thiserror::Error;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
+use uma_pep_core::keypath;
 
-use crate::apply::as_owner;
+use crate::apply::{as_owner, key_message};
 use crate::context::{AsContext, Common, ContextError};
 use crate::expiry::description_of;
 use crate::identity::{Caller, IdentityConfig, IdentityError, Verifier};
 use crate::pdp::PdpClient;
+use crate::registration::ClientFile;
 use crate::render::filter_resources;
 use crate::repository::{now_s, RepoError, Repository, Source, StoredResource};
-use crate::resource_rules::{canonical_uri, complete_scopes, is_open, self_and_parents};
+use crate::resource_rules::{canonical_uri, complete_scopes, is_open, registrable_uri, self_and_parents};
 use crate::resource_set::{Description, ResourceSetClient, ResourceSetError};
 use crate::transport::checked_url;
 
@@ -75,10 +83,44 @@ pub enum ServeError {
 
 pub struct AppState {
     pub repo: Repository,
-    pub resource_set: Arc<ResourceSetClient>,
-    pub verifier: Verifier,
+    /// The AS clients once the AS has been reached; until then, why not.
+    pub link: watch::Sender<AsLink>,
     pub pdp: Option<PdpClient>,
     pub write_lock: Mutex<()>,
+}
+
+/// What needs the AS: resource registration, and the verification of callers' tokens (its
+/// JWKS and userinfo endpoints come from discovery).
+pub struct Connected {
+    pub resource_set: Arc<ResourceSetClient>,
+    pub verifier: Verifier,
+}
+
+#[derive(Clone)]
+pub enum AsLink {
+    /// Not reached yet: the last failure and the attempts so far.
+    Waiting {
+        cause: String,
+        attempts: u32,
+    },
+    Ready(Arc<Connected>),
+}
+
+impl AppState {
+    pub fn new(repo: Repository, link: AsLink, pdp: Option<PdpClient>) -> Self {
+        Self { repo, link: watch::Sender::new(link), pdp, write_lock: Mutex::new(()) }
+    }
+
+    fn connected(&self) -> Result<Arc<Connected>, ApiError> {
+        match &*self.link.borrow() {
+            AsLink::Ready(c) => Ok(c.clone()),
+            AsLink::Waiting { cause, .. } => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                format!("the authorization server has not been reached yet ({cause}); retrying"),
+            )),
+        }
+    }
 }
 
 /// An API error: status, a machine code and a human message (never a token).
@@ -171,9 +213,15 @@ fn as_error(e: ResourceSetError) -> ApiError {
 
 type Shared = Arc<AppState>;
 
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let auth = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
-    Ok(state.verifier.verify(auth).await?)
+/// The verified caller, and the AS clients (503 while the AS has not been reached; a call
+/// without a token is a 401 either way).
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Caller, Arc<Connected>), ApiError> {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return Err(IdentityError::Missing.into());
+    };
+    let link = state.connected()?;
+    let caller = link.verifier.verify(Some(auth.to_str().unwrap_or(""))).await?;
+    Ok((caller, link))
 }
 
 /// The representation: clean names plus the seed's `_id`/`_name`/`_reverse_match_url`.
@@ -201,17 +249,21 @@ async fn load(state: &AppState, id: String) -> Result<StoredResource, ApiError> 
     state.repo.run(move |r| r.get(&id)).await?.ok_or_else(ApiError::not_found)
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::unprocessable(e.to_string())
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("body is not JSON: {e}"))
-        }
-    })
+/// A body: 400 when it is not JSON; 422 naming the key for an unknown key (with the closest
+/// valid one), a missing or a mistyped value.
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(body) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("body is not JSON: {e}"),
+        ));
+    }
+    keypath::from_slice(body).map_err(|e| ApiError::unprocessable(key_message(&e)))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateBody {
     name: Option<String>,
     icon_uri: Option<String>,
@@ -233,7 +285,7 @@ fn may_create_under(caller: &Caller, uri: &str, repo: &Repository) -> Result<boo
 }
 
 async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers).await?;
+    let (caller, link) = caller(&state, &headers).await?;
     let body: CreateBody = parse_json(&body)?;
     let name = body
         .name
@@ -242,7 +294,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         .ok_or_else(|| ApiError::unprocessable("name is required"))?;
     let raw_uri =
         body.icon_uri.or(body.uri).ok_or_else(|| ApiError::unprocessable("icon_uri is required"))?;
-    let uri = canonical_uri(&raw_uri).map_err(ApiError::unprocessable)?;
+    let uri = registrable_uri(&raw_uri).map_err(|e| ApiError::unprocessable(format!("icon_uri: {e}")))?;
     let owner = match body.uuid.filter(|u| !u.trim().is_empty()) {
         Some(u) if u != caller.sub && !caller.is_operator => {
             return Err(ApiError::forbidden(
@@ -282,13 +334,13 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     };
     // An API create never adopts an AS resource of the same name (that is apply's job for
     // its own file): a 409 is a conflict for the caller.
-    let registered = state.resource_set.create(&description).await.map_err(as_error)?;
+    let registered = link.resource_set.create(&description).await.map_err(as_error)?;
     let id = registered.id.clone();
     // Gluu's create answer has no exp: read it back so the registration is renewed in time.
-    let as_expires_at = match (registered.exp, state.resource_set.profile()) {
+    let as_expires_at = match (registered.exp, link.resource_set.profile()) {
         (Some(e), _) => Some(e),
         (None, uma_pep_core::config::AsProfile::Uma2) => {
-            state.resource_set.get(&id).await.ok().flatten().and_then(|r| r.exp)
+            link.resource_set.get(&id).await.ok().flatten().and_then(|r| r.exp)
         }
         (None, _) => None,
     };
@@ -298,7 +350,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         if let Err(e) = pdp.register_defaults(&id, &owner, &scopes, &auth).await {
             tracing::warn!(resource = %id, error = %e, "PDP policy failed; rolling back the AS registration");
-            rollback(&state, &id).await;
+            rollback(&link.resource_set, &id).await;
             return Err(ApiError::upstream(format!("policy decision point: {e}; resource not created")));
         }
     }
@@ -318,7 +370,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     };
     let to_store = stored.clone();
     if let Err(e) = state.repo.run(move |r| r.upsert(&to_store)).await {
-        rollback(&state, &id).await;
+        rollback(&link.resource_set, &id).await;
         return Err(e.into());
     }
     tracing::info!(resource = %id, owner = %stored.owner, caller = %caller.sub, "resource created");
@@ -333,8 +385,8 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-async fn rollback(state: &AppState, id: &str) {
-    if let Err(e) = state.resource_set.delete(id).await {
+async fn rollback(resource_set: &ResourceSetClient, id: &str) {
+    if let Err(e) = resource_set.delete(id).await {
         tracing::error!(resource = %id, error = %e, "rollback failed: the AS keeps a resource pepctl does not know");
     }
 }
@@ -349,9 +401,10 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&state, &headers).await?;
+    let (caller, _) = caller(&state, &headers).await?;
     if let Some(path) = q.path {
-        let uri = canonical_uri(&path).map_err(ApiError::unprocessable)?;
+        // A lookup: any spelling of the path finds it, as the filter would match it.
+        let uri = canonical_uri(&path).map_err(|e| ApiError::unprocessable(format!("path: {e}")))?;
         let found = state.repo.run(move |r| r.get_by_uri(&uri)).await?.ok_or_else(ApiError::not_found)?;
         if !may_manage(&caller, &found) {
             return Err(ApiError::forbidden("User lacking sufficient access privileges"));
@@ -372,7 +425,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&state, &headers).await?;
+    let (caller, _) = caller(&state, &headers).await?;
     let r = load(&state, id).await?;
     if !may_manage(&caller, &r) {
         return Err(ApiError::forbidden("User lacking sufficient access privileges"));
@@ -380,13 +433,28 @@ async fn show(
     Ok(Json(representation(&r)))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UpdateBody {
     name: Option<String>,
     resource_scopes: Option<Vec<String>>,
     description: Option<String>,
     icon_uri: Option<String>,
     ownership_id: Option<String>,
+    /// The representation's read-only fields are accepted and ignored, so that a resource
+    /// read with GET can be edited and sent back.
+    #[serde(default, rename = "id")]
+    _id_: Option<IgnoredAny>,
+    #[serde(default, rename = "_id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "_name")]
+    _name: Option<IgnoredAny>,
+    #[serde(default, rename = "_reverse_match_url")]
+    _reverse_match_url: Option<IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    _created_at: Option<IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<IgnoredAny>,
 }
 
 async fn update_common(
@@ -396,7 +464,7 @@ async fn update_common(
     body: Bytes,
     full: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&state, &headers).await?;
+    let (caller, link) = caller(&state, &headers).await?;
     let body: UpdateBody = parse_json(&body)?;
     if full && (body.name.is_none() || body.resource_scopes.is_none()) {
         return Err(ApiError::unprocessable("PUT needs name and resource_scopes"));
@@ -421,7 +489,7 @@ async fn update_common(
         next.description = body.description;
     }
     if let Some(u) = body.icon_uri {
-        let u = canonical_uri(&u).map_err(ApiError::unprocessable)?;
+        let u = registrable_uri(&u).map_err(|e| ApiError::unprocessable(format!("icon_uri: {e}")))?;
         if u != current.uri && !caller.is_operator {
             return Err(ApiError::forbidden("only an operator may move a resource to another path"));
         }
@@ -449,7 +517,7 @@ async fn update_common(
         || next.scopes != current.scopes
         || next.description != current.description;
     if at_as_changed {
-        state.resource_set.update(&current.id, &description_of(&next)).await.map_err(as_error)?;
+        link.resource_set.update(&current.id, &description_of(&next)).await.map_err(as_error)?;
     }
     next.updated_at = now_s();
     let to_store = next.clone();
@@ -483,13 +551,13 @@ async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&state, &headers).await?;
+    let (caller, link) = caller(&state, &headers).await?;
     let _write = state.write_lock.lock().await;
     let r = load(&state, id).await?;
     if !may_manage(&caller, &r) {
         return Err(ApiError::forbidden("User lacking sufficient access privileges"));
     }
-    state.resource_set.delete(&r.id).await.map_err(as_error)?;
+    link.resource_set.delete(&r.id).await.map_err(as_error)?;
     let rid = r.id.clone();
     state.repo.run(move |repo| repo.delete(&rid)).await?;
     tracing::info!(resource = %r.id, caller = %caller.sub, "resource deleted");
@@ -509,6 +577,24 @@ async fn filter_config(State(state): State<Shared>) -> Result<Response, ApiError
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// 200 once the AS has been reached; 503 with the cause before (`/filter-config` and
+/// `/healthz` answer either way).
+async fn ready(State(state): State<Shared>) -> Response {
+    match &*state.link.borrow() {
+        AsLink::Ready(_) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        AsLink::Waiting { cause, attempts } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "ready": false,
+                "error": "temporarily_unavailable",
+                "error_description": format!("the authorization server has not been reached yet: {cause}"),
+                "attempts": attempts,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn openapi() -> Json<Value> {
@@ -566,7 +652,9 @@ pub fn openapi_document() -> Value {
             },
             "/filter-config": {"get": {"summary": "The filter's resource table", "security": [],
                 "responses": {"200": {"description": "{resources, version}"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}}
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
+            "/readyz": {"get": {"summary": "Readiness: the AS has been reached", "security": [],
+                "responses": {"200": {"description": "{ready: true}"}, "503": {"description": "{ready: false, error_description: the cause}"}}}}
         }
     })
 }
@@ -578,6 +666,8 @@ pub fn router(state: Shared) -> Router {
         .route("/filter-config", get(filter_config))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .merge(crate::docs_page::routes())
         .with_state(state)
 }
 
@@ -604,7 +694,7 @@ async fn shutdown_signal() {
 
 /// Renews expiring AS registrations in the background, under the write lock (a renewal may
 /// move a resource to a new id).
-fn spawn_refresher(state: Shared, interval_s: u64, window_s: i64) {
+fn spawn_refresher(state: Shared, resource_set: Arc<ResourceSetClient>, interval_s: u64, window_s: i64) {
     if interval_s == 0 {
         return;
     }
@@ -613,17 +703,41 @@ fn spawn_refresher(state: Shared, interval_s: u64, window_s: i64) {
         loop {
             tick.tick().await;
             let _write = state.write_lock.lock().await;
-            if let Err(e) = crate::expiry::refresh_expiring(&state.repo, &state.resource_set, window_s).await
-            {
+            if let Err(e) = crate::expiry::refresh_expiring(&state.repo, &resource_set, window_s).await {
                 tracing::warn!(error = %e, "renewal pass failed");
             }
         }
     });
 }
 
-pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
-    let ctx = AsContext::connect(common).await?;
-    let repo = Repository::open(&common.db)?;
+/// The first pause between attempts to reach the AS, and the longest.
+const AS_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const AS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reaches the AS (discovery), retrying with a pause that doubles up to `AS_RETRY_MAX`; then
+/// the Resource API is ready and renewals start.
+async fn connect_until_ready(common: Common, client: ClientFile, args: ServeArgs, state: Shared) {
+    let mut pause = AS_RETRY_FIRST;
+    let mut attempts = 0u32;
+    let mut last_cause = String::new();
+    let ctx = loop {
+        attempts = attempts.saturating_add(1);
+        match AsContext::with_client(&common, client.clone()).await {
+            Ok(ctx) => break ctx,
+            Err(e) => {
+                let cause = e.to_string();
+                if cause != last_cause {
+                    tracing::warn!(error = %cause, attempts, "authorization server not reached; retrying (GET /readyz)");
+                } else {
+                    tracing::debug!(error = %cause, attempts, "authorization server still not reached");
+                }
+                state.link.send_replace(AsLink::Waiting { cause: cause.clone(), attempts });
+                last_cause = cause;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(AS_RETRY_MAX);
+            }
+        }
+    };
     let verifier = Verifier::new(
         ctx.http.clone(),
         IdentityConfig {
@@ -634,30 +748,37 @@ pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
             leeway_s: args.leeway_s,
         },
     );
+    let connected = Connected { resource_set: ctx.resource_set.clone(), verifier };
+    state.link.send_replace(AsLink::Ready(Arc::new(connected)));
+    tracing::info!(issuer = %ctx.endpoints.issuer, attempts, "authorization server reached; Resource API ready");
+    spawn_refresher(state, ctx.resource_set, args.refresh_interval_s, args.refresh_before_s);
+}
+
+pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
+    // What waiting cannot fix stops here: no issuer, a bad --ca-file, no client file or one
+    // of another AS, a bad --pdp-url. An AS that does not answer yet is retried, below.
+    let http = common.http().map_err(ContextError::from)?;
+    let client = common.client_file()?;
+    let repo = Repository::open(&common.db)?;
     let pdp = match &args.pdp_url {
         None => None,
         Some(base) => {
             let url =
                 format!("{}/{}", base.trim_end_matches('/'), args.pdp_policy_path.trim_start_matches('/'));
             let url = checked_url("PDP policy endpoint", &url).map_err(|e| ServeError::Pdp(e.to_string()))?;
-            Some(PdpClient::new(ctx.http.clone(), url))
+            Some(PdpClient::new(http, url))
         }
     };
-    let state = Arc::new(AppState {
-        repo,
-        resource_set: ctx.resource_set.clone(),
-        verifier,
-        pdp,
-        write_lock: Mutex::new(()),
-    });
-    spawn_refresher(state.clone(), args.refresh_interval_s, args.refresh_before_s);
+    let waiting = AsLink::Waiting { cause: "first attempt under way".into(), attempts: 0 };
+    let state = Arc::new(AppState::new(repo, waiting, pdp));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Server)?;
-    tracing::info!(listen = %local, issuer = %ctx.endpoints.issuer, "Resource API ready");
+    tracing::info!(listen = %local, "serving /filter-config and /healthz; reaching the authorization server");
     // Tests and supervisors read the bound address (port 0 picks a free one) from stdout.
     println!("listening on {local}");
+    tokio::spawn(connect_until_ready(common.clone(), client, args, state.clone()));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -673,6 +794,11 @@ mod tests {
     /// The router over an in-memory repository; the AS URLs point at a closed port, so any
     /// test that reached the AS would fail.
     async fn start(repo: Repository) -> String {
+        serve_state(Arc::new(AppState::new(repo, AsLink::Ready(Arc::new(dead_as())), None))).await
+    }
+
+    /// AS clients whose URLs point at a closed port.
+    fn dead_as() -> Connected {
         let http = reqwest::Client::new();
         let dead = |p: &str| Url::parse(&format!("http://127.0.0.1:9/{p}")).unwrap();
         let pat = Arc::new(PatSource::new(
@@ -681,8 +807,7 @@ mod tests {
             ClientCredentials { client_id: "c".into(), client_secret: "s".into() },
             uma_pep_core::config::AsProfile::Keycloak,
         ));
-        let state = Arc::new(AppState {
-            repo,
+        Connected {
             resource_set: Arc::new(ResourceSetClient::new(
                 http.clone(),
                 dead("rs"),
@@ -699,9 +824,10 @@ mod tests {
                     leeway_s: 0,
                 },
             ),
-            pdp: None,
-            write_lock: Mutex::new(()),
-        });
+        }
+    }
+
+    async fn serve_state(state: Shared) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -774,6 +900,56 @@ mod tests {
         let doc: Value = reqwest::get(format!("{base}/openapi.json")).await.unwrap().json().await.unwrap();
         assert_eq!(doc["info"]["title"], "Policy Enforcement Point Interfaces");
         assert!(doc["paths"]["/resources/{id}"]["delete"].is_object());
+    }
+
+    #[tokio::test]
+    async fn without_the_as_the_table_is_served_and_readiness_says_why() {
+        let repo = Repository::open_in_memory().unwrap();
+        repo.upsert(&stored("r1", "/a", "alice")).unwrap();
+        let cause = "discovery request failed: http://127.0.0.1:1/x: connection refused";
+        let waiting = AsLink::Waiting { cause: cause.into(), attempts: 3 };
+        let state = Arc::new(AppState::new(repo, waiting, None));
+        let base = serve_state(state.clone()).await;
+        let c = reqwest::Client::new();
+        let fc: Value = c.get(format!("{base}/filter-config")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(fc["resources"][0]["uri"], "/a");
+        assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+        let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["ready"], false);
+        assert!(body["error_description"].as_str().unwrap().contains("connection refused"), "{body}");
+        let r = c.post(format!("{base}/resources")).bearer_auth("t").body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(body["error_description"].as_str().unwrap().contains("connection refused"), "{body}");
+        let r = c.get(format!("{base}/resources")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "no token is a 401 whether or not the AS is there");
+        state.link.send_replace(AsLink::Ready(Arc::new(dead_as())));
+        let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    #[test]
+    fn bodies_refuse_unknown_keys_naming_the_closest() {
+        let e = parse_json::<CreateBody>(&Bytes::from_static(
+            br#"{"name":"n","icon_uri":"/a","resource_scope":[]}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.message, "`resource_scope`: unknown key; did you mean `resource_scopes`?");
+        let e = parse_json::<UpdateBody>(&Bytes::from_static(br#"{"ownership":"bob"}"#)).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.starts_with("`ownership`: unknown key"), "{}", e.message);
+        let e = parse_json::<UpdateBody>(&Bytes::from_static(br#"{"name": 5}"#)).unwrap_err();
+        assert!(e.message.starts_with("`name`: invalid type"), "{}", e.message);
+        let e = parse_json::<CreateBody>(&Bytes::from_static(b"{nope")).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // What GET answers can be sent back.
+        let back = json!({"id": "x", "_id": "x", "name": "n", "_name": "n", "icon_uri": "/a", "_reverse_match_url": "/a",
+                          "resource_scopes": [], "description": null, "ownership_id": "o", "created_at": 1, "updated_at": 2});
+        assert!(parse_json::<UpdateBody>(&Bytes::from(back.to_string())).is_ok());
     }
 
     #[test]

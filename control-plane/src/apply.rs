@@ -10,9 +10,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uma_pep_core::config::AsProfile;
+use uma_pep_core::keypath::{self, KeyError};
 
 use crate::repository::{now_s, RepoError, Repository, Source, StoredResource};
-use crate::resource_rules::{canonical_uri, complete_scopes};
+use crate::resource_rules::{complete_scopes, registrable_uri, UriError};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
 
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
@@ -27,18 +28,50 @@ pub fn as_owner(owner: &str) -> Option<String> {
 pub enum ApplyError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{path} is not a default-resources file: {problem}")]
-    Invalid { path: String, problem: String },
+    #[error("{path} is not a valid default-resources file: {problem}")]
+    Invalid {
+        path: String,
+        #[source]
+        problem: SeedError,
+    },
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
 
+/// What is wrong with a resource file, naming the key (`default_resources[2].scope`).
+#[derive(Debug, Error)]
+pub enum SeedError {
+    /// Not JSON, an unknown key (with the closest valid one), a missing or mistyped value.
+    #[error("{}", key_message(.0))]
+    Key(KeyError),
+    #[error("`{at}.name` is empty")]
+    EmptyName { at: String },
+    #[error("`{at}.resource_uri`: {source}")]
+    Uri { at: String, source: UriError },
+    #[error("`{at}.name` {name:?} is listed twice")]
+    DuplicateName { at: String, name: String },
+    #[error("`{at}.resource_uri` {uri:?} is listed twice")]
+    DuplicateUri { at: String, uri: String },
+}
+
+/// A key error as shown to operators and API clients: "`default_resources[2].scope`: unknown
+/// key; did you mean `default_resources[2].scopes`?".
+pub fn key_message(e: &KeyError) -> String {
+    if e.path.is_empty() {
+        e.problem.clone()
+    } else {
+        format!("`{}`: {}", e.path, e.problem)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SeedFile {
     pub default_resources: Vec<SeedEntry>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SeedEntry {
     pub name: String,
     #[serde(default)]
@@ -57,29 +90,31 @@ pub struct Wanted {
     pub owner: String,
 }
 
-/// Reads and validates the file: names and paths present and unique, paths canonical.
+/// Reads and validates the file: no unknown keys, names and paths present and unique, paths
+/// written canonically.
 pub fn load_seed(path: &Path) -> Result<Vec<Wanted>, ApplyError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ApplyError::Read { path: shown.clone(), source })?;
     parse_seed(&bytes).map_err(|problem| ApplyError::Invalid { path: shown, problem })
 }
 
-pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, String> {
-    let file: SeedFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
+    let file: SeedFile = keypath::from_slice(bytes).map_err(SeedError::Key)?;
     let mut names = HashSet::new();
     let mut uris = HashSet::new();
     let mut out = Vec::new();
     for (i, e) in file.default_resources.into_iter().enumerate() {
         let at = format!("default_resources[{i}]");
         if e.name.trim().is_empty() {
-            return Err(format!("{at}.name is empty"));
+            return Err(SeedError::EmptyName { at });
         }
-        let uri = canonical_uri(&e.resource_uri).map_err(|p| format!("{at}.resource_uri: {p}"))?;
+        let uri =
+            registrable_uri(&e.resource_uri).map_err(|source| SeedError::Uri { at: at.clone(), source })?;
         if !names.insert(e.name.clone()) {
-            return Err(format!("{at}.name {:?} is listed twice", e.name));
+            return Err(SeedError::DuplicateName { at, name: e.name });
         }
         if !uris.insert(uri.clone()) {
-            return Err(format!("{at}.resource_uri {uri:?} is listed twice"));
+            return Err(SeedError::DuplicateUri { at, uri });
         }
         let owner = e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string());
         out.push(Wanted {
@@ -355,14 +390,46 @@ mod tests {
         let dup = parse_seed(
             br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"B","resource_uri":"/a/"}]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(dup.contains("default_resources[1].resource_uri"), "{dup}");
         let dup = parse_seed(
             br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"A","resource_uri":"/b"}]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(dup.contains("default_resources[1].name"), "{dup}");
         assert!(parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"a"}]}"#).is_err());
-        assert!(parse_seed(br#"{"resources":[]}"#).is_err());
+        let missing = parse_seed(br#"{"default_resources":[{"name":"A"}]}"#).unwrap_err().to_string();
+        assert_eq!(missing, "`default_resources[0].resource_uri`: is required");
+        assert!(parse_seed(b"[]").is_err());
+        assert!(parse_seed(b"{}").unwrap_err().to_string().contains("default_resources"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_closest_valid_one() {
+        let e = parse_seed(
+            br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"B","resource_uri":"/b"},
+                 {"name":"C","resource_uri":"/c","scope":["read"]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`default_resources[2].scope`: unknown key; did you mean `default_resources[2].scopes`?"
+        );
+        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_url":"/a"}]}"#).unwrap_err();
+        assert!(e.to_string().contains("did you mean `default_resources[0].resource_uri`?"), "{e}");
+        let e = parse_seed(br#"{"resources":[]}"#).unwrap_err().to_string();
+        assert!(e.starts_with("`resources`: unknown key") && e.contains("`default_resources`"), "{e}");
+    }
+
+    #[test]
+    fn paths_are_taken_as_written_or_refused() {
+        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a/../b"}]}"#).unwrap_err();
+        assert!(matches!(&e, SeedError::Uri { source: UriError::NotCanonical { .. }, .. }), "{e:?}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("`default_resources[0].resource_uri`"), "{shown}");
+        assert!(shown.contains(r#"write "/b""#), "{shown}");
+        assert!(parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a//b"}]}"#).is_err());
     }
 }

@@ -86,8 +86,12 @@ pub struct AsContext {
 
 impl AsContext {
     pub async fn connect(common: &Common) -> Result<Self, ContextError> {
+        Self::with_client(common, common.client_file()?).await
+    }
+
+    /// With a client file already loaded and checked (`serve` retries discovery with it).
+    pub async fn with_client(common: &Common, client: ClientFile) -> Result<Self, ContextError> {
         let http = common.http()?;
-        let client = common.client_file()?;
         let endpoints = common.endpoints(&http).await?;
         let pat = Arc::new(PatSource::new(
             http.clone(),

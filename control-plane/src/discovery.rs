@@ -10,14 +10,14 @@ use uma_pep_core::wire::{AsError, AsResponse, Discovery};
 use url::Url;
 
 use crate::refusal::Refusal;
-use crate::transport::{checked_url, TransportError};
+use crate::transport::{checked_url, NetError, TransportError};
 
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
     #[error(transparent)]
     Url(#[from] TransportError),
-    #[error("discovery request to {url} failed: {source}")]
-    Request { url: String, source: reqwest::Error },
+    #[error("discovery request failed: {0}")]
+    Request(#[source] NetError),
     #[error("discovery at {url}: {source}")]
     As { url: String, source: AsError },
     #[error(
@@ -124,7 +124,7 @@ pub async fn discover(client: &reqwest::Client, issuer: &str) -> Result<Endpoint
 }
 
 async fn fetch(client: &reqwest::Client, url: &Url) -> Result<(u16, Vec<u8>), DiscoveryError> {
-    let request_error = |source| DiscoveryError::Request { url: url.to_string(), source };
+    let request_error = |e: reqwest::Error| DiscoveryError::Request(e.into());
     let response = client.get(url.clone()).send().await.map_err(request_error)?;
     let status = response.status().as_u16();
     let body = response.bytes().await.map_err(request_error)?;

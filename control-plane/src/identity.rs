@@ -13,6 +13,8 @@ use thiserror::Error;
 use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
+use crate::transport::NetError;
+
 /// The algorithms a caller's JWT may use. No HMAC (a public key must never be usable as a
 /// shared secret), no `none`.
 pub const ALLOWED_ALGS: &[Algorithm] =
@@ -135,7 +137,7 @@ impl Verifier {
             .get(uri.clone())
             .send()
             .await
-            .map_err(|e| IdentityError::Unavailable(format!("JWKS: {e}")))?;
+            .map_err(|e| IdentityError::Unavailable(format!("JWKS: {}", NetError::from(e))))?;
         if !response.status().is_success() {
             return Err(IdentityError::Unavailable(format!("JWKS answered {}", response.status())));
         }
@@ -199,7 +201,7 @@ impl Verifier {
             .bearer_auth(token)
             .send()
             .await
-            .map_err(|e| IdentityError::Unavailable(format!("userinfo: {e}")))?;
+            .map_err(|e| IdentityError::Unavailable(format!("userinfo: {}", NetError::from(e))))?;
         let status = response.status().as_u16();
         if status == 401 || status == 403 {
             return Err(IdentityError::Invalid("the AS does not know this token".into()));

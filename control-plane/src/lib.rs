@@ -7,6 +7,7 @@ pub mod api;
 pub mod apply;
 pub mod context;
 pub mod discovery;
+pub mod docs_page;
 pub mod expiry;
 pub mod identity;
 pub mod jwks;

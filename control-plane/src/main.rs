@@ -152,6 +152,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: not in a redirected file, a pipe or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PEPCTL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -14,11 +14,12 @@ use uma_pep_core::wire::{basic_authorization, pat_request_body, AccessToken, AsE
 use url::Url;
 
 use crate::refusal::Refusal;
+use crate::transport::NetError;
 
 #[derive(Debug, Error)]
 pub enum PatError {
-    #[error("token request to {url} failed: {source}")]
-    Request { url: String, source: reqwest::Error },
+    #[error("token request failed: {0}")]
+    Request(#[source] NetError),
     #[error("PAT refused by the token endpoint: {0}")]
     Refused(String),
     #[error("PAT answer unusable: {0}")]
@@ -126,7 +127,7 @@ impl PatSource {
     }
 
     async fn fetch(&self) -> Result<AccessToken, PatError> {
-        let request_error = |source| PatError::Request { url: self.token_endpoint.to_string(), source };
+        let request_error = |e: reqwest::Error| PatError::Request(e.into());
         let response = self
             .client
             .post(self.token_endpoint.clone())
@@ -166,10 +167,14 @@ impl PatSource {
         let mut retried = false;
         loop {
             let pat = self.get().await?;
-            let response = build(&pat).bearer_auth(&pat).send().await.map_err(ProtectedCallError::Request)?;
+            let response = build(&pat)
+                .bearer_auth(&pat)
+                .send()
+                .await
+                .map_err(|e| ProtectedCallError::Request(e.into()))?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(ProtectedCallError::Request)?.to_vec();
+            let body = response.bytes().await.map_err(|e| ProtectedCallError::Request(e.into()))?.to_vec();
             if (status == 401 || status == 403) && !retried {
                 tracing::info!(status, "protection API refused the PAT; refreshing it once");
                 self.invalidate(&pat).await;
@@ -186,7 +191,7 @@ pub enum ProtectedCallError {
     #[error(transparent)]
     Pat(#[from] PatError),
     #[error("request failed: {0}")]
-    Request(reqwest::Error),
+    Request(#[source] NetError),
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use thiserror::Error;
 use url::Url;
 
 use crate::apply::NOBODY;
+use crate::transport::NetError;
 
 #[derive(Debug, Error)]
 pub enum PdpError {
     #[error("PDP request failed: {0}")]
-    Request(reqwest::Error),
+    Request(#[source] NetError),
     #[error("PDP refused the policy for scope {scope}: status {status}")]
     Refused { scope: String, status: u16 },
 }
@@ -82,7 +83,7 @@ impl PdpClient {
                     continue;
                 }
                 Ok(r) => PdpError::Refused { scope: scope.clone(), status: r.status().as_u16() },
-                Err(e) => PdpError::Request(e),
+                Err(e) => PdpError::Request(e.into()),
             };
             self.delete_policies(&created, caller_authorization).await;
             return Err(failure);

@@ -14,7 +14,7 @@ use url::Url;
 use crate::discovery::Endpoints;
 use crate::pat::ClientCredentials;
 use crate::refusal::Refusal;
-use crate::transport::{checked_url, TransportError};
+use crate::transport::{checked_url, NetError, TransportError};
 
 #[derive(Debug, Error)]
 pub enum RegistrationError {
@@ -49,7 +49,7 @@ pub enum RegistrationError {
     #[error("registration endpoint: {0}")]
     Url(#[from] TransportError),
     #[error("registration request failed: {0}")]
-    Request(reqwest::Error),
+    Request(#[source] NetError),
     #[error("registration refused: {0}")]
     Refused(String),
     #[error("registration answer unusable: {0}")]
@@ -453,14 +453,14 @@ pub async fn register_client(
                 .json(&keycloak_client_representation(&client_id))
                 .send()
                 .await
-                .map_err(RegistrationError::Request)?;
+                .map_err(|e| RegistrationError::Request(e.into()))?;
             let status = response.status().as_u16();
             let location = response
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let body = response.bytes().await.map_err(RegistrationError::Request)?;
+            let body = response.bytes().await.map_err(|e| RegistrationError::Request(e.into()))?;
             parse_keycloak_registration(status, &body, location.as_deref(), &endpoint, request.issuer, out)?
         }
         AsProfile::Uma2 => {
@@ -474,9 +474,9 @@ pub async fn register_client(
             if let Some(iat) = request.initial_access_token {
                 call = call.bearer_auth(iat);
             }
-            let response = call.send().await.map_err(RegistrationError::Request)?;
+            let response = call.send().await.map_err(|e| RegistrationError::Request(e.into()))?;
             let status = response.status().as_u16();
-            let body = response.bytes().await.map_err(RegistrationError::Request)?;
+            let body = response.bytes().await.map_err(|e| RegistrationError::Request(e.into()))?;
             parse_uma2_registration(status, &body, request.issuer, out)?
         }
     };

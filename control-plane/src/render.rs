@@ -28,6 +28,9 @@ pub enum RenderError {
     Repo(#[from] RepoError),
     #[error("the rendered filter configuration is refused by the filter's parser: {0}")]
     Invalid(String),
+    /// The filter's parser refused a key that a flag sets: the flag is named.
+    #[error("--{flag}: the filter refuses it ({error})")]
+    FlagRefused { flag: &'static str, error: String },
     #[error("--{flag}: {problem}")]
     Flag { flag: &'static str, problem: String },
     #[error("cannot serialise: {0}")]
@@ -114,6 +117,14 @@ pub struct RenderArgs {
     /// Algorithm of --forward-key; default from the key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA)
     #[arg(long, value_enum, requires = "forward_key")]
     pub forward_alg: Option<ForwardAlg>,
+    /// Header that carries the minted JWT to the upstream (`forward.header`, default x-user-id);
+    /// always stripped from clients' requests
+    #[arg(long, requires = "forward_key")]
+    pub forward_header: Option<String>,
+    /// Path the filter answers itself with the public JWKS of --forward-key (`forward.jwks_path`),
+    /// e.g. /.well-known/uma-pep/jwks.json, for upstreams to verify the minted JWT
+    #[arg(long, requires = "forward_key")]
+    pub jwks_path: Option<String>,
     /// keycloak-client: the clientId (default: the client file's, else `uma-pep`)
     #[arg(long)]
     pub client_id: Option<String>,
@@ -136,13 +147,16 @@ pub struct RenderArgs {
     /// envoy: CA bundle Envoy trusts for an https AS (and pepctl)
     #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
     pub envoy_ca_file: PathBuf,
-    /// envoy: path of the filter's .wasm
+    /// envoy: path of the filter's .wasm, as Envoy opens it. A relative path (the default too) is
+    /// resolved against the current directory at render time, so the file names an absolute path
     #[arg(long, default_value = "target/wasm32-wasip1/release/uma_pep.wasm")]
     pub wasm: PathBuf,
-    /// istio: module URL (oci://, https://, file://)
-    #[arg(long, default_value = "oci://ghcr.io/uma-pep/uma-pep:latest")]
-    pub wasm_url: String,
-    /// istio: sha256 of the module (avoids re-downloads and pins the module)
+    /// istio (required): module URL, oci://REGISTRY/REPO@sha256:DIGEST or :TAG (docs/oci-image.md
+    /// builds and pushes the image), https:// or file://
+    #[arg(long, required_if_eq("target", "istio"))]
+    pub wasm_url: Option<String>,
+    /// istio: 64 hex digits pinning the module (for oci://, the image's manifest digest; for
+    /// https://, the module's own sha256); also stops repeated downloads
     #[arg(long)]
     pub wasm_sha256: Option<String>,
     /// istio: namespace of the WasmPlugin
@@ -151,6 +165,19 @@ pub struct RenderArgs {
     /// istio: workload selector label, key=value
     #[arg(long, default_value = "app=my-api")]
     pub selector: String,
+    /// istio: also print the ServiceEntry and DestinationRule that make `as_cluster`
+    /// (outbound|PORT||HOST of the issuer) a verified TLS connection to the AS (TLS origination:
+    /// the filter's calls are plain HTTP to the cluster)
+    #[arg(long)]
+    pub with_as_service_entry: bool,
+    /// istio: CA bundle, inside the proxy container, that verifies the AS (DestinationRule
+    /// caCertificates; default /etc/ssl/certs/ca-certificates.crt, the public CAs of Istio's proxy image)
+    #[arg(long, requires = "with_as_service_entry")]
+    pub as_ca_certificates: Option<String>,
+    /// istio: instead of --as-ca-certificates, a Secret in --namespace with the AS's CA under
+    /// `ca.crt` (DestinationRule credentialName)
+    #[arg(long, requires = "with_as_service_entry", conflicts_with = "as_ca_certificates")]
+    pub as_credential_name: Option<String>,
     /// envoy, istio: print JSON instead of YAML (both accepted by Envoy and kubectl)
     #[arg(long)]
     pub json: bool,
@@ -236,7 +263,7 @@ pub fn filter_config(
     }
     c.insert("resources".into(), json!(filter_resources(resources)));
     if let Some(path) = &args.forward_key {
-        c.insert("forward".into(), forward(path, args.forward_alg)?);
+        c.insert("forward".into(), forward(path, args)?);
     }
     if let Some(sync) = &args.sync_url {
         let url = parse_url("sync-url", sync)?;
@@ -256,12 +283,38 @@ pub fn filter_config(
         );
     }
     let value = Value::Object(c);
-    PepConfig::from_json(value.to_string().as_bytes()).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    PepConfig::from_json(value.to_string().as_bytes()).map_err(|e| match flag_of_key(&e.key) {
+        Some(flag) => RenderError::FlagRefused { flag, error: e.to_string() },
+        None => RenderError::Invalid(e.to_string()),
+    })?;
     Ok(value)
 }
 
-/// `forward: {key_pem, alg}` from `--forward-key` (and `--forward-alg`, which must fit the key).
-fn forward(path: &std::path::Path, alg: Option<ForwardAlg>) -> Result<Value, RenderError> {
+/// The render flag that sets a key of the filter's configuration, to name it when the filter's
+/// parser refuses the key.
+fn flag_of_key(key: &str) -> Option<&'static str> {
+    let top = key.split(['.', '[']).next().unwrap_or(key);
+    Some(match (top, key) {
+        (_, "forward.header") => "forward-header",
+        (_, "forward.jwks_path") => "jwks-path",
+        (_, "forward.alg") => "forward-alg",
+        ("forward", _) => "forward-key",
+        ("issuer", _) => "issuer",
+        ("as_cluster", _) => "as-cluster",
+        ("as_authority", _) => "as-authority",
+        ("realm", _) => "realm",
+        ("path_prefix", _) => "path-prefix",
+        ("challenge_style", _) => "challenge-style",
+        ("timeout_ms", _) => "filter-timeout-ms",
+        ("resource_sync", _) => "sync-url",
+        _ => return None,
+    })
+}
+
+/// `forward: {key_pem, alg, header?, jwks_path?}` from `--forward-key` (and `--forward-alg`,
+/// which must fit the key, `--forward-header`, `--jwks-path`).
+fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<Value, RenderError> {
+    let alg = args.forward_alg;
     let flag = "forward-key";
     let pem = std::fs::read(path)
         .map_err(|e| RenderError::Flag { flag, problem: format!("cannot read {}: {e}", path.display()) })?;
@@ -277,7 +330,45 @@ fn forward(path: &std::path::Path, alg: Option<ForwardAlg>) -> Result<Value, Ren
     }
     let pem =
         String::from_utf8(pem).map_err(|_| RenderError::Flag { flag, problem: "not UTF-8 PEM".into() })?;
-    Ok(json!({"key_pem": pem, "alg": key_alg}))
+    let mut f = json!({"key_pem": pem, "alg": key_alg});
+    if let Some(h) = &args.forward_header {
+        f["header"] = json!(h);
+    }
+    if let Some(p) = &args.jwks_path {
+        f["jwks_path"] = json!(jwks_path(p)?);
+    }
+    Ok(f)
+}
+
+/// `--jwks-path` as the filter compares it with Envoy's normalised request path: a path that
+/// normalises to another (`/a/../jwks`, `//jwks`, `/jwks/`) would never be answered, so it is
+/// refused with the spelling to use rather than rewritten.
+fn jwks_path(p: &str) -> Result<String, RenderError> {
+    let flag = "jwks-path";
+    let normal = uma_pep_core::path::normalize_path(p).map_err(|e| RenderError::Flag {
+        flag,
+        problem: format!("{p:?}: {e} (write an absolute path such as /.well-known/uma-pep/jwks.json)"),
+    })?;
+    if p.contains(['?', '#']) {
+        return Err(RenderError::Flag {
+            flag,
+            problem: format!("{p:?} has a query or fragment: give the path only"),
+        });
+    }
+    let normal = if normal.len() > 1 { normal.trim_end_matches('/').to_string() } else { normal };
+    if normal == "/" {
+        return Err(RenderError::Flag {
+            flag,
+            problem: "\"/\" would answer every request to the root with the JWKS: give a path of its own such as /.well-known/uma-pep/jwks.json".into(),
+        });
+    }
+    if normal != p {
+        return Err(RenderError::Flag {
+            flag,
+            problem: format!("{p:?} is not in normal form: write {normal:?}"),
+        });
+    }
+    Ok(normal)
 }
 
 fn cluster(name: &str, host: &str, port: u16, tls_sni: Option<&str>, ca_file: &str) -> Value {
@@ -342,7 +433,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
             &ca,
         ));
     }
-    let wasm = args.wasm.display().to_string();
+    let wasm = wasm_path(&args.wasm)?;
     let mut config = json!({
         "static_resources": {
             "listeners": [{
@@ -401,15 +492,68 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
     Ok(config)
 }
 
+/// `--wasm` as Envoy opens it: Envoy resolves a relative filename against its own working
+/// directory, not the one pepctl ran in, so a relative path is made absolute here (lexically:
+/// the file need not exist on this machine, `..` and symlinks are kept).
+fn wasm_path(wasm: &std::path::Path) -> Result<String, RenderError> {
+    let abs = std::path::absolute(wasm).map_err(|e| RenderError::Flag {
+        flag: "wasm",
+        problem: format!(
+            "{}: {e} (give the path of the filter's .wasm, e.g. /etc/envoy/uma_pep.wasm)",
+            wasm.display()
+        ),
+    })?;
+    let shown = abs.to_str().ok_or_else(|| RenderError::Flag {
+        flag: "wasm",
+        problem: format!("{} is not UTF-8: Envoy's configuration cannot name it", abs.display()),
+    })?;
+    if !abs.is_file() {
+        tracing::warn!(wasm = shown, "the filter's module is not at this path here: Envoy refuses to start unless it is there on Envoy's machine (`make wasm` builds it; --wasm names another path)");
+    }
+    Ok(shown.to_string())
+}
+
+/// `--wasm-url` and `--wasm-sha256` checked as Istio will take them: a scheme its agent
+/// fetches, a digest of 64 lower-case hex digits (the CRD's pattern), and for an `oci://` URL
+/// pinned by digest the same digest in both (Istio compares `sha256` with the manifest digest).
+fn wasm_url(args: &RenderArgs) -> Result<&str, RenderError> {
+    let url = args.wasm_url.as_deref().ok_or_else(|| RenderError::Flag {
+        flag: "wasm-url",
+        problem: "is required for istio: the module's image, e.g. oci://registry.example.org/uma-pep@sha256:<digest> (docs/oci-image.md)".into(),
+    })?;
+    if !["oci://", "https://", "http://", "file://"].iter().any(|s| url.starts_with(s)) {
+        return Err(RenderError::Flag {
+            flag: "wasm-url",
+            problem: format!("{url:?}: Istio fetches oci://, https://, http:// or file:// URLs"),
+        });
+    }
+    if let Some(sha) = &args.wasm_sha256 {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(RenderError::Flag {
+                flag: "wasm-sha256",
+                problem: format!("{sha:?} is not 64 lower-case hex digits (without a `sha256:` prefix)"),
+            });
+        }
+        if let Some((_, pinned)) = url.strip_prefix("oci://").and_then(|r| r.rsplit_once("@sha256:")) {
+            if pinned != sha {
+                return Err(RenderError::Flag {
+                    flag: "wasm-sha256",
+                    problem: format!(
+                        "{sha} differs from the digest the URL pins ({pinned}): Istio would refuse the image"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(url)
+}
+
 /// An Istio WasmPlugin: AUTHZ phase (after Istio's authn, before RBAC), fail closed.
 pub fn istio_wasm_plugin(filter: &Value, args: &RenderArgs) -> Result<Value, RenderError> {
-    let (key, value) = args.selector.split_once('=').ok_or_else(|| RenderError::Flag {
-        flag: "selector",
-        problem: format!("{:?} is not key=value", args.selector),
-    })?;
+    let url = wasm_url(args)?;
     let mut spec = json!({
-        "selector": {"matchLabels": {key: value}},
-        "url": args.wasm_url,
+        "selector": {"matchLabels": selector(args)?},
+        "url": url,
         "phase": "AUTHZ",
         "failStrategy": "FAIL_CLOSE",
         "match": [{"mode": "SERVER"}],
@@ -424,6 +568,106 @@ pub fn istio_wasm_plugin(filter: &Value, args: &RenderArgs) -> Result<Value, Ren
         "metadata": {"name": "uma-pep", "namespace": args.namespace},
         "spec": spec,
     }))
+}
+
+/// The ServiceEntry and DestinationRule that make `as_cluster` exist in the workloads' sidecars
+/// and carry the filter's plain-HTTP AS calls over TLS that verifies the AS (its CA, SNI and
+/// subject alt name): Istio's TLS origination. Both stay in the WasmPlugin's namespace
+/// (`exportTo: .`) and the DestinationRule applies only to the selected workloads, so other
+/// clients of the AS keep their own TLS.
+pub fn istio_as_service_entry(
+    filter: &Value,
+    common: &Common,
+    args: &RenderArgs,
+) -> Result<Vec<Value>, RenderError> {
+    let issuer = parse_url("issuer", common.issuer()?)?;
+    if issuer.scheme() != "https" {
+        return Err(RenderError::Flag {
+            flag: "with-as-service-entry",
+            problem: format!(
+                "the issuer {} is not https: TLS origination needs an https AS (drop the flag for a development AS)",
+                issuer.as_str()
+            ),
+        });
+    }
+    let (host, port) = host_port(&issuer)
+        .ok_or_else(|| RenderError::Flag { flag: "issuer", problem: "has no host".into() })?;
+    if host.parse::<IpAddr>().is_ok() {
+        return Err(RenderError::Flag {
+            flag: "with-as-service-entry",
+            problem: format!("the issuer names the IP address {host}: the AS's certificate is verified for a DNS name, use the issuer's host name"),
+        });
+    }
+    let cluster = format!("outbound|{port}||{host}");
+    if filter["as_cluster"].as_str() != Some(cluster.as_str()) {
+        return Err(RenderError::Flag {
+            flag: "as-cluster",
+            problem: format!(
+                "{} is not the cluster the ServiceEntry makes ({cluster}): drop --as-cluster, or drop --with-as-service-entry and provide that cluster yourself",
+                filter["as_cluster"]
+            ),
+        });
+    }
+    let labels = selector(args)?;
+    let port_name = "http-uma-as";
+    let mut se = json!({
+        "hosts": [host],
+        "exportTo": ["."],
+        "location": "MESH_EXTERNAL",
+        "resolution": "DNS",
+        // HTTP: what the filter sends to the cluster; the DestinationRule adds the TLS.
+        "ports": [{"number": port, "name": port_name, "protocol": "HTTP"}],
+    });
+    if let Some(a) = &args.as_address {
+        let (h, p) = split_host_port("as-address", a)?;
+        se["endpoints"] = json!([{"address": h, "ports": {port_name: p}}]);
+    }
+    let mut tls = json!({"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]});
+    match &args.as_credential_name {
+        Some(secret) => tls["credentialName"] = json!(secret),
+        None => {
+            tls["caCertificates"] =
+                json!(args.as_ca_certificates.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt"))
+        }
+    }
+    let meta = json!({"name": "uma-pep-as", "namespace": args.namespace});
+    Ok(vec![
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": meta, "spec": se}),
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": meta,
+            "spec": {
+                "host": host,
+                "exportTo": ["."],
+                "workloadSelector": {"matchLabels": labels},
+                "trafficPolicy": {"portLevelSettings": [{"port": {"number": port}, "tls": tls}]},
+            },
+        }),
+    ])
+}
+
+/// `--selector key=value` as matchLabels.
+fn selector(args: &RenderArgs) -> Result<Value, RenderError> {
+    let (key, value) = args.selector.split_once('=').ok_or_else(|| RenderError::Flag {
+        flag: "selector",
+        problem: format!("{:?} is not key=value", args.selector),
+    })?;
+    Ok(json!({key: value}))
+}
+
+/// `render istio`: the WasmPlugin, and with `--with-as-service-entry` the AS's ServiceEntry and
+/// DestinationRule.
+pub fn istio_manifests(
+    filter: &Value,
+    common: &Common,
+    args: &RenderArgs,
+) -> Result<Vec<Value>, RenderError> {
+    let mut docs = vec![istio_wasm_plugin(filter, args)?];
+    if args.with_as_service_entry {
+        docs.extend(istio_as_service_entry(filter, common, args)?);
+    }
+    Ok(docs)
 }
 
 fn yaml(v: &Value) -> Result<String, RenderError> {
@@ -492,19 +736,34 @@ pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<S
         return keycloak_client(common, args);
     }
     let resources = repo.list()?;
-    if resources.is_empty() {
-        tracing::warn!(db = %common.db.display(), "the repository has no resources: the filter protects nothing until it gets some");
+    if resources.is_empty() && args.sync_url.is_none() {
+        tracing::warn!(db = %common.db.display(), "the repository has no resources and there is no --sync-url: the filter protects nothing until it gets some");
     }
     let filter = filter_config(common, &resources, args)?;
     match args.target {
         Target::FilterConfig => pretty(&filter),
         Target::Envoy if args.json => pretty(&envoy_config(&filter, common, args)?),
         Target::Envoy => yaml(&envoy_config(&filter, common, args)?),
-        Target::Istio if args.json => pretty(&istio_wasm_plugin(&filter, args)?),
-        Target::Istio => Ok(format!(
-            "# pluginConfig holds the PEP's client secret: keep this manifest out of public repositories.\n{}",
-            yaml(&istio_wasm_plugin(&filter, args)?)?
-        )),
+        Target::Istio => {
+            let mut docs = istio_manifests(&filter, common, args)?;
+            if args.json {
+                return match docs.len() {
+                    1 => pretty(&docs.remove(0)),
+                    // One JSON document for several objects: a List, as `kubectl get -o json` prints.
+                    _ => pretty(&json!({"apiVersion": "v1", "kind": "List", "items": docs})),
+                };
+            }
+            let mut out = String::from(
+                "# pluginConfig holds the PEP's client secret: keep this manifest out of public repositories.\n",
+            );
+            for (i, d) in docs.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("---\n");
+                }
+                out.push_str(&yaml(d)?);
+            }
+            Ok(out)
+        }
         Target::KeycloakClient => keycloak_client(common, args),
     }
 }
@@ -534,6 +793,9 @@ mod tests {
         };
         let mut argv = vec!["x", target];
         argv.extend_from_slice(extra);
+        if target == "istio" && !extra.contains(&"--wasm-url") {
+            argv.extend_from_slice(&["--wasm-url", "oci://r.example/uma-pep:1"]);
+        }
         let args = Wrap::try_parse_from(argv).unwrap().args;
         (dir, common, args)
     }
@@ -594,7 +856,10 @@ mod tests {
 
     #[test]
     fn istio_plugin_is_authz_and_fails_closed() {
-        let (_d, common, args) = setup("istio", &["--selector", "app=api", "--namespace", "apps"]);
+        let (_d, common, args) = setup(
+            "istio",
+            &["--selector", "app=api", "--namespace", "apps", "--wasm-url", "oci://r.example/pep:1"],
+        );
         let f = filter_config(&common, &stored(), &args).unwrap();
         assert_eq!(f["as_cluster"], "outbound|443||as.example.org");
         let p = istio_wasm_plugin(&f, &args).unwrap();
@@ -662,6 +927,239 @@ mod tests {
         let f = filter_config(&common, &stored(), &args).unwrap();
         assert!(matches!(envoy_config(&f, &common, &args), Err(RenderError::Flag { flag: "upstream", .. })));
         let (_d, common, args) = setup("filter-config", &["--challenge-style", "fancy"]);
-        assert!(matches!(filter_config(&common, &stored(), &args), Err(RenderError::Invalid(_))));
+        let err = filter_config(&common, &stored(), &args).unwrap_err();
+        assert!(matches!(err, RenderError::FlagRefused { flag: "challenge-style", .. }), "{err}");
+        assert!(err.to_string().starts_with("--challenge-style: "), "{err}");
+    }
+
+    const RSA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa.pem");
+
+    #[test]
+    fn forward_header_and_jwks_path_are_rendered_and_parsed() {
+        let (_d, common, args) = setup(
+            "filter-config",
+            &[
+                "--forward-key",
+                RSA,
+                "--forward-header",
+                "x-rpt-subject",
+                "--jwks-path",
+                "/.well-known/pep/jwks.json",
+            ],
+        );
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["forward"]["header"], "x-rpt-subject");
+        assert_eq!(v["forward"]["jwks_path"], "/.well-known/pep/jwks.json");
+        let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.forward_header(), "x-rpt-subject");
+        assert_eq!(parsed.forward.unwrap().jwks_path.as_deref(), Some("/.well-known/pep/jwks.json"));
+        // Without them the filter's defaults apply (nothing is written).
+        let (_d, common, args) = setup("filter-config", &["--forward-key", RSA]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert!(v["forward"].get("header").is_none() && v["forward"].get("jwks_path").is_none());
+    }
+
+    #[test]
+    fn forward_header_and_jwks_path_need_forward_key() {
+        for extra in [["--forward-header", "x-a"], ["--jwks-path", "/jwks"]] {
+            let mut argv = vec!["x", "filter-config"];
+            argv.extend_from_slice(&extra);
+            let err = Wrap::try_parse_from(argv).err().unwrap().to_string();
+            assert!(err.contains("--forward-key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_forward_header_is_refused_naming_the_flag() {
+        let (_d, common, args) =
+            setup("filter-config", &["--forward-key", RSA, "--forward-header", "x user"]);
+        let err = filter_config(&common, &stored(), &args).unwrap_err();
+        assert!(matches!(err, RenderError::FlagRefused { flag: "forward-header", .. }), "{err}");
+        let shown = err.to_string();
+        assert!(shown.starts_with("--forward-header: ") && shown.contains("forward.header"), "{shown}");
+    }
+
+    #[test]
+    fn a_jwks_path_not_in_normal_form_is_refused_with_the_spelling() {
+        for (given, fix) in [
+            ("/a/../jwks", Some("\"/jwks\"")),
+            ("//jwks", Some("\"/jwks\"")),
+            ("/jwks/", Some("\"/jwks\"")),
+            ("/j%77ks", Some("\"/jwks\"")),
+            ("jwks", None),
+            ("/jwks?x=1", None),
+            ("/", None),
+            ("/a/%2Fjwks", None),
+        ] {
+            let (_d, common, args) = setup("filter-config", &["--forward-key", RSA, "--jwks-path", given]);
+            let err = filter_config(&common, &stored(), &args).unwrap_err();
+            assert!(matches!(err, RenderError::Flag { flag: "jwks-path", .. }), "{given}: {err}");
+            if let Some(fix) = fix {
+                assert!(err.to_string().contains(fix), "{given}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn wasm_is_absolute_in_the_envoy_config() {
+        let (_d, common, args) = setup("envoy", &["--wasm", "build/uma_pep.wasm"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        let e = envoy_config(&f, &common, &args).unwrap();
+        let hcm = &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let file = hcm["http_filters"][0]["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+            .as_str()
+            .unwrap();
+        let expected = std::env::current_dir().unwrap().join("build/uma_pep.wasm");
+        assert_eq!(file, expected.to_str().unwrap());
+        // The default too, and an absolute path is kept as given.
+        let (_d, common, args) = setup("envoy", &[]);
+        let e = envoy_config(&filter_config(&common, &stored(), &args).unwrap(), &common, &args).unwrap();
+        assert!(e.to_string().contains(&format!(
+            "\"filename\":\"{}\"",
+            std::env::current_dir().unwrap().join("target/wasm32-wasip1/release/uma_pep.wasm").display()
+        )));
+        assert_eq!(
+            wasm_path(std::path::Path::new("/etc/envoy/uma_pep.wasm")).unwrap(),
+            "/etc/envoy/uma_pep.wasm"
+        );
+        assert!(matches!(wasm_path(std::path::Path::new("")), Err(RenderError::Flag { flag: "wasm", .. })));
+    }
+
+    #[test]
+    fn istio_service_entry_and_destination_rule_originate_verified_tls() {
+        let (_d, common, args) =
+            setup("istio", &["--selector", "app=api", "--namespace", "apps", "--with-as-service-entry"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        let docs = istio_manifests(&f, &common, &args).unwrap();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["WasmPlugin", "ServiceEntry", "DestinationRule"]);
+        let (se, dr) = (&docs[1], &docs[2]);
+        // The cluster Istio makes from the ServiceEntry is the filter's as_cluster.
+        let port = &se["spec"]["ports"][0];
+        assert_eq!(
+            format!("outbound|{}||{}", port["number"], se["spec"]["hosts"][0].as_str().unwrap()),
+            f["as_cluster"].as_str().unwrap()
+        );
+        assert_eq!(port["protocol"], "HTTP");
+        assert_eq!(
+            (se["metadata"]["namespace"].as_str(), dr["metadata"]["namespace"].as_str()),
+            (Some("apps"), Some("apps"))
+        );
+        assert_eq!(se["spec"]["exportTo"], json!(["."]));
+        assert_eq!(dr["spec"]["host"], "as.example.org");
+        assert_eq!(dr["spec"]["workloadSelector"]["matchLabels"], json!({"app": "api"}));
+        let pl = &dr["spec"]["trafficPolicy"]["portLevelSettings"][0];
+        assert_eq!(pl["port"]["number"], 443);
+        assert_eq!(
+            pl["tls"],
+            json!({"mode": "SIMPLE", "sni": "as.example.org", "subjectAltNames": ["as.example.org"],
+                   "caCertificates": "/etc/ssl/certs/ca-certificates.crt"})
+        );
+        // A private CA from a Secret instead; --as-address becomes the endpoint.
+        let (_d, common, args) = setup(
+            "istio",
+            &["--with-as-service-entry", "--as-credential-name", "as-ca", "--as-address", "kc.internal:8443"],
+        );
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        let docs = istio_manifests(&f, &common, &args).unwrap();
+        let tls = &docs[2]["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"];
+        assert_eq!(tls["credentialName"], "as-ca");
+        assert!(tls.get("caCertificates").is_none());
+        assert_eq!(
+            docs[1]["spec"]["endpoints"],
+            json!([{"address": "kc.internal", "ports": {"http-uma-as": 8443}}])
+        );
+        // Without the flag: the WasmPlugin only.
+        let (_d, common, args) = setup("istio", &[]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(istio_manifests(&f, &common, &args).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn istio_service_entry_refuses_what_it_cannot_make_verified() {
+        let (_d, common, args) =
+            setup("istio", &["--with-as-service-entry", "--as-cluster", "outbound|443||other"]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        assert!(matches!(
+            istio_manifests(&f, &common, &args),
+            Err(RenderError::Flag { flag: "as-cluster", .. })
+        ));
+        let (_d, mut common, args) = setup("istio", &["--with-as-service-entry"]);
+        common.issuer = Some("http://127.0.0.1:9090".into());
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        assert!(matches!(
+            istio_manifests(&f, &common, &args),
+            Err(RenderError::Flag { flag: "with-as-service-entry", .. })
+        ));
+        for extra in [&["--as-credential-name", "s"][..], &["--as-ca-certificates", "/ca.pem"][..]] {
+            let mut argv = vec!["x", "istio", "--wasm-url", "oci://r/p:1"];
+            argv.extend_from_slice(extra);
+            assert!(Wrap::try_parse_from(argv).is_err(), "{extra:?} without --with-as-service-entry");
+        }
+        let argv = [
+            "x",
+            "istio",
+            "--with-as-service-entry",
+            "--as-credential-name",
+            "s",
+            "--as-ca-certificates",
+            "/c",
+        ];
+        assert!(Wrap::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn render_istio_prints_every_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open(&dir.path().join("db")).unwrap();
+        let (_d, common, args) = setup("istio", &["--with-as-service-entry"]);
+        let out = render(&common, &repo, &args).unwrap();
+        assert!(out.starts_with("# pluginConfig holds the PEP's client secret"));
+        assert_eq!(out.matches("\n---\n").count(), 2, "{out}");
+        let (_d, common, args) = setup("istio", &["--with-as-service-entry", "--json"]);
+        let list: Value = serde_json::from_str(&render(&common, &repo, &args).unwrap()).unwrap();
+        assert_eq!(list["kind"], "List");
+        assert_eq!(list["items"].as_array().unwrap().len(), 3);
+        let (_d, common, args) = setup("istio", &["--json"]);
+        let one: Value = serde_json::from_str(&render(&common, &repo, &args).unwrap()).unwrap();
+        assert_eq!(one["kind"], "WasmPlugin");
+    }
+
+    #[test]
+    fn istio_needs_a_real_wasm_url_and_a_digest_that_fits_it() {
+        let err = Wrap::try_parse_from(["x", "istio"]).err().unwrap().to_string();
+        assert!(err.contains("--wasm-url"), "{err}");
+        assert!(Wrap::try_parse_from(["x", "envoy"]).is_ok());
+        let digest = "0123456789abcdef".repeat(4);
+        let pinned = format!("oci://r.example/uma-pep@sha256:{digest}");
+        let (_d, common, args) = setup("istio", &["--wasm-url", &pinned, "--wasm-sha256", &digest]);
+        let f = filter_config(&common, &stored(), &args).unwrap();
+        let p = istio_wasm_plugin(&f, &args).unwrap();
+        assert_eq!(
+            (p["spec"]["url"].as_str(), p["spec"]["sha256"].as_str()),
+            (Some(pinned.as_str()), Some(digest.as_str()))
+        );
+        let other = "f".repeat(64);
+        let upper = digest.to_uppercase();
+        let prefixed = format!("sha256:{digest}");
+        for (url, sha, flag) in [
+            ("ghcr.io/x/y:1", None, "wasm-url"),
+            ("s3://b/k.wasm", None, "wasm-url"),
+            (pinned.as_str(), Some(other.as_str()), "wasm-sha256"),
+            ("oci://r/p:1", Some(upper.as_str()), "wasm-sha256"),
+            ("oci://r/p:1", Some(prefixed.as_str()), "wasm-sha256"),
+            ("https://a.example/pep.wasm", Some("abc"), "wasm-sha256"),
+        ] {
+            let mut extra = vec!["--wasm-url", url];
+            if let Some(sha) = sha {
+                extra.extend_from_slice(&["--wasm-sha256", sha]);
+            }
+            let (_d, common, args) = setup("istio", &extra);
+            let f = filter_config(&common, &stored(), &args).unwrap();
+            match istio_wasm_plugin(&f, &args) {
+                Err(RenderError::Flag { flag: got, .. }) => assert_eq!(got, flag, "{url} {sha:?}"),
+                other => panic!("{url} {sha:?}: {other:?}"),
+            }
+        }
     }
 }

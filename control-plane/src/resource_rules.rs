@@ -2,8 +2,9 @@
 //! canonical form of its path, the same one the filter matches on, and the seed's scope
 //! completion.
 
+use thiserror::Error;
 use uma_pep_core::config::default_method_scopes;
-use uma_pep_core::path::normalize_path;
+use uma_pep_core::path::{normalize_path, PathError};
 
 /// Scopes that mark a resource as public or merely authenticated: the seed does not add the
 /// method scopes to those.
@@ -39,14 +40,43 @@ pub fn is_open(scopes: &[String]) -> bool {
     scopes.iter().any(|s| OPEN_MARKERS.contains(&s.as_str()))
 }
 
-/// The canonical path: normalised like the filter does, no query, no trailing slash.
-pub fn canonical_uri(raw: &str) -> Result<String, String> {
-    let normalized = normalize_path(raw).map_err(|e| format!("{raw:?}: {e}"))?;
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UriError {
+    #[error("{raw:?}: {source}")]
+    Invalid { raw: String, source: PathError },
+    #[error("{raw:?}: a resource path has no query or fragment")]
+    QueryOrFragment { raw: String },
+    #[error(
+        "{raw:?} is not a canonical path: the filter would protect {canonical:?} (dot segments, duplicate \
+         slashes and escapes are resolved when matching); write {canonical:?}"
+    )]
+    NotCanonical { raw: String, canonical: String },
+}
+
+/// The canonical path: normalised like the filter does, no query, no trailing slash. Used to
+/// look a resource up (`?path=`, `resources show /p`), where any spelling of it finds it.
+pub fn canonical_uri(raw: &str) -> Result<String, UriError> {
+    let normalized =
+        normalize_path(raw).map_err(|source| UriError::Invalid { raw: raw.to_string(), source })?;
     if normalized.contains('?') || raw.contains('?') || raw.contains('#') {
-        return Err(format!("{raw:?}: a resource path has no query or fragment"));
+        return Err(UriError::QueryOrFragment { raw: raw.to_string() });
     }
     let trimmed = normalized.trim_end_matches('/');
     Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+}
+
+/// A path to register (the resource file, the Resource API): it must already be canonical, so
+/// what is registered is what the operator wrote. `/a/../b`, `/a//b`, `/a/./b`, `/%61` or
+/// `/café` are refused with the spelling to use, not silently rewritten. One trailing `/`
+/// is the exception and is trimmed: the filter matches whole segments and ignores it, so
+/// `/eric/` protects exactly what `/eric` does (the seed's files write it that way).
+pub fn registrable_uri(raw: &str) -> Result<String, UriError> {
+    let canonical = canonical_uri(raw)?;
+    let written = if raw.len() > 1 { raw.strip_suffix('/').unwrap_or(raw) } else { raw };
+    if written != canonical {
+        return Err(UriError::NotCanonical { raw: raw.to_string(), canonical });
+    }
+    Ok(canonical)
 }
 
 /// `uri` and its parents, nearest first, without `/` (the seed's ownership walk).
@@ -90,6 +120,34 @@ mod tests {
         assert!(canonical_uri("/a/../..").is_err());
         assert!(canonical_uri("/a?x=1").is_err());
         assert!(canonical_uri("/a%2fb").is_err());
+    }
+
+    #[test]
+    fn registered_paths_must_be_written_canonically() {
+        assert_eq!(registrable_uri("/").unwrap(), "/");
+        assert_eq!(registrable_uri("/a/b").unwrap(), "/a/b");
+        assert_eq!(registrable_uri("/eric/").unwrap(), "/eric", "one trailing slash is trimmed");
+        assert_eq!(registrable_uri("/a%20b").unwrap(), "/a%20b");
+        for (raw, canonical) in [
+            ("/a/../b", "/b"),
+            ("/a/./b", "/a/b"),
+            ("/a//b", "/a/b"),
+            ("//a", "/a"),
+            ("/a//", "/a"),
+            ("/%61", "/a"),
+            ("/a%2a", "/a%2A"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+            ("/a/..", "/"),
+        ] {
+            match registrable_uri(raw) {
+                Err(UriError::NotCanonical { canonical: c, .. }) => assert_eq!(c, canonical, "{raw}"),
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+        let e = registrable_uri("/a/../b").unwrap_err().to_string();
+        assert!(e.contains(r#"write "/b""#), "{e}");
+        assert!(matches!(registrable_uri("/a?x"), Err(UriError::QueryOrFragment { .. })));
+        assert!(matches!(registrable_uri("/.."), Err(UriError::Invalid { .. })));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pepctl_harness import PEPCTL, PROFILES, DevAs, Pepctl
+from pepctl_harness import PEPCTL, PROFILES, DevAs, Pepctl, write_seed
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,3 +29,20 @@ def server(pepctl):
     s = pepctl.serve()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def serve_homes(pepctl, tmp_path):
+    """Applies a seed file of `entries` with the seeded client, then starts `pepctl serve`;
+    stops it at the end of the test."""
+    started = []
+
+    def start(entries):
+        pepctl.use_seeded_client()
+        pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "seed.json", entries)))
+        started.append(pepctl.serve())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

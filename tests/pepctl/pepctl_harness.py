@@ -9,18 +9,25 @@ DEVAS_DIR (the directory `python -m devas` and `python -m devas.echo` run from; 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -123,9 +130,9 @@ def start_envoy(config_path: Path, listen: int, admin: int) -> Proc:
 class DevAs:
     """The development AS in one dialect."""
 
-    def __init__(self, profile: str, seed: Path | None = None):
+    def __init__(self, profile: str, seed: Path | None = None, port: int = 0):
         self.profile = profile
-        args = [PYTHON, "-m", "devas", "--profile", profile, "--port", "0", "--quiet"]
+        args = [PYTHON, "-m", "devas", "--profile", profile, "--port", str(port), "--quiet"]
         if seed is not None:
             args += ["--seed", str(seed)]
         self.proc = Proc(args, ready="devas ready", cwd=DEVAS_DIR)
@@ -240,17 +247,31 @@ class Pepctl:
                         "--listen-address", "127.0.0.1", "--listen-port", str(listen), "--admin-port", str(admin),
                         *extra).stdout
 
-    def serve(self, *extra: str) -> "Server":
-        return Server(self, list(extra))
+    def serve(self, *extra: str, wait_ready: bool = True) -> "Server":
+        return Server(self, list(extra), wait_ready)
 
 
 class Server:
-    def __init__(self, pepctl: Pepctl, extra: list[str]):
+    """`pepctl serve` on a free port. It listens at once and reaches the AS in the background:
+    unless `wait_ready` is false, this waits until /readyz says the AS has been reached."""
+
+    def __init__(self, pepctl: Pepctl, extra: list[str], wait_ready: bool = True):
         self.proc = Proc([str(PEPCTL), "serve", "--listen", "127.0.0.1:0", *extra], ready="listening on",
                          env=pepctl.env, cwd=pepctl.workdir)
         m = re.search(r"listening on (\S+)", self.proc.ready_line)
         assert m, self.proc.ready_line
         self.base = f"http://{m.group(1)}"
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> float:
+        """Seconds until /readyz answered 200."""
+        start = time.time()
+        while time.time() - start < timeout:
+            if requests.get(self.base + "/readyz", timeout=5).status_code == 200:
+                return time.time() - start
+            time.sleep(0.05)
+        raise AssertionError(f"pepctl serve not ready after {timeout} s: {self.proc.output()}")
 
     def stop(self) -> None:
         self.proc.stop()
@@ -265,3 +286,83 @@ class Server:
 def write_seed(path: Path, resources: list[dict]) -> Path:
     path.write_text(json.dumps({"default_resources": resources}))
     return path
+
+
+# ---- TLS -------------------------------------------------------------------------------------
+
+def cert_pair(tmp_path, expired: bool = False):
+    """A test CA and a server certificate for DNS name `localhost` signed by it (expired when
+    asked): (ca.pem, server.pem, server.key)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pepctl test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=3))
+            .not_valid_after(now - datetime.timedelta(hours=2) if expired else now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_pem = tmp_path / "ca.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_pem = tmp_path / "server.key"
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return ca_pem, chain, key_pem
+
+
+class TlsAs:
+    """Just enough of an AS over TLS for discovery and registration, at https://localhost:PORT
+    (`host` another name for it, e.g. 127.0.0.1, which the certificate does not name)."""
+
+    def __init__(self, tmp_path, host: str = "localhost", expired: bool = False):
+        self.ca, chain, key = cert_pair(tmp_path, expired)
+        self.registrations = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/.well-known/uma2-configuration":
+                    b = outer.issuer
+                    self._json(200, {"issuer": b, "token_endpoint": f"{b}/token", "permission_endpoint": f"{b}/perm",
+                                     "resource_registration_endpoint": f"{b}/rs", "registration_endpoint": f"{b}/register"})
+                else:
+                    self._json(404, {"error": "not_found"})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.registrations += 1
+                self._json(201, {"client_id": "tls-client", "client_secret": "tls-secret", "scope": "uma_protection"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(chain, key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.issuer = f"https://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

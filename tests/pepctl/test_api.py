@@ -3,26 +3,22 @@ behalf, transfer), JSON errors, /openapi.json and /filter-config."""
 
 import pytest
 
-from pepctl_harness import write_seed
 
 METHOD_SCOPES = {"protected_get", "protected_head", "protected_post", "protected_put", "protected_patch",
                  "protected_delete"}
 
 
 @pytest.fixture
-def api(pepctl, devas, tmp_path):
+def api(serve_homes, devas):
     """Homes for alice and bob from the seed file, then the server."""
-    pepctl.use_seeded_client()
-    pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "seed.json", [
+    server = serve_homes([
         {"name": "Alice home", "description": "a", "resource_uri": "/home/alice", "scopes": [],
          "default_owner": "alice-0001"},
         {"name": "Bob home", "description": "b", "resource_uri": "/home/bob", "scopes": [],
          "default_owner": "bob-0002"},
-    ])))
-    server = pepctl.serve()
+    ])
     tokens = {u: devas.user_token(u) for u in ("alice", "bob", "admin")}
-    yield server, tokens
-    server.stop()
+    return server, tokens
 
 
 def error_of(r):
@@ -74,8 +70,11 @@ def test_validation_errors_are_json(api):
     server, t = api
     assert server.request("POST", "/resources", t["alice"], json={"icon_uri": "/home/alice/n"}).status_code == 422
     assert server.request("POST", "/resources", t["alice"], json={"name": "x"}).status_code == 422
-    # Dot segments are resolved before the ownership walk: no escaping one's home with `..`.
-    assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/../../etc"}).status_code == 403
+    # A path is registered as written or refused with its canonical spelling (never rewritten:
+    # no escaping one's home with `..`).
+    r = server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/../../etc"})
+    assert r.status_code == 422
+    assert 'write "/etc"' in error_of(r)["error_description"]
     assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/../../.."}).status_code == 422
     assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/a%2Fb"}).status_code == 422
     r = server.request("POST", "/resources", t["alice"], data="{not json", headers={"Content-Type": "application/json"})
@@ -166,3 +165,37 @@ def test_concurrent_creates_of_one_path_make_one_resource(api, devas):
     assert len(listed) == 1
     posts = [c for c in devas.calls("resource_set") if c["method"] == "POST" and "Race" in (c.get("body") or "")]
     assert len(posts) == 1, "the losers never reached the AS"
+
+
+def test_bodies_with_unknown_keys_or_rewritten_paths_are_refused(api, devas):
+    server, t = api
+    before = len(devas.calls("resource_set"))
+    r = server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/x",
+                                                                "resource_scope": ["read"]})
+    assert r.status_code == 422
+    assert error_of(r)["error_description"] == "`resource_scope`: unknown key; did you mean `resource_scopes`?"
+    r = server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice/a/../b"})
+    assert r.status_code == 422
+    assert error_of(r)["error_description"].startswith('icon_uri: "/home/alice/a/../b" is not a canonical path')
+    assert 'write "/home/alice/b"' in r.json()["error_description"]
+    assert server.request("POST", "/resources", t["alice"], json={"name": "x", "icon_uri": "/home/alice//x"}).status_code == 422
+    assert len(devas.calls("resource_set")) == before, "nothing sent to the AS"
+
+    rid = server.request("POST", "/resources", t["alice"], json={"name": "Kept", "icon_uri": "/home/alice/kept/"}).json()["id"]
+    shown = server.request("GET", f"/resources/{rid}", t["alice"]).json()
+    assert shown["icon_uri"] == "/home/alice/kept", "one trailing slash is trimmed"
+    r = server.request("PATCH", f"/resources/{rid}", t["alice"], json={"ownership": "bob-0002"})
+    assert r.status_code == 422
+    assert error_of(r)["error_description"].startswith("`ownership`: unknown key")
+    r = server.request("PUT", f"/resources/{rid}", t["alice"], json={"name": "Kept", "resource_scopes": [], "descripton": "d"})
+    assert r.status_code == 422
+    assert "did you mean `description`?" in error_of(r)["error_description"]
+    r = server.request("PATCH", f"/resources/{rid}", t["admin"], json={"icon_uri": "/home/alice/./kept2"})
+    assert r.status_code == 422 and 'write "/home/alice/kept2"' in error_of(r)["error_description"]
+    # What GET answers can be edited and sent back.
+    shown["description"] = "edited"
+    r = server.request("PUT", f"/resources/{rid}", t["alice"], json=shown)
+    assert r.status_code == 200, r.text
+    assert r.json()["description"] == "edited"
+    # A lookup finds the resource under any spelling of its path.
+    assert server.request("GET", "/resources?path=/home/alice/x/../kept", t["alice"]).json()["id"] == rid

@@ -158,3 +158,33 @@ def test_bad_seed_file_is_refused_before_any_call(pepctl, devas, tmp_path):
     assert p.returncode != 0
     assert "default_resources[1].resource_uri" in p.stderr
     assert writes(devas) == []
+
+
+def test_unknown_keys_in_the_file_are_refused_with_the_closest_key(pepctl, devas, tmp_path):
+    pepctl.use_seeded_client()
+    bad = write_seed(tmp_path / "typo.json", [
+        {"name": "A", "resource_uri": "/a"}, {"name": "B", "resource_uri": "/b"},
+        {"name": "C", "resource_uri": "/c", "scope": ["read"]}])
+    p = pepctl.run("resources", "apply", "-f", str(bad), check=False)
+    assert p.returncode != 0
+    assert "`default_resources[2].scope`: unknown key; did you mean `default_resources[2].scopes`?" in p.stderr
+    assert writes(devas) == []
+    assert pepctl.json("resources", "list", "--json") == []
+
+
+def test_paths_are_registered_as_written_or_refused(pepctl, devas, tmp_path):
+    pepctl.use_seeded_client()
+    bad = write_seed(tmp_path / "dots.json", [
+        {"name": "A", "resource_uri": "/a"}, {"name": "B", "resource_uri": "/a/../b"}])
+    p = pepctl.run("resources", "apply", "-f", str(bad), check=False)
+    assert p.returncode != 0
+    assert '`default_resources[1].resource_uri`: "/a/../b" is not a canonical path' in p.stderr
+    assert 'write "/b"' in p.stderr
+    assert writes(devas) == []
+    for raw, canonical in [("/a//b", "/a/b"), ("/./a", "/a"), ("/%61", "/a")]:
+        p = pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "x.json", [
+            {"name": "X", "resource_uri": raw}])), check=False)
+        assert p.returncode != 0 and f'write "{canonical}"' in p.stderr, (raw, p.stderr)
+    # One trailing slash is the exception (the seed writes "/eric/"): the filter ignores it.
+    ok = apply(pepctl, write_seed(tmp_path / "ok.json", [{"name": "Eric", "resource_uri": "/eric/"}]))
+    assert ok[0]["uri"] == "/eric"
