@@ -49,9 +49,12 @@ def gluu_envoy(envoy_factory, uma2_as, echo):
     return envoy_factory(config, uma2_as.port, echo.port, concurrency=WORKERS)
 
 
-def test_one_pat_and_one_discovery_per_envoy(gluu_envoy, uma2_as):
-    # The module's Envoy started against a fresh AS; every worker has needed the session by now.
-    statuses = parallel(lambda _: get(gluu_envoy, "/bob/x").status_code, range(40))
+def test_one_pat_and_one_discovery_per_envoy(envoy_factory, uma2_as, echo):
+    # An Envoy of its own, started after this test's reset of the AS's call log (the module's
+    # Envoy may have fetched its session before that reset); every worker needs the session.
+    envoy = envoy_factory(filter_config(uma2_as, resources=RESOURCES), uma2_as.port, echo.port,
+                          concurrency=WORKERS)
+    statuses = parallel(lambda _: get(envoy, "/bob/x").status_code, range(40))
     assert set(statuses) == {401}
     assert len(pat_requests(uma2_as)) == 1
     assert len(uma2_as.calls("discovery")) == 1
@@ -67,8 +70,9 @@ def test_pat_is_refreshed_in_the_background_once_per_envoy(envoy_factory, uma2_a
         statuses += parallel(lambda _: get(envoy, "/bob/x").status_code, range(8), threads=8)
         time.sleep(0.1)
     assert set(statuses) == {401}, statuses
-    # About one PAT per 3.2 s for the whole Envoy (not one per worker).
-    assert 2 <= len(pat_requests(uma2_as)) <= 5
+    # About one PAT per 3.2 s for the whole Envoy: 3 or 4 in 9 s, one per worker would be 12 or
+    # more. On a loaded 2-core machine a refresh lease can lapse once, hence the room.
+    assert 2 <= len(pat_requests(uma2_as)) <= 6
 
 
 def test_many_requests_with_one_rpt_make_one_introspection(gluu_envoy, uma2_as):
