@@ -233,6 +233,14 @@ impl Worker {
             jwks.refresh_wanted = false;
             match JwtKeys::parse(&response.as_response()) {
                 Ok(keys) => {
+                    for dropped in keys.dropped() {
+                        warn!(
+                            "{} JWKS key {} dropped: {}",
+                            LogCode::AsError.code(),
+                            dropped.kid,
+                            dropped.reason
+                        );
+                    }
                     info!("loaded {} verification keys from the AS JWKS", keys.len());
                     jwks.keys = Some(std::rc::Rc::new(keys));
                     jwks.failed = false;

@@ -3,12 +3,13 @@
 //! The per-worker map keeps the hot path free of shared-data reads and of parsing; the shared
 //! slots make one introspection and one signature serve every worker of the Envoy.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
-use uma_pep_core::cache::{slot_of, Digest16, LocalCache, SlotValue};
+use uma_pep_core::cache::{slot_of, Digest16, LocalCache, UseBucket, UseTake, USE_BUCKET_ENTRIES};
 use uma_pep_core::introspection::IntrospectionResult;
 
 use crate::shared::{SharedKeys, SharedSlots};
@@ -86,39 +87,37 @@ pub type DecisionCache = TieredCache<Rc<IntrospectionResult>>;
 pub type MintedCache = TieredCache<Rc<str>>;
 
 /// Accepted uses of each RPT, counted exactly across workers with compare-and-swap. An RPT's
-/// count lives in the first of `PROBES` consecutive slots that is free or already its own; a
-/// live count is never overwritten by another RPT's (that would give the first its uses back),
-/// and when all are taken by live counts the use is refused (fail closed).
+/// count lives in the bucket of the slot its digest falls in (`UseBucket`, up to
+/// `USE_BUCKET_ENTRIES` counts), until the RPT expires: a live count is never dropped (that
+/// would give the RPT its uses back), expired ones make room, and when a bucket holds only live
+/// counts a new RPT falling in it is refused (fail closed). So `cache_slots` slots count up to
+/// `USE_BUCKET_ENTRIES * cache_slots` live RPTs, and a flood of distinct RPTs must fill the
+/// bucket of a fresh one with live counts to refuse it.
 pub struct UseCounter {
     prefix: String,
     slots: u32,
+    /// When a full bucket was last logged (at most one line a minute per worker).
+    warned_at: Cell<i64>,
 }
+
+const WARN_EVERY_S: i64 = 60;
 
 /// Attempts before a contended increment gives up (and denies: fail closed).
 const CAS_ATTEMPTS: usize = 16;
-const PROBES: u32 = 4;
-
-/// What a slot holds for the RPT being counted.
-enum SlotState {
-    Mine(u32),
-    Free,
-    Taken,
-}
 
 impl UseCounter {
     pub fn new(keys: &SharedKeys, slots: u32) -> Self {
-        Self { prefix: keys.key("uses"), slots }
+        Self { prefix: keys.key("uses"), slots, warned_at: Cell::new(i64::MIN) }
     }
 
-    fn keys_for(&self, digest: &Digest16) -> impl Iterator<Item = String> + '_ {
-        let first = slot_of(digest, self.slots);
-        (0..PROBES).map(move |i| format!("{}.{}", self.prefix, (first + i) % self.slots.max(1)))
+    fn key_for(&self, digest: &Digest16) -> String {
+        format!("{}.{}", self.prefix, slot_of(digest, self.slots))
     }
 
     /// Creates every slot before the worker counts anything, so that counting only ever
     /// updates through compare-and-swap (a first unconditional write could erase a count).
     pub fn create_slots(&self) {
-        let empty = SlotValue { digest: [0; 16], expires_at: 0, payload: &[] }.encode();
+        let empty = UseBucket::default().encode();
         for slot in 0..self.slots {
             let key = format!("{}.{slot}", self.prefix);
             if matches!(hostcalls::get_shared_data(&key), Ok((None, _))) {
@@ -127,49 +126,33 @@ impl UseCounter {
         }
     }
 
-    fn state(bytes: Option<&[u8]>, digest: &Digest16, now: i64) -> SlotState {
-        let Some(value) = bytes.and_then(SlotValue::decode) else { return SlotState::Free };
-        if now >= value.expires_at {
-            return SlotState::Free;
-        }
-        if value.digest != *digest {
-            return SlotState::Taken;
-        }
-        let count =
-            value.payload.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok()).map_or(0, u32::from_le_bytes);
-        SlotState::Mine(count)
-    }
-
     pub fn used_up(&self, digest: &Digest16, max: u32, now: i64) -> bool {
-        self.keys_for(digest).any(|key| {
-            let Ok((bytes, _)) = hostcalls::get_shared_data(&key) else { return false };
-            matches!(Self::state(bytes.as_deref(), digest, now), SlotState::Mine(n) if n >= max)
-        })
+        let Ok((bytes, _)) = hostcalls::get_shared_data(&self.key_for(digest)) else { return false };
+        UseBucket::decode(bytes.as_deref().unwrap_or_default()).used(digest, now) >= max
     }
 
     /// Counts one use if one is left; false when the RPT is used up, or the count could not be
     /// kept. The count lives as long as the RPT (`expires_at`).
     pub fn take(&self, digest: &Digest16, max: u32, expires_at: i64, now: i64) -> bool {
+        let key = self.key_for(digest);
         for _ in 0..CAS_ATTEMPTS {
-            // Its own slot if it has one, else the first free one.
-            let mut chosen: Option<(String, u32, u32)> = None;
-            for key in self.keys_for(digest) {
-                let Ok((bytes, Some(cas))) = hostcalls::get_shared_data(&key) else { continue };
-                match Self::state(bytes.as_deref(), digest, now) {
-                    SlotState::Mine(used) => {
-                        chosen = Some((key, cas, used));
-                        break;
+            let Ok((bytes, Some(cas))) = hostcalls::get_shared_data(&key) else { return false };
+            let bucket = UseBucket::decode(bytes.as_deref().unwrap_or_default());
+            let value = match bucket.take(digest, max, expires_at, now) {
+                UseTake::Counted(value) => value,
+                UseTake::UsedUp => return false,
+                UseTake::Full => {
+                    if now.saturating_sub(self.warned_at.get()) < WARN_EVERY_S {
+                        return false;
                     }
-                    SlotState::Free if chosen.is_none() => chosen = Some((key, cas, 0)),
-                    SlotState::Free | SlotState::Taken => {}
+                    self.warned_at.set(now);
+                    warn!(
+                        "uma-pep: rpt_max_uses: {USE_BUCKET_ENTRIES} live RPTs already counted in slot {key}; \
+                         a new RPT there is refused until one expires (raise cache_slots)"
+                    );
+                    return false;
                 }
-            }
-            let Some((key, cas, used)) = chosen else { return false };
-            if used >= max {
-                return false;
-            }
-            let next = (used + 1).to_le_bytes();
-            let value = SlotValue { digest: *digest, expires_at, payload: &next }.encode();
+            };
             match hostcalls::set_shared_data(&key, Some(&value), Some(cas)) {
                 Ok(()) => return true,
                 Err(Status::CasMismatch) => continue,

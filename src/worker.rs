@@ -276,7 +276,12 @@ impl Worker {
     fn check_jwt_now(&self, rpt: &str) -> Option<JwtCheck> {
         self.jwks_path()?;
         let keys = self.jwks.borrow().keys.clone()?;
-        Some(keys.check(rpt, &self.config.issuer, self.config.rpt_audience.as_deref()))
+        Some(keys.check(
+            rpt,
+            &self.config.issuer,
+            self.config.rpt_audience.as_deref(),
+            self.config.as_profile,
+        ))
     }
 
     /// The request went away (client reset, stream end): nothing more to do for it.

@@ -78,6 +78,100 @@ impl<'a> SlotValue<'a> {
     }
 }
 
+/// Live use counts kept per shared-data slot (a bucket): a new RPT is refused only when the
+/// bucket its digest falls in already holds this many counts of RPTs that have not expired, so
+/// `cache_slots` slots count up to `USE_BUCKET_ENTRIES * cache_slots` live RPTs at once.
+pub const USE_BUCKET_ENTRIES: usize = 16;
+
+/// One entry: `digest (16) | expires_at (8, LE, unix s) | count (4, LE)`, the layout of the
+/// single-count slots before buckets (such a slot reads as a bucket of one).
+const USE_ENTRY: usize = 16 + 8 + 4;
+
+/// The use count of one RPT, kept until the RPT expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UseEntry {
+    pub digest: Digest16,
+    pub expires_at: i64,
+    pub count: u32,
+}
+
+/// The use counts of the RPTs whose digests fall in one slot. A count is only ever dropped
+/// once its RPT has expired: dropping a live one would give that RPT its uses back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UseBucket {
+    entries: Vec<UseEntry>,
+}
+
+/// What counting one more use does to a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UseTake {
+    /// Counted: the bucket to store (with compare-and-swap).
+    Counted(Vec<u8>),
+    /// The RPT has had its `max` uses.
+    UsedUp,
+    /// The RPT has no count yet and the bucket is full of live counts (fail closed).
+    Full,
+}
+
+impl UseBucket {
+    /// Reads a bucket; bytes that do not form a whole entry are ignored (an empty slot, or the
+    /// 24-byte empty value of the older layout).
+    pub fn decode(bytes: &[u8]) -> Self {
+        let entries = bytes
+            .chunks_exact(USE_ENTRY)
+            .filter_map(|e| {
+                Some(UseEntry {
+                    digest: e.get(..16)?.try_into().ok()?,
+                    expires_at: i64::from_le_bytes(e.get(16..24)?.try_into().ok()?),
+                    count: u32::from_le_bytes(e.get(24..28)?.try_into().ok()?),
+                })
+            })
+            .collect();
+        Self { entries }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * USE_ENTRY);
+        for e in &self.entries {
+            out.extend_from_slice(&e.digest);
+            out.extend_from_slice(&e.expires_at.to_le_bytes());
+            out.extend_from_slice(&e.count.to_le_bytes());
+        }
+        out
+    }
+
+    /// Uses counted so far for `digest` (0 when it has no live count).
+    pub fn used(&self, digest: &Digest16, now: i64) -> u32 {
+        self.entries.iter().find(|e| e.digest == *digest && now < e.expires_at).map_or(0, |e| e.count)
+    }
+
+    /// Live counts held.
+    pub fn live(&self, now: i64) -> usize {
+        self.entries.iter().filter(|e| now < e.expires_at).count()
+    }
+
+    /// Counts one use of `digest` if it has one left, keeping its count until `expires_at`;
+    /// the counts of expired RPTs make room.
+    pub fn take(&self, digest: &Digest16, max: u32, expires_at: i64, now: i64) -> UseTake {
+        let mut entries: Vec<UseEntry> =
+            self.entries.iter().copied().filter(|e| now < e.expires_at).collect();
+        if let Some(mine) = entries.iter_mut().find(|e| e.digest == *digest) {
+            if mine.count >= max {
+                return UseTake::UsedUp;
+            }
+            mine.count = mine.count.saturating_add(1);
+            mine.expires_at = mine.expires_at.max(expires_at);
+        } else if max == 0 {
+            return UseTake::UsedUp;
+        } else if entries.len() >= USE_BUCKET_ENTRIES {
+            return UseTake::Full;
+        } else {
+            entries.push(UseEntry { digest: *digest, expires_at, count: 1 });
+        }
+        UseTake::Counted(Self { entries }.encode())
+    }
+}
+
 /// A per-worker map with expiry and a size bound: the first stop of every lookup, so the hot
 /// path reads no shared data and parses nothing.
 #[derive(Debug)]
@@ -157,6 +251,59 @@ mod tests {
         assert_eq!(SlotValue::payload_for(&bytes, &d, 100), None);
         assert_eq!(SlotValue::payload_for(&bytes, &token_digest("other"), 50), None);
         assert_eq!(SlotValue::decode(b"short"), None);
+    }
+
+    fn d(n: u32) -> Digest16 {
+        token_digest(&n.to_string())
+    }
+
+    #[test]
+    fn use_bucket_counts_up_to_max_and_round_trips() {
+        let bucket = UseBucket::default();
+        let UseTake::Counted(bytes) = bucket.take(&d(1), 2, 100, 0) else { panic!("first use") };
+        let bucket = UseBucket::decode(&bytes);
+        assert_eq!(bucket.used(&d(1), 0), 1);
+        let UseTake::Counted(bytes) = bucket.take(&d(1), 2, 100, 1) else { panic!("second use") };
+        let bucket = UseBucket::decode(&bytes);
+        assert_eq!(bucket.used(&d(1), 1), 2);
+        assert_eq!(bucket.take(&d(1), 2, 100, 2), UseTake::UsedUp);
+        assert_eq!(bucket.used(&d(2), 2), 0);
+        assert_eq!(UseBucket::default().take(&d(1), 0, 100, 0), UseTake::UsedUp);
+    }
+
+    #[test]
+    fn use_bucket_full_of_live_counts_refuses_new_rpts_but_never_drops_a_live_count() {
+        let mut bucket = UseBucket::default();
+        for i in 0..USE_BUCKET_ENTRIES {
+            let n = u32::try_from(i).unwrap();
+            let UseTake::Counted(bytes) = bucket.take(&d(n), 1, 100 + i64::from(n), 0) else {
+                panic!("room")
+            };
+            bucket = UseBucket::decode(&bytes);
+        }
+        assert_eq!(bucket.live(0), USE_BUCKET_ENTRIES);
+        // Full of live counts: a new RPT is refused (fail closed), the used-up ones stay used up.
+        assert_eq!(bucket.take(&d(999), 1, 1000, 50), UseTake::Full);
+        for n in 0..16 {
+            assert_eq!(bucket.take(&d(n), 1, 1000, 50), UseTake::UsedUp);
+        }
+        // Once the first RPT has expired its count makes room, and only its count goes.
+        let UseTake::Counted(bytes) = bucket.take(&d(999), 1, 1000, 100) else { panic!("expired room") };
+        let bucket = UseBucket::decode(&bytes);
+        assert_eq!(bucket.live(100), USE_BUCKET_ENTRIES);
+        assert_eq!(bucket.used(&d(0), 100), 0);
+        for n in 1..16 {
+            assert_eq!(bucket.used(&d(n), 100), 1);
+        }
+    }
+
+    #[test]
+    fn use_bucket_reads_the_single_count_layout_and_ignores_stray_bytes() {
+        let old = SlotValue { digest: d(7), expires_at: 100, payload: &3u32.to_le_bytes() }.encode();
+        assert_eq!(UseBucket::decode(&old).used(&d(7), 50), 3);
+        let empty_old = SlotValue { digest: [0; 16], expires_at: 0, payload: &[] }.encode();
+        assert_eq!(UseBucket::decode(&empty_old), UseBucket::default());
+        assert_eq!(UseBucket::decode(b"short").live(0), 0);
     }
 
     #[test]

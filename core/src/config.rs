@@ -201,6 +201,8 @@ struct RawConfig {
     /// Absent: the dialect's default; `null`: no audience check; a string: that audience.
     #[serde(default, deserialize_with = "present")]
     rpt_audience: Option<Option<String>>,
+    #[serde(default)]
+    keep_method_override: bool,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
@@ -244,6 +246,9 @@ pub struct PepConfig {
     pub local_jwt_validation: bool,
     /// The `aud` a JWT RPT must carry, when set (keycloak: the PEP's `client_id` by default).
     pub rpt_audience: Option<String>,
+    /// Let `X-HTTP-Method-Override` and its kin through (FULL) and vouch for checks that carry
+    /// them (PARTIAL). Off by default: the upstream may run the overriding method.
+    pub keep_method_override: bool,
 }
 
 pub const DEFAULT_REALM: &str = "eoepca";
@@ -472,6 +477,7 @@ impl PepConfig {
                 },
             },
             client_id,
+            keep_method_override: raw.keep_method_override,
         })
     }
 
@@ -570,6 +576,9 @@ mod tests {
         assert!(c.local_jwt_validation);
         assert_eq!(c.clock_skew_s, 60);
         assert_eq!(c.rpt_audience, None);
+        assert!(!c.keep_method_override);
+        assert!(parse(&with(r#""keep_method_override":true"#)).unwrap().keep_method_override);
+        assert_eq!(parse(&with(r#""keep_method_override":"yes""#)).unwrap_err().key, "keep_method_override");
         assert_eq!(parse(&with(r#""cache_slots":1"#)).unwrap_err().key, "cache_slots");
         assert_eq!(c.discovery_path(), "/realms/eoepca/.well-known/uma2-configuration");
     }

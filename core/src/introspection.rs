@@ -68,10 +68,44 @@ pub struct Clock {
     pub skew_s: i64,
 }
 
-fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    // Times are NumericDate: usually integers, sometimes floats.
+/// The latest time taken from the AS (9999-12-31T23:59:59Z); the earliest is 0. Any time read
+/// is within these, so adding a margin, a skew or a TTL to it can never overflow.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// How a time that is not a number fails closed: an `exp` is then in the past, an `nbf` or
+/// `iat` in the future.
+#[derive(Debug, Clone, Copy)]
+enum Unreadable {
+    Past,
+    Future,
+}
+
+/// A NumericDate as the AS wrote it (usually an integer, sometimes a float, of any size or
+/// sign), within `0..=MAX_NUMERIC_DATE`. `null` is no time at all.
+fn numeric_date(v: &Value, unreadable: Unreadable) -> Option<i64> {
+    let t = match v {
+        Value::Null => return None,
+        // `as` saturates, and a float of JSON is never NaN.
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        _ => None,
+    };
+    Some(t.map_or(
+        match unreadable {
+            Unreadable::Past => 0,
+            Unreadable::Future => MAX_NUMERIC_DATE,
+        },
+        |t| t.clamp(0, MAX_NUMERIC_DATE),
+    ))
+}
+
+fn de_exp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let v: Option<Value> = Option::deserialize(d)?;
-    Ok(v.and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))))
+    Ok(v.and_then(|v| numeric_date(&v, Unreadable::Past)))
+}
+
+fn de_not_before<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v: Option<Value> = Option::deserialize(d)?;
+    Ok(v.and_then(|v| numeric_date(&v, Unreadable::Future)))
 }
 
 #[derive(Deserialize)]
@@ -84,9 +118,9 @@ struct RawPermission {
     resource_scopes: Option<Vec<String>>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "de_time")]
+    #[serde(default, deserialize_with = "de_exp")]
     exp: Option<i64>,
-    #[serde(default, deserialize_with = "de_time")]
+    #[serde(default, deserialize_with = "de_not_before")]
     nbf: Option<i64>,
 }
 
@@ -113,8 +147,8 @@ fn take_permissions(value: Option<Value>) -> Result<Vec<Permission>, AsError> {
     Ok(raw.into_iter().filter_map(RawPermission::into_permission).collect())
 }
 
-fn take_time(claims: &mut Map<String, Value>, key: &str) -> Option<i64> {
-    claims.remove(key).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+fn take_time(claims: &mut Map<String, Value>, key: &str, unreadable: Unreadable) -> Option<i64> {
+    claims.remove(key).and_then(|v| numeric_date(&v, unreadable))
 }
 
 fn take_string(claims: &mut Map<String, Value>, key: &str) -> Option<String> {
@@ -150,9 +184,9 @@ impl IntrospectionResult {
         if let Some(Value::Object(mut authz)) = claims.remove("authorization") {
             permissions.extend(take_permissions(authz.remove("permissions"))?);
         }
-        let exp = take_time(&mut claims, "exp");
-        let iat = take_time(&mut claims, "iat");
-        let nbf = take_time(&mut claims, "nbf");
+        let exp = take_time(&mut claims, "exp", Unreadable::Past);
+        let iat = take_time(&mut claims, "iat", Unreadable::Future);
+        let nbf = take_time(&mut claims, "nbf", Unreadable::Future);
         // The requesting party: the RPT's own `sub`, else the one of the claims the party
         // pushed (`pct_claims.sub`): Gluu/Janssen RPTs are stored without a user, so their
         // introspection has `sub: null` (oxAuth `UmaRptService.createRPTAndPersist`).
@@ -244,12 +278,12 @@ impl IntrospectionResult {
     /// Token-level validity: `exp` at least the margin away, `nbf`/`iat` not in the future.
     pub fn check_times(&self, clock: Clock) -> Result<(), Insufficiency> {
         if let Some(exp) = self.exp {
-            if exp <= clock.now + clock.margin_s {
+            if exp <= clock.now.saturating_add(clock.margin_s) {
                 return Err(Insufficiency::Expired);
             }
         }
         for t in [self.nbf, self.iat].into_iter().flatten() {
-            if t > clock.now + clock.skew_s {
+            if t > clock.now.saturating_add(clock.skew_s) {
                 return Err(Insufficiency::NotYetValid);
             }
         }
@@ -280,8 +314,8 @@ fn response_has_active(body: &[u8]) -> bool {
 
 /// A permission's own `exp`/`nbf` count too (the stricter wins, federated authz §5.1.1).
 fn permission_is_current(p: &Permission, clock: Clock) -> bool {
-    p.exp.is_none_or(|exp| exp > clock.now + clock.margin_s)
-        && p.nbf.is_none_or(|nbf| nbf <= clock.now + clock.skew_s)
+    p.exp.is_none_or(|exp| exp > clock.now.saturating_add(clock.margin_s))
+        && p.nbf.is_none_or(|nbf| nbf <= clock.now.saturating_add(clock.skew_s))
 }
 
 /// An empty scope list follows the profile: spec = no scopes, Keycloak = every scope.
@@ -509,6 +543,66 @@ mod tests {
         let r = gluu(r#"[{"resource_id":"r","resource_scopes":["s"]}]"#, &format!(r#""exp":{},"#, NOW + 4));
         assert_eq!(r.covers("r", "s", clock(5), AsProfile::Uma2), Err(Insufficiency::Expired));
         assert!(r.covers("r", "s", clock(3), AsProfile::Uma2).is_ok());
+    }
+
+    #[test]
+    fn times_of_any_size_sign_or_type_are_bounded_and_fail_closed() {
+        let perm = r#"[{"resource_id":"r","resource_scopes":["s"]}]"#;
+        // Far future, as an integer beyond i64, a float, or 1e308: valid, exp at the bound.
+        for exp in ["18446744073709551615", "9223372036854775807", "2300000000000000", "1e308", "1.9e9"] {
+            let r = gluu(perm, &format!(r#""exp":{exp},"#));
+            assert!(r.exp.is_some_and(|e| (1_900_000_000..=MAX_NUMERIC_DATE).contains(&e)), "exp {exp}");
+            assert!(r.covers("r", "s", clock(i64::MAX), AsProfile::Uma2).is_err(), "exp {exp}, huge margin");
+            assert!(r.covers("r", "s", clock(5), AsProfile::Uma2).is_ok(), "exp {exp}");
+        }
+        // In the past, negative, or not a number: expired.
+        for exp in ["-1", "-9223372036854775808", "-1e308", "0", "\"2000000000\"", "true", "{}", "[1]"] {
+            let r = gluu(perm, &format!(r#""exp":{exp},"#));
+            assert_eq!(r.exp, Some(0), "exp {exp}");
+            assert_eq!(
+                r.covers("r", "s", clock(0), AsProfile::Uma2),
+                Err(Insufficiency::Expired),
+                "exp {exp}"
+            );
+        }
+        // nbf/iat far in the future, or not numbers: not yet valid; far in the past: fine.
+        for key in ["nbf", "iat"] {
+            for t in ["18446744073709551615", "1e308", "\"0\"", "false"] {
+                let r = gluu(perm, &format!(r#""exp":{},"{key}":{t},"#, NOW + 100));
+                assert_eq!(
+                    r.covers("r", "s", clock(0), AsProfile::Uma2),
+                    Err(Insufficiency::NotYetValid),
+                    "{key} {t}"
+                );
+            }
+            for t in ["-9223372036854775808", "-1e308", "0.5"] {
+                let r = gluu(perm, &format!(r#""exp":{},"{key}":{t},"#, NOW + 100));
+                assert!(r.covers("r", "s", clock(0), AsProfile::Uma2).is_ok(), "{key} {t}");
+            }
+        }
+        // A permission's own times: the same rules.
+        for (perm_time, ok) in [
+            (r#""exp":1e308"#, true),
+            (r#""exp":18446744073709551615"#, true),
+            (r#""exp":-1e308"#, false),
+            (r#""exp":"soon""#, false),
+            (r#""nbf":-1e308"#, true),
+            (r#""nbf":18446744073709551615"#, false),
+            (r#""nbf":[]"#, false),
+        ] {
+            let perms = format!(r#"[{{"resource_id":"r","resource_scopes":["s"],{perm_time}}}]"#);
+            let r = gluu(&perms, &format!(r#""exp":{},"#, NOW + 100));
+            assert_eq!(r.covers("r", "s", clock(0), AsProfile::Uma2).is_ok(), ok, "{perm_time}");
+            assert!(r.permissions.iter().all(|p| p
+                .exp
+                .into_iter()
+                .chain(p.nbf)
+                .all(|t| (0..=MAX_NUMERIC_DATE).contains(&t))));
+        }
+        // A huge clock margin or skew saturates rather than wrapping.
+        let r = gluu(perm, &format!(r#""exp":{},"nbf":{},"#, NOW + 100, NOW + 10));
+        let skewed = Clock { now: NOW, margin_s: 0, skew_s: i64::MAX };
+        assert!(r.covers("r", "s", skewed, AsProfile::Uma2).is_ok());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod credential;
 pub mod decision;
 pub mod facts;
 pub mod forward;
+pub mod headers;
 pub mod introspection;
 pub mod jwt_rpt;
 pub mod keypath;

@@ -1,11 +1,16 @@
 //! Request-path normalisation: the one canonical form that is both matched and forwarded.
 //!
-//! Rules: the query and fragment are cut off,
-//! percent-encoded unreserved characters are decoded, other escapes are upper-cased, raw
-//! non-ASCII bytes are percent-encoded, duplicate slashes collapse and dot segments are
-//! resolved. Anything that could make the PEP and the upstream disagree about which resource
-//! is meant is refused: an encoded `/` or `\`, a raw `\`, NUL or control characters, a bad
-//! escape, `..` above the root, and `;` path parameters.
+//! Rules: the query and fragment are cut off, every byte gets one spelling, duplicate slashes
+//! collapse and dot segments are resolved. The one spelling: a character a path may hold as it
+//! is (RFC 3986 `pchar`: unreserved, the sub-delimiters `!$&'()*+,=`, `:` and `@`) is written
+//! as it is, its escape decoded (`%40` is `@`); any other byte is escaped, upper-case (raw
+//! non-ASCII, a space, `"<>[]^`{|}`, and `%25`, `%3F`, `%23`, which stay escaped: decoding
+//! `%25` would let a second decoding upstream see another path). So `/a%40b` and `/a@b` are
+//! matched as one path, and that path is what is forwarded: an upstream decoding escapes cannot
+//! see a resource the PEP did not match. Anything that could make the PEP and the upstream
+//! disagree about which resource is meant is refused: an encoded `/` or `\`, a raw `\`, NUL or
+//! control characters, a bad escape, `..` above the root, and `;` path parameters, raw or
+//! encoded.
 
 use thiserror::Error;
 
@@ -41,6 +46,12 @@ pub fn split_query(raw: &str) -> (&str, &str) {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// A character RFC 3986 allows as it is in a path segment (`pchar`), `;` aside (refused).
+fn is_plain_pchar(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@')
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -80,7 +91,11 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
                 if v < 0x20 || v == 0x7f {
                     return Err(PathError::ControlCharacter);
                 }
-                if is_unreserved(v) {
+                // Decoded, `%3B` would be a path parameter for a server that decodes first.
+                if v == b';' {
+                    return Err(PathError::PathParameter);
+                }
+                if is_plain_pchar(v) {
                     out.push(char::from(v));
                 } else {
                     push_escape(&mut out, v);
@@ -90,12 +105,12 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::PathParameter),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-            0x80..=0xff => {
-                push_escape(&mut out, b);
+            _ if b == b'/' || is_plain_pchar(b) => {
+                out.push(char::from(b));
                 i += 1;
             }
             _ => {
-                out.push(char::from(b));
+                push_escape(&mut out, b);
                 i += 1;
             }
         }
@@ -225,14 +240,18 @@ mod tests {
         assert_eq!(normalize_path("*"), Err(PathError::NotAbsolute));
         assert_eq!(normalize_path("/admin;x/users"), Err(PathError::PathParameter));
         assert_eq!(normalize_path("/public/..;/admin"), Err(PathError::PathParameter));
-        // An encoded ';' is data, not a separator, for every server: kept, as other escapes.
-        assert_eq!(normalize_path("/a%3bb").unwrap(), "/a%3Bb");
+        // A server that decodes before cutting path parameters would read `%3B` as `;`.
+        assert_eq!(normalize_path("/a%3bb"), Err(PathError::PathParameter));
+        assert_eq!(normalize_path("/admin%3Bx/users"), Err(PathError::PathParameter));
     }
 
     /// Properties over many generated paths: idempotence, canonical shape, no dot segments.
     #[test]
     fn normalisation_is_idempotent_and_canonical() {
-        let alphabet = ["a", "b", "/", ".", "..", "%2e", "%41", "%20", "~", "é", "//", "%7E"];
+        let alphabet = [
+            "a", "b", "/", ".", "..", "%2e", "%41", "%20", "~", "é", "//", "%7E", "%40", "@", "%3a", "+",
+            "%2B", "%25", "%2540", "[", "%5d", " ", "%3F", "%23", "*", "'",
+        ];
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         for _ in 0..20_000 {
             let mut raw = String::from("/");
@@ -255,9 +274,129 @@ mod tests {
                     assert!(!n.contains("//"), "{raw:?} -> {n:?}");
                     assert!(n.split('/').all(|seg| seg != "." && seg != ".."), "{raw:?} -> {n:?}");
                     assert!(n.is_ascii());
+                    assert!(is_one_spelling(&n), "{raw:?} -> {n:?}");
                 }
                 Err(e) => assert_eq!(e, PathError::AboveRoot, "unexpected error for {raw:?}"),
             }
+        }
+    }
+
+    /// Every byte of a canonical path has its one spelling: plain `pchar`s raw, the rest
+    /// escaped upper-case.
+    fn is_one_spelling(n: &str) -> bool {
+        let b = n.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let (Some(hi), Some(lo)) = (b.get(i + 1), b.get(i + 2)) else { return false };
+                if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
+                    return false;
+                }
+                let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo)) else { return false };
+                if is_plain_pchar((hi << 4) | lo) {
+                    return false;
+                }
+                i += 3;
+            } else {
+                if b[i] != b'/' && !is_plain_pchar(b[i]) {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        true
+    }
+
+    /// Issue 9, item 11: `/users/alice%40example.com` was kept encoded, so it did not match
+    /// the resource `/users/alice@example.com` while the upstream, decoding `%40`, served it.
+    #[test]
+    fn sub_delimiters_colon_and_at_are_decoded() {
+        assert_eq!(ok("/users/alice%40example.com/doc"), "/users/alice@example.com/doc");
+        assert_eq!(ok("/users/alice%40example%2Ecom"), "/users/alice@example.com");
+        for c in "!$&'()*+,=:@".chars() {
+            let b = c as u8;
+            for escaped in [format!("/a%{b:02X}b"), format!("/a%{b:02x}b")] {
+                assert_eq!(ok(&escaped), format!("/a{c}b"), "{escaped}");
+            }
+            assert_eq!(ok(&format!("/a{c}b")), format!("/a{c}b"), "raw {c} is kept");
+        }
+    }
+
+    #[test]
+    fn percent_and_delimiters_stay_escaped_and_are_not_decoded_twice() {
+        assert_eq!(ok("/a%25b"), "/a%25b");
+        assert_eq!(ok("/a%2540b"), "/a%2540b", "%25 is not decoded, so %40 is not formed");
+        assert_eq!(ok("/a%252e%252e"), "/a%252e%252e");
+        assert_eq!(ok("/a%3fb%23c"), "/a%3Fb%23c");
+        assert_eq!(ok("/a%5b0%5D"), "/a%5B0%5D");
+    }
+
+    #[test]
+    fn ascii_a_path_may_not_hold_raw_is_escaped() {
+        assert_eq!(ok("/a b"), "/a%20b");
+        assert_eq!(ok("/a[0]"), "/a%5B0%5D");
+        assert_eq!(ok("/{x}|\"<>^`"), "/%7Bx%7D%7C%22%3C%3E%5E%60");
+    }
+
+    /// Raw and escaped spellings of each printable ASCII character are one path (or are both
+    /// refused), `/`, `\`, `?`, `#` and `%` aside (each has its own rule, tested above).
+    #[test]
+    fn raw_and_escaped_spellings_normalise_alike() {
+        for b in 0x20u8..0x7f {
+            if matches!(b, b'/' | b'\\' | b'?' | b'#' | b'%') {
+                continue;
+            }
+            let raw = format!("/x{}y", char::from(b));
+            let escaped = format!("/x%{b:02x}y");
+            assert_eq!(normalize_path(&raw), normalize_path(&escaped), "{raw:?} vs {escaped:?}");
+        }
+    }
+
+    /// What an upstream that decodes every escape once reads for a forwarded path.
+    fn upstream_view(n: &str) -> Vec<u8> {
+        let b = n.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match (b[i], b.get(i + 1).copied().and_then(hex_value), b.get(i + 2).copied().and_then(hex_value))
+            {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push((hi << 4) | lo);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// What is matched is what is forwarded, and the upstream cannot read two forwarded paths
+    /// alike: two raw paths are one canonical path exactly when a decoding upstream reads
+    /// their canonical forms alike. (Today's code kept `%40` and `@` apart.)
+    #[test]
+    fn a_decoding_upstream_reads_distinct_canonical_paths_distinctly() {
+        let alphabet = [
+            "a", "/", "@", "%40", ":", "%3A", "+", "%2b", "=", "%3D", "!", "%21", "%25", "%2540", "[", "%5B",
+            " ", "%20", "(", "%28", "*", "%2A", "$", "%24", ",", "%2C", "&", "%26", "'", "%27", ")", "%29",
+        ];
+        let mut seen: std::collections::HashMap<Vec<u8>, String> = std::collections::HashMap::new();
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..50_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut raw = String::from("/");
+            let mut s = seed;
+            for _ in 0..(seed % 5) {
+                raw.push_str(alphabet[(s % alphabet.len() as u64) as usize]);
+                s /= alphabet.len() as u64;
+            }
+            let Ok(n) = normalize_path(&raw) else { continue };
+            let previous = seen.entry(upstream_view(&n)).or_insert_with(|| n.clone());
+            assert_eq!(previous, &n, "{raw:?}: the upstream reads {n:?} and {previous:?} alike");
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{endpoint_path, PepConfig};
-use crate::wire::{AccessToken, AsError, Discovery};
+use crate::wire::{AccessToken, AsError, Discovery, MAX_TOKEN_LIFETIME_S, MIN_TOKEN_LIFETIME_S};
 
 /// Paths on `as_cluster` of the endpoints the filter calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,11 +68,18 @@ pub struct Pat {
     pub expires_at_ms: i64,
 }
 
+/// A PAT's life in ms, its lifetime bounded as `AccessToken::parse` bounds it (an
+/// `AccessToken` may be made elsewhere).
+fn life_ms(expires_in_s: u64) -> i64 {
+    let s = expires_in_s.clamp(MIN_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S);
+    i64::try_from(s).unwrap_or(0).saturating_mul(1000)
+}
+
 /// Fraction of a PAT's life after which it is refreshed.
 fn refresh_after_ms(expires_in_s: u64) -> i64 {
-    let life_ms = i64::try_from(expires_in_s).unwrap_or(i64::MAX / 2000).saturating_mul(1000);
+    let life_ms = life_ms(expires_in_s);
     // Refresh at 80% of its life, and at least 5 s before it expires when it lives long enough.
-    (life_ms * 4 / 5).min((life_ms - 5000).max(life_ms / 2))
+    (life_ms.saturating_mul(4) / 5).min(life_ms.saturating_sub(5000).max(life_ms / 2))
 }
 
 /// Backoff after a failed discovery or PAT call, so a dead AS is not hammered per request.
@@ -104,7 +111,8 @@ impl AsSession {
     /// Whether a call is under way (one the host never answered stops counting after the
     /// timeout: its context went away).
     fn call_pending(&self, now_ms: i64, call_timeout_ms: i64) -> bool {
-        self.in_flight.is_some_and(|(_, sent)| now_ms - sent <= call_timeout_ms + 1000)
+        self.in_flight
+            .is_some_and(|(_, sent)| now_ms.saturating_sub(sent) <= call_timeout_ms.saturating_add(1000))
     }
 
     /// Ready as long as the PAT is valid: a refresh that is due runs in the background
@@ -135,11 +143,11 @@ impl AsSession {
     }
 
     pub fn set_pat(&mut self, token: AccessToken, now_ms: i64) {
-        let life_ms = i64::try_from(token.expires_in).unwrap_or(i64::MAX / 2000).saturating_mul(1000);
+        let life_ms = life_ms(token.expires_in);
         self.pat = Some(Pat {
-            refresh_at_ms: now_ms + refresh_after_ms(token.expires_in),
+            refresh_at_ms: now_ms.saturating_add(refresh_after_ms(token.expires_in)),
             // A little before the AS's own expiry, for the clock and the call in flight.
-            expires_at_ms: now_ms + life_ms - (life_ms / 10).min(5000),
+            expires_at_ms: now_ms.saturating_add(life_ms - (life_ms / 10).min(5000)),
             value: token.value,
         });
     }
@@ -152,7 +160,7 @@ impl AsSession {
 
     pub fn failed(&mut self, now_ms: i64) {
         self.in_flight = None;
-        self.retry_at_ms = now_ms + RETRY_BACKOFF_MS;
+        self.retry_at_ms = now_ms.saturating_add(RETRY_BACKOFF_MS);
     }
 
     /// What this worker knows, for the other workers (shared data).
@@ -285,5 +293,34 @@ mod tests {
         assert_eq!(refresh_after_ms(300), 240_000);
         assert_eq!(refresh_after_ms(10), 5_000);
         assert_eq!(refresh_after_ms(1), 500);
+        assert_eq!(refresh_after_ms(0), 500);
+        assert_eq!(refresh_after_ms(u64::MAX), refresh_after_ms(MAX_TOKEN_LIFETIME_S));
+    }
+
+    #[test]
+    fn any_pat_lifetime_gives_a_pat_that_is_used_then_refreshed() {
+        const NOW: i64 = 1_800_000_000_000;
+        let endpoints =
+            Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None };
+        for expires_in in
+            [u64::MAX, 2_300_000_000_000_000, 3_000_000_000_000_000, 10_000_000_000_000_000, 86_401, 0]
+        {
+            let mut s = AsSession { endpoints: Some(endpoints.clone()), ..AsSession::default() };
+            s.set_pat(AccessToken { value: "pat".into(), expires_in }, NOW);
+            let pat = s.pat.clone().unwrap();
+            assert_eq!(s.next_step(NOW, 2000), SessionStep::Ready, "{expires_in}");
+            assert!(!s.refresh_due(NOW, 2000), "{expires_in}");
+            assert!(pat.refresh_at_ms > NOW && pat.refresh_at_ms < pat.expires_at_ms, "{expires_in}");
+            // Never trusted longer than a day.
+            let bound = i64::try_from(MAX_TOKEN_LIFETIME_S).unwrap() * 1000;
+            assert!(pat.expires_at_ms <= NOW + bound, "{expires_in}");
+            assert!(s.refresh_due(pat.refresh_at_ms, 2000), "{expires_in}");
+        }
+        // Times near the end of i64 saturate instead of wrapping into the past.
+        let mut s = AsSession { endpoints: Some(endpoints), ..AsSession::default() };
+        s.set_pat(AccessToken { value: "pat".into(), expires_in: u64::MAX }, i64::MAX - 10);
+        assert_eq!(s.pat.as_ref().unwrap().expires_at_ms, i64::MAX);
+        s.failed(i64::MAX);
+        assert_eq!(s.retry_at_ms, i64::MAX);
     }
 }

@@ -94,6 +94,25 @@ pub struct AccessToken {
 /// Used when a token response has no `expires_in`: short, so a PAT is never trusted for long.
 pub const DEFAULT_TOKEN_LIFETIME_S: u64 = 300;
 
+/// The longest lifetime taken from a token response: a PAT the AS says lives longer is
+/// refreshed daily anyway (a refresh costs one call; an unbounded number overflows times).
+pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
+/// The shortest: an `expires_in` of 0 (or less) would make every request fetch a PAT.
+pub const MIN_TOKEN_LIFETIME_S: u64 = 1;
+
+/// A lifetime in seconds as the AS stated it (an integer of any size, negative, or a float),
+/// within `MIN_TOKEN_LIFETIME_S..=MAX_TOKEN_LIFETIME_S`.
+pub fn bounded_lifetime_s(n: &serde_json::Number) -> u64 {
+    let s = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        (Some(u), _, _) => u,
+        (None, Some(_), _) => 0,
+        // `as` saturates (and a float of JSON is never NaN).
+        (None, None, Some(f)) => f.max(0.0) as u64,
+        (None, None, None) => DEFAULT_TOKEN_LIFETIME_S,
+    };
+    s.clamp(MIN_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S)
+}
+
 impl AccessToken {
     pub fn parse(response: &AsResponse<'_>) -> Result<Self, AsError> {
         #[derive(Deserialize)]
@@ -108,10 +127,7 @@ impl AccessToken {
         if parsed.access_token.is_empty() || !parsed.access_token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(AsError::Garbage("token response: unusable access_token".into()));
         }
-        let expires_in = parsed
-            .expires_in
-            .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)))
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
+        let expires_in = parsed.expires_in.map_or(DEFAULT_TOKEN_LIFETIME_S, |n| bounded_lifetime_s(&n));
         Ok(Self { value: parsed.access_token, expires_in })
     }
 }
@@ -205,6 +221,27 @@ mod tests {
             AccessToken::parse(&resp(401, r#"{"error":"invalid_client"}"#)),
             Err(AsError::CredentialsRefused { status: 401, error: "invalid_client".into() })
         );
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded_whatever_the_as_says() {
+        let life = |v: &str| {
+            AccessToken::parse(&resp(200, &format!(r#"{{"access_token":"abc","expires_in":{v}}}"#)))
+                .unwrap()
+                .expires_in
+        };
+        for huge in ["18446744073709551615", "2300000000000000", "1e308", "99999999999999999999999", "3.5e15"]
+        {
+            assert_eq!(life(huge), MAX_TOKEN_LIFETIME_S, "{huge}");
+        }
+        for tiny in ["0", "-1", "-9223372036854775808", "-1e308", "0.2"] {
+            assert_eq!(life(tiny), MIN_TOKEN_LIFETIME_S, "{tiny}");
+        }
+        assert_eq!(life("86400.9"), 86_400);
+        assert_eq!(life("3600"), 3600);
+        // Not a number at all: the answer is garbage, not a PAT of some lifetime.
+        let quoted = r#"{"access_token":"abc","expires_in":"3600"}"#;
+        assert!(matches!(AccessToken::parse(&resp(200, quoted)), Err(AsError::Garbage(_))));
     }
 
     #[test]

@@ -319,3 +319,14 @@ def test_the_shipped_edge_normalises_before_it_checks(edge, uma2_as, echo, signi
     # An encoded slash is refused at the edge (path_with_escaped_slashes_action).
     status, _, _ = raw_request(edge.port, "GET", "/alice%2f..%2fzzz")
     assert status == 400
+
+
+def test_the_shipped_edge_strips_method_overrides(edge, uma2_as, echo):
+    # The check sees only Authorization, so the edge itself removes the method-override headers:
+    # a GET-scoped RPT must not become a DELETE at a framework that honours them.
+    overrides = [("X-HTTP-Method-Override", "DELETE"), ("X-HTTP-Method", "DELETE"), ("X-Method-Override", "DELETE")]
+    status, _, _ = raw_request(edge.port, "GET", "/alice/x",
+                               [("Authorization", f"Bearer {rpt(uma2_as)}"), *overrides])
+    assert status == 200
+    (seen,) = echo.log()
+    assert not {"x-http-method-override", "x-http-method", "x-method-override"} & set(seen["headers"]), seen["headers"]
