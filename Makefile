@@ -23,7 +23,7 @@ PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.
 PY_SCHEMAS := cloudcoil==0.6.0 cloudcoil-models-istio==1.24.2.1 kubernetes-validate==1.37.0 \
 	pydantic==2.14.4 PyYAML==6.0.4 jsonschema==4.26.0 filelock==4.3.1 playwright==1.65.2
 
-.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate clean
+.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate fuzz fuzz-smoke fuzz-tools clean
 
 all: build
 
@@ -82,7 +82,24 @@ test-e2e: wasm deb-tools
 
 ## Every test: unit tests of the core and the control plane, Envoy config validation, and the
 ## end-to-end tests that run the built .wasm inside real Envoy against the development AS.
-test: lint test-unit validate-envoy test-e2e
+## Fuzzing core's parsers of untrusted input (fuzz/README.md): nightly Rust and cargo-fuzz.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+CARGO_FUZZ_VERSION ?= 0.13.2
+
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || { echo "!!! fuzz: the nightly toolchain is missing: rustup toolchain install nightly" >&2; exit 1; }
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+
+## Every fuzz target for FUZZ_SECONDS each (e.g. make fuzz FUZZ_SECONDS=600 FUZZ_JOBS=2).
+fuzz: fuzz-tools
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+## Every fuzz target for a few seconds: seeds and regressions replayed, nothing crashes at once.
+fuzz-smoke: fuzz-tools
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+test: lint test-unit fuzz-smoke validate-envoy test-e2e
 
 run: wasm
 	$(VPY) examples/demo.py
@@ -94,4 +111,5 @@ bench: wasm
 
 clean:
 	$(CARGO) clean
+	rm -rf fuzz/target fuzz/work fuzz/artifacts
 	rm -rf $(VENV) .run

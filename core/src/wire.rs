@@ -45,7 +45,7 @@ impl AsError {
         let error = serde_json::from_slice::<ErrorBody>(body)
             .ok()
             .and_then(|b| b.error)
-            .filter(|e| e.len() < 100 && e.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|e| !e.is_empty() && e.len() < 100 && e.bytes().all(|b| b.is_ascii_graphic()))
             .unwrap_or_else(|| "-".to_string());
         if status == 401 || status == 403 {
             return AsError::CredentialsRefused { status, error };
@@ -274,6 +274,11 @@ mod tests {
         assert_eq!(
             parse_ticket(&resp(403, r#"{"error":"access_denied"}"#)).unwrap_err().to_string(),
             "refused with status 403 (access_denied)"
+        );
+        // An empty code reads as none (found by the `wire` fuzz target).
+        assert_eq!(
+            parse_ticket(&resp(400, r#"{"error":""}"#)),
+            Err(AsError::Status { status: 400, error: "-".into() })
         );
         assert_eq!(
             parse_ticket(&resp(502, "bad gateway")),

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets: builds once, then each target for <seconds> with its committed seed
+# corpus (corpus/<target>, read only) and the regression inputs (regressions/<target>).
+#   fuzz/run.sh <seconds-per-target> [target...]        (default: every target)
+# Env: FUZZ_JOBS (targets run at once, default 1), FUZZ_SANITIZER (none|address, default none:
+# core is safe Rust and overflow checks and debug assertions are on either way),
+# FUZZ_RSS_MB (default 2048), FUZZ_MAX_LEN (default 65536), FUZZ_NICE (default 10).
+# New inputs go to fuzz/work/<target>, crashes to fuzz/artifacts/<target> (both ignored by git).
+# Exit status: 0 when no target crashed, 1 otherwise, 2 on a usage or toolchain error.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+seconds=${1:-}
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "usage: $0 <seconds-per-target> [target...]" >&2; exit 2; }
+shift
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    echo "run.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2; exit 2
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "run.sh: cargo-fuzz is missing (cargo install cargo-fuzz --locked)" >&2; exit 2
+fi
+targets=("$@")
+((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)
+sanitizer=${FUZZ_SANITIZER:-none}
+rss=${FUZZ_RSS_MB:-2048}
+max_len=${FUZZ_MAX_LEN:-65536}
+jobs=${FUZZ_JOBS:-1}
+nice_level=${FUZZ_NICE:-10}
+
+echo "== building ${#targets[@]} targets (sanitizer $sanitizer)"
+nice -n "$nice_level" cargo +nightly fuzz build -s "$sanitizer" --target-dir target || exit 2
+
+run_one() {
+    local t=$1 log=work/$1.log
+    mkdir -p "work/$t" "artifacts/$t" "corpus/$t"
+    local dirs=("work/$t" "corpus/$t")
+    [[ -d regressions/$t ]] && dirs+=("regressions/$t")
+    # A regression input must not crash before the timed run starts.
+    nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" --target-dir target "$t" "${dirs[@]}" -- \
+        -max_total_time="$seconds" -rss_limit_mb="$rss" -max_len="$max_len" -timeout=10 \
+        -print_final_stats=1 >"$log" 2>&1
+    local rc=$?
+    local runs crashes
+    runs=$(grep -Eo '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1)
+    crashes=$(find "artifacts/$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' -o -name 'leak-*' \) | wc -l)
+    printf '%-16s rc=%-3s runs=%-10s crash/oom/timeout artifacts=%s  (log fuzz/%s)\n' "$t" "$rc" "${runs:-?}" "$crashes" "$log"
+    [[ $rc -eq 0 ]]
+}
+
+echo "== running each target ${seconds}s, $jobs at a time"
+status=0
+pids=()
+for t in "${targets[@]}"; do
+    run_one "$t" &
+    pids+=($!)
+    if ((${#pids[@]} >= jobs)); then
+        wait "${pids[0]}" || status=1
+        pids=("${pids[@]:1}")
+    fi
+done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+((status == 0)) && echo "== no crash" || echo "== CRASHES: see fuzz/artifacts/<target>/"
+exit $status
