@@ -120,6 +120,17 @@ class Echo(Service):
         requests.post(f"{self.base}/_echo/reset", timeout=5).raise_for_status()
 
 
+def poll_until(url: str, status: int, timeout: float = 10.0, **kw) -> requests.Response:
+    """GETs `url` until it answers `status` (an AS coming back, say), at most `timeout` seconds;
+    the last answer either way."""
+    deadline = time.time() + timeout
+    while True:
+        resp = requests.get(url, timeout=5, **kw)
+        if resp.status_code == status or time.time() > deadline:
+            return resp
+        time.sleep(0.3)
+
+
 def filter_config(devas: DevAs, **overrides) -> dict:
     """A filter configuration for `devas` with the contract's key names."""
     config = {

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from harness import Envoy, filter_config, free_port
+from harness import Envoy, filter_config, free_port, poll_until
 from scenario import ALL_SCOPES, RESOURCES
 from uma_client import COMPACT_CHALLENGE, parse_challenge
 
@@ -78,12 +78,7 @@ def test_as_down_from_the_start_fails_closed_then_recovers(envoy_factory, echo):
     assert echo.log() == []
     late = DevAs("uma2", port=port)
     try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            resp = requests.get(envoy.url("/alice"), timeout=5)
-            if resp.status_code == 401:
-                break
-            time.sleep(0.3)
+        resp = poll_until(envoy.url("/alice"), 401)
         assert resp.status_code == 401
         parse_challenge(resp.headers["www-authenticate"])
     finally:

@@ -14,7 +14,6 @@ Each test here failed with the filter as it was when it had only met a lenient A
 
 from __future__ import annotations
 
-import time
 from urllib.parse import parse_qs
 
 import jwt
@@ -23,7 +22,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from harness import Envoy, filter_config
+from harness import Envoy, filter_config, poll_until
 from scenario import ALL_SCOPES, RESOURCES
 from uma_client import ID_TOKEN_FORMAT, UMA_GRANT, discovery, parse_challenge, user_tokens
 
@@ -201,12 +200,7 @@ def test_janssen_with_uma_switched_off_fails_closed_and_says_why(envoy_factory, 
     assert echo.log() == []
     assert "discovery failed: refused with status 403 (access_denied)" in envoy.logs(), envoy.logs()[-2000:]
     janssen_as.configure(uma_feature_enabled=True)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        resp = requests.get(envoy.url("/alice"), timeout=10)
-        if resp.status_code == 401:
-            break
-        time.sleep(0.3)
+    resp = poll_until(envoy.url("/alice"), 401)
     assert resp.status_code == 401
     rpt, resp = round_trip(envoy, janssen_as, "/alice/doc", "alice")
     assert resp.status_code == 200, resp.text
