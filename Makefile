@@ -95,11 +95,12 @@ fuzz-tools:
 fuzz: fuzz-tools
 	fuzz/run.sh $(FUZZ_SECONDS)
 
-## Every fuzz target for a few seconds: seeds and regressions replayed, nothing crashes at once.
+## Every fuzz target for a few seconds. Not part of `make test`: random exploration can find a new input
+## any run, and a landing must not depend on luck; run it (or `make fuzz`) before a change to core.
 fuzz-smoke: fuzz-tools
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
-test: lint test-unit fuzz-smoke validate-envoy test-e2e
+test: lint test-unit validate-envoy test-e2e
 
 run: wasm
 	$(VPY) examples/demo.py

@@ -336,6 +336,11 @@ impl PepConfig {
         check_header_safe(&realm, "realm")?;
 
         let issuer = required(raw.issuer, "issuer")?;
+        if issuer.trim() != issuer {
+            // The URL parser would forgive the blanks; discovery's byte-for-byte comparison not
+            // (found by the `config` fuzz target).
+            return Err(ConfigError::new("issuer", "must not have blanks around it"));
+        }
         let issuer_url =
             Url::parse(&issuer).map_err(|e| ConfigError::new("issuer", format!("not a URL: {e}")))?;
         if !matches!(issuer_url.scheme(), "http" | "https") {
@@ -603,6 +608,15 @@ mod tests {
         assert_eq!(other.rpt_audience.as_deref(), Some("gw"));
         let gluu = parse(&with(r#""rpt_audience":"pep""#)).unwrap();
         assert_eq!(gluu.rpt_audience.as_deref(), Some("pep"));
+    }
+
+    #[test]
+    fn an_issuer_with_blanks_around_it_is_refused() {
+        for issuer in ["   https://gluu.local", "https://gluu.local "] {
+            let json =
+                format!(r#"{{"issuer":"{issuer}","as_cluster":"as","client_id":"p","client_secret":"s"}}"#);
+            assert_eq!(parse(&json).unwrap_err().key, "issuer");
+        }
     }
 
     #[test]
