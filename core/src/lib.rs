@@ -18,6 +18,7 @@ pub mod jwt_rpt;
 pub mod keypath;
 pub mod matcher;
 pub mod path;
+pub mod resource;
 pub mod resource_table;
 pub mod session;
 pub mod wire;
