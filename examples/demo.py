@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests/e2e")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import requests  # noqa: E402
 
-from harness import DevAs, Echo, ENVOY_BIN  # noqa: E402
-from uma_client import parse_challenge, rpt_for_ticket  # noqa: E402
+from support.devas import DevAs  # noqa: E402
+from support.echo import Echo  # noqa: E402
+from support.envoy import ENVOY_BIN  # noqa: E402
+from support.uma_client import parse_challenge, rpt_for_ticket  # noqa: E402
 
 PEP = "http://127.0.0.1:10000"
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import jwt
 import requests
 
-UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
-ID_TOKEN_FORMAT = "http://openid.net/specs/openid-connect-core-1_0.html#IDToken"
-JWT_FORMAT = "urn:ietf:params:oauth:token-type:jwt"
-PEP = ("pep-client", "pep-secret")
-APP = ("demo-app", "demo-secret")
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "admin": "admin-pw"}
-ALL = ["protected_get", "protected_head", "protected_post", "protected_put", "protected_patch", "protected_delete"]
+from support.devas import ALL_SCOPES as ALL
+from support.devas import APP_CLIENT as APP
+from support.devas import ID_TOKEN_FORMAT, PASSWORDS, UMA_GRANT  # noqa: F401
+from support.devas import PEP_CLIENT as PEP
+
+JWT_FORMAT = "urn:ietf:params:oauth:token-type:jwt"  # RFC 8693 §3
 T = 5  # seconds, every HTTP call
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from devas_client import (APP, PEP, T, bearer, calls, claims_of, control, get_pa
                           pat_response, rs, user_tokens)
 
 from devas import server
+from support.processes import free_port
 
 
 # ---- discovery and keys ---------------------------------------------------------------------------
@@ -229,9 +229,7 @@ def test_seed_override_and_cli():
         assert r.json()["reason"] == "Token is invalid."  # errorReasonEnabled adds the reason
     finally:
         handle.stop()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "devas", "--profile", "janssen", "--port", str(port), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

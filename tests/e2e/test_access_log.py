@@ -11,8 +11,10 @@ import time
 
 import requests
 
-from harness import ROOT, WASM, Envoy
-from scenario import ALL_SCOPES
+from support.devas import ALL_SCOPES
+from support.envoy import Envoy, WASM
+from support.processes import ROOT
+
 
 SHIPPED = ROOT / "envoy" / "access-log.yaml"
 

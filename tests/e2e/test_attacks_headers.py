@@ -1,4 +1,4 @@
-"""End to end, attacks through request headers (issue 9, items 3, 6, 7), in real Envoy:
+"""End to end, attacks through request headers, in real Envoy:
 
 - the identity header in any spelling a CGI/WSGI upstream folds to `HTTP_X_USER_ID`
   (`x-user_id`, `x_user-id`, `X-USER_ID`) never reaches the upstream, matched or not;
@@ -16,9 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from harness import Envoy, filter_config
-from scenario import RESOURCES
-from uma_client import raw_request
+from support.devas import RESOURCES
+from support.envoy import Envoy, filter_config
+from support.uma_client import raw_request
+
+
 
 IDENTITY_SPELLINGS = ["x-user_id", "x_user-id", "X-USER_ID", "x_user_id", "X-User-Id"]
 OVERRIDE_SPELLINGS = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
@@ -66,7 +68,7 @@ def decision_calls(uma2_as) -> list[dict]:
     return [c for c in uma2_as.calls() if c["endpoint"] in ("permission", "introspection")]
 
 
-# ---- item 3: identity header spellings (FULL) ---------------------------------------------------
+# ---- identity header spellings (FULL) ------------------------------------------------------------
 
 def test_no_spelling_of_the_identity_header_reaches_an_unmatched_upstream(pep, echo):
     status, _, body = send(pep, "GET", "/public/page", [(n, "admin-0003") for n in IDENTITY_SPELLINGS])
@@ -92,7 +94,7 @@ def test_a_spoofed_spelling_on_a_denied_request_reaches_nothing(pep, echo):
     assert echo.log() == []
 
 
-# ---- item 7: method override (FULL) ----------------------------------------------------------
+# ---- method override (FULL) ----------------------------------------------------------
 
 def test_method_override_headers_never_reach_the_upstream(pep, uma2_as, echo):
     # A POST-scoped RPT: with the override honoured upstream, this POST would be a DELETE.
@@ -117,7 +119,7 @@ def test_keep_method_override_lets_them_through(keeping_pep, uma2_as, echo):
     assert json.loads(body)["headers"]["x-http-method-override"] == "PATCH"
 
 
-# ---- item 6: repeated X-Original-* (PARTIAL) -----------------------------------------------------
+# ---- repeated X-Original-* (PARTIAL) --------------------------------------------------------------
 
 def test_envoy_keeps_repeated_original_headers_apart(pep, echo):
     # What Envoy does with them (why a count, not a `,` in the value, tells them apart): two
@@ -150,7 +152,7 @@ def test_single_original_headers_still_decide(pep, uma2_as):
     assert status == 200
 
 
-# ---- item 7: method override (PARTIAL) -----------------------------------------------------------
+# ---- method override (PARTIAL) -----------------------------------------------------------
 
 @pytest.mark.parametrize("override", OVERRIDE_SPELLINGS)
 def test_a_check_of_a_request_with_a_method_override_is_400(pep, uma2_as, echo, override):

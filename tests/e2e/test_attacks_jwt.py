@@ -1,4 +1,4 @@
-"""End to end, attacks on local JWT RPT validation (issue 9: items 1, 9, 10, 12).
+"""End to end, attacks on local JWT RPT validation.
 
 devas signs with a key of its own that a test cannot use, and serves only good keys. So the
 filter is pointed (`endpoints.jwks`) at a JWKS that the test serves: a small proxy in front of
@@ -21,9 +21,11 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from harness import filter_config
-from scenario import ALL_SCOPES, RESOURCES
-from uma_client import parse_challenge
+from support.devas import ALL_SCOPES, RESOURCES
+from support.envoy import filter_config
+from support.uma_client import parse_challenge
+
+
 
 JWKS_PATH = "/_test/jwks"
 # The order of P-256's group.
@@ -149,7 +151,7 @@ def start_envoy(envoy_factory, devas, proxy: JwksProxy, echo, **overrides):
     return envoy_factory(config, proxy.port, echo.port)
 
 
-# ---- item 1: only the dialect's RPT shape is an RPT -----------------------------------------
+# ---- only the dialect's RPT shape is an RPT -----------------------------------------
 
 @pytest.mark.parametrize("aud, overrides", [
     ("ISSUER", {"rpt_audience": None}),
@@ -187,7 +189,7 @@ def test_the_401s_ticket_sent_back_as_bearer_is_refused(envoy_factory, keycloak_
     assert echo.log() == []
 
 
-# ---- item 9: a malformed JWKS key cannot kill the VM ------------------------------------------
+# ---- a malformed JWKS key cannot kill the VM ------------------------------------------
 
 def test_a_short_ed25519_key_in_the_jwks_does_not_kill_the_vm(envoy_factory, keycloak_as, echo, proxies,
                                                               rsa_key):
@@ -212,7 +214,7 @@ def test_a_short_ed25519_key_in_the_jwks_does_not_kill_the_vm(envoy_factory, key
     assert "panicked" not in logs
 
 
-# ---- item 10: `iss` and `aud` exactly ---------------------------------------------------------
+# ---- `iss` and `aud` exactly ---------------------------------------------------------
 
 @pytest.mark.parametrize("changes", [
     {"iss": None},
@@ -242,7 +244,7 @@ def test_iss_and_aud_must_have_their_exact_shapes(envoy_factory, keycloak_as, ec
     assert echo.log() == []
 
 
-# ---- item 12: ECDSA malleability ----------------------------------------------------------------
+# ---- ECDSA malleability ----------------------------------------------------------------
 
 def es256_pair(key, claims: dict, kid: str) -> tuple[str, str]:
     """The same RPT signed once, as its low-S and its high-S (r, n - s) forms."""

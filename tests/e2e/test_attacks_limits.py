@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import Envoy, envoy_config, filter_config
-from scenario import ALL_SCOPES, RESOURCES
+from support.devas import ALL_SCOPES, RESOURCES
+from support.envoy import Envoy, envoy_config, filter_config
 
 
 def get(envoy, path: str, token: str | None = None) -> requests.Response:
@@ -32,7 +32,7 @@ def pat_requests(devas) -> list[dict]:
     return [c for c in devas.calls("token") if c.get("grant_type") == "client_credentials"]
 
 
-# ---- item 5: use-count slots -------------------------------------------------------------------
+# ---- use-count slots -------------------------------------------------------------------
 
 def test_a_flood_of_distinct_rpts_cannot_lock_out_a_fresh_one(envoy_factory, uma2_as, echo):
     # The minimum of 16 slots; each used to hold one live count, so after 16 (at most 64 with
@@ -54,7 +54,7 @@ def test_a_flood_of_distinct_rpts_cannot_lock_out_a_fresh_one(envoy_factory, uma
     assert len(echo.log()) == 60 + 2 + 1
 
 
-# ---- item 13: PAT lifetime -------------------------------------------------------------------
+# ---- PAT lifetime -------------------------------------------------------------------
 
 @pytest.mark.parametrize("lifetime", [3_000_000_000_000_000, 10**17, 10**20])
 def test_a_pat_of_any_lifetime_is_used(envoy_factory, uma2_as, echo, lifetime):
@@ -71,7 +71,7 @@ def test_a_pat_of_any_lifetime_is_used(envoy_factory, uma2_as, echo, lifetime):
     assert len(uma2_as.calls("permission")) == 10
 
 
-# ---- item 8: AS answer size ------------------------------------------------------------------
+# ---- AS answer size ------------------------------------------------------------------
 
 BIG = 40 * 1024 * 1024
 BIG_PATH = "/big/introspect"

@@ -1,9 +1,9 @@
-"""End to end, attacks on path matching (issue 9, items 4 and 11): the filter (built .wasm) in
+"""End to end, attacks on path matching: the filter (built .wasm) in
 real Envoy, the development AS and the echo upstream.
 
-- Item 4: a 58 kB path of 29,000 segments made the matcher hash every shorter prefix (~190 ms
+- Matching cost: a 58 kB path of 29,000 segments made the matcher hash every shorter prefix (~190 ms
   of worker CPU each); a few in parallel stalled the worker for every other request.
-- Item 11: a percent-encoded sub-delimiter, `:` or `@` kept the request from matching the
+- Encoded reserved characters: a percent-encoded sub-delimiter, `:` or `@` kept the request from matching the
   resource spelled with the plain character, and the upstream, which decodes escapes, served it.
 """
 
@@ -16,9 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import DevAs, Echo, Envoy, filter_config
-from scenario import ALL_SCOPES
-from uma_client import parse_challenge, raw_request
+from support.devas import ALL_SCOPES, DevAs
+from support.echo import Echo
+from support.envoy import Envoy, filter_config
+from support.uma_client import parse_challenge, raw_request
+
+
 
 ALICE_MAIL = "/users/alice@example.com"
 # Every sub-delimiter RFC 3986 allows raw in a path, and `:` and `@` (`;` aside: refused).
@@ -62,7 +65,7 @@ def assert_challenged_for(stack: Stack, status: int, headers: dict, resource_id:
     assert stack.echo.log() == []
 
 
-# ---- item 11: percent-encoded reserved characters ---------------------------------------------
+# ---- percent-encoded reserved characters ---------------------------------------------
 
 @pytest.mark.parametrize("path", [
     "/users/alice%40example.com/doc",
@@ -115,7 +118,7 @@ def test_an_encoded_percent_is_not_decoded_twice(stack: Stack):
     assert stack.as_.calls("permission") == []
 
 
-# ---- item 4: matching cost ---------------------------------------------------------------------
+# ---- matching cost ---------------------------------------------------------------------
 
 def test_the_long_path_is_matched_and_forwarded(stack: Stack):
     status, _, body = stack.request(ATTACK_PATH)

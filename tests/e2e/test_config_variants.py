@@ -9,9 +9,12 @@ import time
 import pytest
 import requests
 
-from harness import Envoy, filter_config, free_port, poll_until
-from scenario import ALL_SCOPES, RESOURCES
-from uma_client import COMPACT_CHALLENGE, parse_challenge
+from support.devas import ALL_SCOPES, RESOURCES
+from support.envoy import Envoy, filter_config
+from support.processes import free_port, poll_until
+from support.uma_client import COMPACT_CHALLENGE, parse_challenge
+
+
 
 
 def rpt(devas, resource_id="res-alice", **kw) -> str:
@@ -66,7 +69,7 @@ def test_path_prefix_is_stripped_for_matching_and_kept_upstream(envoy_factory, u
 
 
 def test_as_down_from_the_start_fails_closed_then_recovers(envoy_factory, echo):
-    from harness import DevAs
+    from support.devas import DevAs
     port = free_port()
     # The AS is not there yet: discovery fails, requests are denied, never forwarded.
     config = {"issuer": f"http://127.0.0.1:{port}", "as_cluster": "uma_as", "client_id": "pep-client",

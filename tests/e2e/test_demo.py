@@ -5,7 +5,7 @@ AS, then 200 from the upstream) succeeds through it."""
 import subprocess
 import sys
 
-from harness import ROOT
+from support.processes import ROOT
 
 
 def test_demo_walks_through_a_uma_round_trip():

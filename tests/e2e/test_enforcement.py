@@ -10,9 +10,12 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from harness import DevAs, Echo, Envoy, filter_config
-from scenario import ALL_SCOPES, METHOD_SCOPES, RESOURCES
-from uma_client import parse_challenge, raw_request, rpt_for_ticket
+from support.devas import ALL_SCOPES, DevAs, METHOD_SCOPES, RESOURCES
+from support.echo import Echo
+from support.envoy import Envoy, filter_config
+from support.uma_client import parse_challenge, raw_request, rpt_for_ticket
+
+
 
 @dataclass
 class Stack:

@@ -17,9 +17,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from harness import ROOT, filter_config
-from scenario import ALL_SCOPES, RESOURCES
-from uma_client import parse_challenge
+from support.devas import ALL_SCOPES, RESOURCES
+from support.envoy import filter_config
+from support.processes import ROOT
+from support.uma_client import parse_challenge
+
+
 
 ALGS = ["RS256", "ES256", "EdDSA"]
 MINT_LOG = re.compile(r"minted forwarded JWT alg=(\w+) in (\d+) us")
@@ -190,7 +193,7 @@ def test_strip_authorization_option(envoy_factory, uma2_as, echo):
 
 
 def test_a_key_that_does_not_fit_the_alg_is_a_config_error(uma2_as, echo):
-    from harness import Envoy
+    from support.envoy import Envoy
     config = filter_config(uma2_as, resources=RESOURCES,
                            forward={"alg": "RS256", "key_pem": pkcs8_pem(private_key("EdDSA"))})
     envoy = Envoy(config, uma2_as.port, echo.port, expect_ready=False)

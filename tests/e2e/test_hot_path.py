@@ -17,9 +17,11 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness import filter_config
-from scenario import ALL_SCOPES, RESOURCES
-from uma_client import parse_challenge
+from support.devas import ALL_SCOPES, RESOURCES
+from support.envoy import filter_config
+from support.uma_client import parse_challenge
+
+
 
 WORKERS = 4
 

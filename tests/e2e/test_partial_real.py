@@ -21,9 +21,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from harness import ENVOY_BIN, ROOT, Envoy, filter_config, free_port, stop_process
-from scenario import RESOURCES
-from uma_client import parse_challenge, raw_request, rpt_for_ticket
+from support.devas import RESOURCES
+from support.envoy import Envoy, filter_config
+from support.processes import ROOT, free_port, stop_process
+from support.uma_client import parse_challenge, raw_request, rpt_for_ticket
+
+
 
 NGINX_TEMPLATE = ROOT / "examples/nginx/nginx.conf.template"
 EDGE_YAML = ROOT / "envoy/ext-authz-edge.yaml"
@@ -94,32 +97,22 @@ class EdgeEnvoy(Envoy):
     edge's own path normalisation (Envoy's defaults), leaving the PEP alone to refuse."""
 
     def __init__(self, pep_port: int, upstream_port: int, normalising: bool = True):
-        self.port = free_port()
-        self.admin_port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="uma-pep-edge-"))
-        self.config_path = self.dir / "edge.yaml"
-        self.log_path = self.dir / "envoy.log"
+        self._pep_port = pep_port
+        self._normalising = normalising
+        super().__init__(None, 0, upstream_port)
+
+    def _bootstrap(self, filter_json, as_port, upstream_port, with_filter) -> str:
         text = EDGE_YAML.read_text()
         text = replace_once(text, "port_value: 8000}", f"port_value: {self.port}}}")
         text = replace_once(text, "port_value: 9902}", f"port_value: {self.admin_port}}}")
-        text = replace_once(text, "port_value: 10000}", f"port_value: {pep_port}}}")
+        text = replace_once(text, "port_value: 10000}", f"port_value: {self._pep_port}}}")
         text = replace_once(text, "port_value: 9080}", f"port_value: {upstream_port}}}")
-        if not normalising:
+        if not self._normalising:
             text = replace_once(text, "normalize_path: true", "normalize_path: false")
             text = replace_once(text, "merge_slashes: true", "merge_slashes: false")
             text = replace_once(text, "path_with_escaped_slashes_action: REJECT_REQUEST",
                                 "path_with_escaped_slashes_action: KEEP_UNCHANGED")
-        self.config_path.write_text(text)
-        self.proc = subprocess.Popen(
-            [ENVOY_BIN, "-c", str(self.config_path), "--concurrency", "1", "--disable-hot-restart",
-             "--log-level", "warn", "--base-id", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"))
-        self.base = f"http://127.0.0.1:{self.port}"
-        try:
-            self.wait_ready()
-        except Exception:
-            self.stop()
-            raise
+        return text
 
     def stop(self) -> None:
         super().stop()

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 
-from harness import ROOT, free_port
+from support.processes import ROOT, free_port
 
 DOC = ROOT / "docs" / "quickstart.md"
 # make test builds the debug pepctl (PEPCTL_BIN); the document defaults to make build's.

@@ -22,9 +22,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from harness import Envoy, filter_config, poll_until
-from scenario import ALL_SCOPES, RESOURCES
-from uma_client import ID_TOKEN_FORMAT, UMA_GRANT, discovery, parse_challenge, user_tokens
+from support.devas import ALL_SCOPES, ID_TOKEN_FORMAT, RESOURCES, UMA_GRANT
+from support.envoy import Envoy, filter_config
+from support.processes import poll_until
+from support.uma_client import parse_challenge
+
+
 
 DIALECTS = ["keycloak", "uma2"]
 FORWARD_KEY = ed25519.Ed25519PrivateKey.generate()
@@ -52,13 +55,13 @@ def grant(devas, ticket: str, user: str, client: tuple[str, str] = ("demo-app", 
     """The UMA grant as each server's own clients make it: Keycloak takes the user's access
     token as the bearer; Gluu/Janssen take the client's credentials and the user's ID token as
     the claim token (the only claim token format oxAuth supports)."""
-    token_endpoint = discovery(devas)["token_endpoint"]
+    token_endpoint = devas.discovery["token_endpoint"]
     if devas.profile == "keycloak":
-        access = user_tokens(devas, user)["access_token"]
+        access = devas.user_tokens(user)["access_token"]
         r = requests.post(token_endpoint, data={"grant_type": UMA_GRANT, "ticket": ticket},
                           headers={"Authorization": f"Bearer {access}"}, timeout=5)
     else:
-        id_token = user_tokens(devas, user)["id_token"]
+        id_token = devas.user_tokens(user)["id_token"]
         r = requests.post(token_endpoint, data={"grant_type": UMA_GRANT, "ticket": ticket, "claim_token": id_token,
                                                 "claim_token_format": ID_TOKEN_FORMAT}, auth=client, timeout=5)
     assert r.status_code == 200, r.text
@@ -180,7 +183,7 @@ def test_keycloak_jwt_rpts_must_name_the_pep_and_tickets_are_no_rpts(envoy_facto
 
 @pytest.fixture(scope="module")
 def janssen_as():
-    from harness import DevAs
+    from support.devas import DevAs
     service = DevAs("janssen")
     yield service
     service.stop()

@@ -12,9 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from harness import envoy_config, filter_config, free_port
-from harness import Envoy
-from scenario import RESOURCES
+from support.devas import RESOURCES
+from support.envoy import Envoy, envoy_config, filter_config
+from support.processes import free_port
+
+
 
 
 class TableSource:

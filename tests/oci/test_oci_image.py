@@ -30,10 +30,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import ROOT, WASM, free_port, stop_process
+from support.envoy import WASM
+from support.pepctl import PEPCTL
+from support.processes import ROOT, free_port, stop_process
 
 BUILDER = ROOT / "oci/build_image.py"
-PEPCTL = Path(os.environ.get("PEPCTL_BIN") or ROOT / "target/debug/pepctl")
 REPO = "uma-pep"
 TAG = "0.1.0"
 

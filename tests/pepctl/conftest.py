@@ -1,8 +1,9 @@
-"""Fixtures of the pepctl end-to-end tests (the harness is pepctl_harness.py)."""
+"""Fixtures of the pepctl end-to-end tests (the harness is tests/support/)."""
 
 import pytest
 
-from pepctl_harness import PEPCTL, PROFILES, DevAs, Pepctl, write_seed
+from support.devas import DevAs, PROFILES
+from support.pepctl import PEPCTL, Pepctl, write_seed
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pepctl_harness import write_seed
+from support.pepctl import write_seed
 
 METHOD_SCOPES = {"protected_get", "protected_head", "protected_post", "protected_put", "protected_patch",
                  "protected_delete"}

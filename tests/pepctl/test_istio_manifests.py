@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pepctl_harness import PEPCTL, ROOT
+from support.pepctl import PEPCTL
+from support.processes import ROOT
 
 try:
     import kubernetes_validate

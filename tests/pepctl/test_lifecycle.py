@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from pepctl_harness import TlsAs
+from support.tls import TlsAs
 
 
 def token_requests(devas) -> int:
@@ -33,7 +33,7 @@ def test_serve_renews_expiring_gluu_registrations(pepctl, devas):
     """Gluu/Janssen move a resource's expiry on PUT only when the body has `exp`
     (UmaResourceRegistrationWS.updateResource): the renewal sends now + the lifetime the AS gave."""
     pepctl.use_seeded_client()
-    devas.config(resource_lifetime_s=120)
+    devas.configure(resource_lifetime_s=120)
     server = pepctl.serve("--refresh-interval-s", "1", "--refresh-before-s", "3600")
     try:
         admin = devas.user_token("admin")

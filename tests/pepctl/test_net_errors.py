@@ -6,7 +6,9 @@ import socket
 import threading
 import types
 
-from pepctl_harness import Pepctl, TlsAs, free_port
+from support.pepctl import Pepctl
+from support.processes import free_port
+from support.tls import TlsAs
 
 
 def bare(tmp_path, issuer: str) -> Pepctl:

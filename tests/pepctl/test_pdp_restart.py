@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pepctl_harness import write_seed
+from support.pepctl import write_seed
 
 
 class FakePdp:

@@ -1,5 +1,4 @@
-"""pepctl against the AS as the real servers behave (issue 8, items 1, 2, 3, 4, 7 and 8):
-the PAT request per dialect, Keycloak registration through its `default` provider with an
+"""pepctl against the AS as the real servers behave: the PAT request per dialect, Keycloak registration through its `default` provider with an
 initial access token, the Gluu/Janssen `uma_protection` check, owners sent to Keycloak,
 resource-set bodies with only the fields each server models, issuer spelling and client files
 of another AS. Each test failed on the code before these fixes."""
@@ -9,7 +8,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from pepctl_harness import write_seed
+from support.pepctl import write_seed
 
 KEYCLOAK_RESOURCE_FIELDS = {"_id", "name", "uris", "uri", "type", "scopes", "resource_scopes", "icon_uri", "owner",
                             "ownerManagedAccess", "displayName", "attributes"}
@@ -31,7 +30,7 @@ def form(call):
     return {k: v[0] for k, v in parse_qs(call.get("body") or "").items()}
 
 
-# ---- item 1: the PAT request ---------------------------------------------------------------------
+# ---- the PAT request ------------------------------------------------------------------------------
 
 def test_pat_request_follows_the_dialect(pepctl, devas, tmp_path):
     pepctl.use_seeded_client()
@@ -56,7 +55,7 @@ def test_uma2_pat_without_uma_protection_names_the_fix(pepctl, devas, tmp_path):
     assert "demo-secret" not in p.stdout + p.stderr
 
 
-# ---- item 2: client registration -----------------------------------------------------------------
+# ---- client registration ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("devas", ["keycloak"], indirect=True)
 def test_keycloak_registration_needs_an_initial_access_token(pepctl, devas):
@@ -127,7 +126,7 @@ def test_rendered_keycloak_client_is_a_resource_server(pepctl, devas, tmp_path):
 @pytest.mark.parametrize("devas", ["uma2"], indirect=True)
 def test_gluu_registration_without_uma_protection_is_refused(pepctl, devas):
     # The AS's uma_protection scope is not "Allow for dynamic registration": Gluu drops it silently.
-    devas.config(dcr_allowed_scopes=["openid"])
+    devas.configure(dcr_allowed_scopes=["openid"])
     p = pepctl.run("register-client", check=False)
     assert p.returncode != 0
     assert "Allow for dynamic registration" in p.stderr and "uma_protection" in p.stderr, p.stderr
@@ -136,7 +135,7 @@ def test_gluu_registration_without_uma_protection_is_refused(pepctl, devas):
     assert json.loads(call["body"])["scope"] == "uma_protection"
 
 
-# ---- items 3 and 4 (issue 6, 8): owners and resource-set bodies ------------------------------------
+# ---- owners and resource-set bodies ----------------------------------------------------------------
 
 def test_resource_set_bodies_hold_only_what_the_dialect_models(pepctl, devas, tmp_path):
     pepctl.use_seeded_client()
@@ -184,7 +183,7 @@ def test_keycloak_refusal_of_an_unknown_owner_names_the_fix(pepctl, devas, tmp_p
     assert "no-such-user" in report["error"] and "default_owner" in report["error"], report["error"]
 
 
-# ---- item 5 (issue 7): issuer spelling and client files of another AS -------------------------------
+# ---- issuer spelling and client files of another AS -------------------------------------------------
 
 def test_issuer_with_a_trailing_slash_is_refused_before_any_call(pepctl, devas, tmp_path):
     pepctl.use_seeded_client()

@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from pepctl_harness import ENVOY, WASM, write_seed
+from support.envoy import ENVOY_BIN, WASM
+from support.pepctl import write_seed
 
 
 def seeded(pepctl, tmp_path):
@@ -41,7 +42,7 @@ def test_render_envoy_passes_envoy_validate(pepctl, devas, tmp_path):
     doc = json.loads(pepctl.run("render", "envoy", "--json", "--wasm", str(WASM), "--upstream", "127.0.0.1:9",
                                 "--sync-url", "http://127.0.0.1:5576").stdout)
     assert {c["name"] for c in doc["static_resources"]["clusters"]} == {"uma_as", "upstream", "pepctl"}
-    p = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path), "--log-level", "info"],
+    p = subprocess.run([ENVOY_BIN, "--mode", "validate", "-c", str(path), "--log-level", "info"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "OK" in p.stdout + p.stderr
@@ -62,7 +63,7 @@ def test_render_envoy_for_an_https_as_verifies_it(pepctl, devas, tmp_path):
     assert as_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == 443
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(doc))
-    p = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([ENVOY_BIN, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -72,7 +73,7 @@ def test_envoy_validate_fails_on_a_broken_render(pepctl, devas, tmp_path):
     out = pepctl.run("render", "envoy", "--wasm", str(tmp_path / "missing.wasm")).stdout
     path = tmp_path / "envoy.yaml"
     path.write_text(out)
-    p = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([ENVOY_BIN, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
 
 

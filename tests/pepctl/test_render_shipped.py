@@ -25,7 +25,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pepctl_harness import ENVOY, PEPCTL, ROOT, WASM, free_port, start_echo, start_envoy
+from support.echo import Echo
+from support.envoy import ENVOY_BIN, RenderedEnvoy, WASM
+from support.pepctl import PEPCTL
+from support.processes import ROOT, free_port
 
 RENDERED = ["envoy/keycloak.yaml", "envoy/gluu.yaml", "istio/wasmplugin.yaml"]
 COMMAND = "# pepctl render "
@@ -139,7 +142,7 @@ def test_rendered_envoy_configs_pass_envoy_validate():
         pytest.fail(f"the filter is not built ({WASM}); `make wasm` first")
     p = subprocess.run([str(ROOT / "envoy/validate.sh"), "envoy/keycloak.yaml", "envoy/gluu.yaml"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT,
-                       env={**os.environ, "ENVOY": str(ENVOY), "WASM": str(WASM)})
+                       env={**os.environ, "ENVOY": ENVOY_BIN, "WASM": str(WASM)})
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("OK") == 2, p.stdout
     # The check can fail: a configuration Envoy refuses is reported.
@@ -147,7 +150,7 @@ def test_rendered_envoy_configs_pass_envoy_validate():
     broken.write_text((ROOT / "envoy/gluu.yaml").read_text().replace("FAIL_CLOSED", "FAIL_SOMETIMES"))
     try:
         p = subprocess.run([str(ROOT / "envoy/validate.sh"), str(broken)], capture_output=True, text=True,
-                           timeout=300, cwd=ROOT, env={**os.environ, "ENVOY": str(ENVOY), "WASM": str(WASM)})
+                           timeout=300, cwd=ROOT, env={**os.environ, "ENVOY": ENVOY_BIN, "WASM": str(WASM)})
         assert p.returncode != 0
     finally:
         broken.unlink()
@@ -213,7 +216,8 @@ def test_forward_header_and_jwks_path_work_in_envoy(tmp_path):
     key = tmp_path / "forward.pem"
     key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    echo, echo_port = start_echo()
+    echo = Echo()
+    echo_port = echo.port
     envoy = None
     try:
         listen, admin = free_port(), free_port()
@@ -226,7 +230,7 @@ def test_forward_header_and_jwks_path_work_in_envoy(tmp_path):
         assert p.returncode == 0, p.stderr
         config = tmp_path / "envoy.json"
         config.write_text(p.stdout)
-        envoy = start_envoy(config, listen, admin)
+        envoy = RenderedEnvoy(config, listen, admin)
         base = f"http://127.0.0.1:{listen}"
         r = requests.get(base + "/.well-known/pep/jwks.json", timeout=10)
         assert r.status_code == 200, r.text

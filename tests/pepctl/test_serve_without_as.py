@@ -12,7 +12,9 @@ import types
 import pytest
 import requests
 
-from pepctl_harness import PEPCTL, PROFILES, DevAs, Pepctl, free_port, write_seed
+from support.devas import DevAs, PROFILES
+from support.pepctl import PEPCTL, Pepctl, write_seed
+from support.processes import free_port
 
 
 def issuer_at(profile: str, port: int) -> str:

@@ -7,7 +7,10 @@ import time
 
 import requests
 
-from pepctl_harness import free_port, start_echo, start_envoy, write_seed
+from support.echo import Echo
+from support.envoy import RenderedEnvoy
+from support.pepctl import write_seed
+from support.processes import free_port
 
 SYNC_INTERVAL_S = 1
 
@@ -17,7 +20,8 @@ def test_created_resource_is_enforced_within_the_sync_interval(pepctl, devas, tm
     pepctl.env["PEPCTL_LOG"] = "pepctl=debug,info"
     pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "s.json", [
         {"name": "Static", "description": "s", "resource_uri": "/static", "scopes": [], "default_owner": "alice-0001"}])))
-    echo, echo_port = start_echo()
+    echo = Echo()
+    echo_port = echo.port
     server = pepctl.serve()
     envoy = None
     try:
@@ -26,7 +30,7 @@ def test_created_resource_is_enforced_within_the_sync_interval(pepctl, devas, tm
                                      "--sync-interval-s", str(SYNC_INTERVAL_S))
         path = tmp_path / "envoy.json"
         path.write_text(config)
-        envoy = start_envoy(path, listen, admin)
+        envoy = RenderedEnvoy(path, listen, admin)
         base = f"http://127.0.0.1:{listen}"
 
         assert requests.get(f"{base}/static/x", timeout=5).status_code == 401, "the rendered table is enforced"

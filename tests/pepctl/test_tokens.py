@@ -10,7 +10,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pepctl_harness import DevAs, Pepctl
+from support.devas import DevAs
+from support.pepctl import Pepctl
 
 CREATE = {"name": "Ops", "icon_uri": "/ops"}
 

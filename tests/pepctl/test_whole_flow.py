@@ -14,7 +14,10 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pepctl_harness import WASM, free_port, start_echo, start_envoy, write_seed
+from support.echo import Echo
+from support.envoy import RenderedEnvoy, WASM
+from support.pepctl import write_seed
+from support.processes import free_port
 
 UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
 ID_TOKEN_FORMAT = "http://openid.net/specs/openid-connect-core-1_0.html#IDToken"
@@ -61,7 +64,8 @@ def test_register_apply_render_envoy_ticket_rpt_identity(pepctl, devas, tmp_path
     devas.grant("alice-0001", rid, ["protected_get"])
 
     key_path, public_key = forward_key(tmp_path)
-    echo, echo_port = start_echo()
+    echo = Echo()
+    echo_port = echo.port
     envoy = None
     try:
         listen, admin = free_port(), free_port()
@@ -74,18 +78,18 @@ def test_register_apply_render_envoy_ticket_rpt_identity(pepctl, devas, tmp_path
         assert filter_config["forward"]["alg"] == "RS256"
         path = tmp_path / "envoy.json"
         path.write_text(rendered)
-        envoy = start_envoy(path, listen, admin)
+        envoy = RenderedEnvoy(path, listen, admin)
         base = f"http://127.0.0.1:{listen}"
 
         r = requests.get(f"{base}/alice-home/notes", timeout=10)
         assert r.status_code == 401, r.text
         challenge = r.headers.get("WWW-Authenticate", "")
         m = re.search(r'ticket="?([^",\s]+)', challenge)
-        assert m, f"no ticket in {challenge!r}\n{envoy.output()[-3000:]}"
+        assert m, f"no ticket in {challenge!r}\n{envoy.logs()[-3000:]}"
 
         rpt = rpt_for(devas, m.group(1), "alice")
         r = requests.get(f"{base}/alice-home/notes", headers={"Authorization": f"Bearer {rpt}"}, timeout=10)
-        assert r.status_code == 200, f"{r.status_code} {r.text}\n{envoy.output()[-3000:]}"
+        assert r.status_code == 200, f"{r.status_code} {r.text}\n{envoy.logs()[-3000:]}"
         seen = r.json()["headers"]
         identity = seen.get("x-user-id")
         assert identity, f"no identity header upstream: {sorted(seen)}"

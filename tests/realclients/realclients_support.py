@@ -1,45 +1,18 @@
-"""Small helpers shared by the real-client tests: the seeded parties of the development AS, the
-user logins the client libraries start from, and the AS's test-control calls they need."""
+"""What only the real-client tests need beyond tests/support: the seed's parties under the
+names the client libraries use, and reading what a client sent."""
 
 from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import parse_qs
 
-import requests
-
-from harness import DevAs
+from support.devas import APP_CLIENT, ID_TOKEN_FORMAT, PASSWORDS, PEP_CLIENT, RESOURCES, SUBS, UMA_GRANT  # noqa: F401
 
 REALM = "eoepca"
-RS_ID, RS_SECRET = "pep-client", "pep-secret"      # the seeded resource server (holds PATs)
-APP_ID, APP_SECRET = "demo-app", "demo-secret"     # the seeded requesting-party client
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "admin": "admin-pw"}
-SUBS = {"alice": "alice-0001", "bob": "bob-0002", "admin": "admin-0003"}
-UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
-ID_TOKEN_FORMAT = "http://openid.net/specs/openid-connect-core-1_0.html#IDToken"
-PROTECTED = [{"id": "res-alice", "uri": "/alice"}, {"id": "res-alice-docs", "uri": "/alice/docs"},
-             {"id": "res-bob", "uri": "/bob"}]
-
-
-def uma_configuration(devas: DevAs) -> dict:
-    r = requests.get(devas.issuer + "/.well-known/uma2-configuration", timeout=5)
-    r.raise_for_status()
-    return r.json()
-
-
-def user_login(devas: DevAs, user: str, client: tuple[str, str] = (APP_ID, APP_SECRET)) -> dict:
-    """A password-grant login: what a UMA client application starts from."""
-    r = requests.post(uma_configuration(devas)["token_endpoint"], data={
-        "grant_type": "password", "username": user, "password": PASSWORDS[user], "scope": "openid"},
-        auth=client, timeout=5)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def grant(devas: DevAs, sub: str, resource_id: str, scopes: list[str]) -> None:
-    """Adds a policy grant (stands in for the real server's policy administration)."""
-    requests.post(f"{devas.base}/_devas/grant", json={"sub": sub, "resource_id": resource_id, "scopes": scopes},
-                  timeout=5).raise_for_status()
+RS_ID, RS_SECRET = PEP_CLIENT      # the seeded resource server (holds PATs)
+APP_ID, APP_SECRET = APP_CLIENT    # the seeded requesting-party client
+PROTECTED = RESOURCES
 
 
 def jwt_parts(token: str) -> tuple[dict, dict]:
@@ -53,5 +26,4 @@ def jwt_parts(token: str) -> tuple[dict, dict]:
 
 def form(call: dict) -> dict[str, list[str]]:
     """The form fields of a logged AS call."""
-    from urllib.parse import parse_qs
     return parse_qs(call["body"] or "", keep_blank_values=True)

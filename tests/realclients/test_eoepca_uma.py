@@ -13,15 +13,14 @@ import pytest
 import requests
 from eoepca_uma import resource, rpt
 
-from realclients_support import APP_ID, APP_SECRET, ID_TOKEN_FORMAT, RS_ID, RS_SECRET, SUBS, uma_configuration, \
-    user_login
+from realclients_support import APP_ID, APP_SECRET, ID_TOKEN_FORMAT, RS_ID, RS_SECRET, SUBS
 
 SEED_PAT_SCOPE = "openid uma_protection permission"
 
 
 @pytest.fixture
 def wk(uma2_as) -> dict:
-    return uma_configuration(uma2_as)
+    return uma2_as.discovery
 
 
 def get_pat(uma2_as, wk: dict, scope: str = SEED_PAT_SCOPE) -> str:
@@ -104,7 +103,7 @@ def test_resource_without_scopes_is_refused(pat, wk):
 
 
 def test_pat_without_uma_protection_is_not_acceptable(uma2_as, wk):
-    """Issue 1, Gluu side: a client_credentials token requested without uma_protection carries no
+    """Gluu side: a client_credentials token requested without uma_protection carries no
     such scope and every protection call gets 406 invalid_client_scope
     (UmaValidationService.validateAuthorization)."""
     bare = get_pat(uma2_as, wk, scope="openid")
@@ -119,7 +118,7 @@ def test_permission_ticket_grant_and_introspection(uma2_as, pat, wk):
     authentication and the user's ID token as claim token -> {access_token, token_type, pct,
     upgraded} with no expires_in (UmaTokenResponse); introspect with the PAT -> the permission,
     client_id and aud = the requesting client, sub null (UmaRptService.createRPTAndPersist stores
-    no user id; issue 3), the user only in pct_claims (lists of strings), and no nbf/iss/jti
+    no user id), the user only in pct_claims (lists of strings), and no nbf/iss/jti
     (UmaRptIntrospectionWS.introspect sets none of them); is_valid_now then holds."""
     rid = resource.create(pat, wk["resource_registration_endpoint"], "Ticketed", ["protected_get", "protected_put"])
     requests.post(f"{uma2_as.base}/_devas/grant", json={"sub": SUBS["alice"], "resource_id": rid,
@@ -131,7 +130,7 @@ def test_permission_ticket_grant_and_introspection(uma2_as, pat, wk):
     assert perm_call["body"].lstrip().startswith("{")  # the single-object body, as the seed sends it
 
     creds = base64.b64encode(f"{APP_ID}:{APP_SECRET}".encode()).decode()
-    id_token = user_login(uma2_as, "alice")["id_token"]
+    id_token = uma2_as.user_tokens("alice")["id_token"]
     answer = rpt.request_for_rpt(creds, wk["token_endpoint"], ticket, claim_token=id_token,
                                  claim_token_format=ID_TOKEN_FORMAT, secure=False)
     assert set(answer) == {"access_token", "token_type", "pct", "upgraded"}
@@ -162,7 +161,7 @@ def test_unknown_token_introspects_inactive(pat, wk):
 
 
 def test_permission_for_an_unknown_resource_is_not_found(pat, wk):
-    """Issue 9: UmaValidationService.validatePermission -> UmaResourceService.getResourceById
+    """UmaValidationService.validatePermission -> UmaResourceService.getResourceById
     throws 404 not_found ("Failed to find resource set with id"), which is not caught."""
     with pytest.raises(Exception, match=r"^An error occurred while requesting permission for a resource: 404:") as err:
         resource.request_access_ticket(pat, wk["permission_endpoint"],

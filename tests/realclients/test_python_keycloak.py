@@ -21,7 +21,7 @@ from keycloak.exceptions import (
 )
 from keycloak.uma_permissions import UMAPermission
 
-from realclients_support import PASSWORDS, REALM, RS_ID, RS_SECRET, SUBS, UMA_GRANT, form, grant, jwt_parts
+from realclients_support import PASSWORDS, REALM, RS_ID, RS_SECRET, SUBS, UMA_GRANT, form, jwt_parts
 
 SEED_NAMES = {"res-alice": "Alice space", "res-alice-docs": "Alice documents", "res-bob": "Bob space",
               "res-admin": "Admin area", "res-readonly": "Read-only data", "res-public": "Public"}
@@ -169,7 +169,7 @@ def test_resource_set_update_with_an_unknown_field_is_refused(uma: KeycloakUMA):
 
 
 def test_resource_set_create_with_description_is_refused(uma: KeycloakUMA):
-    """Issue 8: Keycloak's ResourceRepresentation has no `description`, and POST deserialises
+    """Keycloak's ResourceRepresentation has no `description`, and POST deserialises
     into the same class (UmaResourceRepresentation extends it), so the unknown field gets the
     400 python-keycloak's test asserts for PUT. Nothing is created."""
     with pytest.raises(KeycloakPostError) as err:
@@ -187,7 +187,7 @@ def test_permission_ticket_trades_for_an_rpt(uma: KeycloakUMA, keycloak_as):
     201 {"ticket"}; the resource server's own client then trades it at the token endpoint
     (client credentials, no claim token: Keycloak evaluates for the client's service account).
     python-keycloak's test gives that client a policy first; here a devas grant stands in."""
-    grant(keycloak_as, f"service-account-{RS_ID}", "res-alice", ["protected_get"])
+    keycloak_as.grant(f"service-account-{RS_ID}", "res-alice", ["protected_get"])
     ticket = uma.permission_ticket_create([UMAPermission(resource="Alice space", scope="protected_get")])
     assert set(ticket) == {"ticket"}
     (perm_call,) = keycloak_as.calls("permission")
@@ -217,7 +217,7 @@ def test_permission_ticket_for_an_unknown_resource_id(uma: KeycloakUMA):
 
 
 def test_permission_ticket_is_an_hs512_jws_that_dies_with_the_pat(uma: KeycloakUMA, keycloak_as):
-    """Issue 9: the ticket is a PermissionTicketToken (JsonWebToken, category INTERNAL), signed
+    """The ticket is a PermissionTicketToken (JsonWebToken, category INTERNAL), signed
     HS512 with the realm's HMAC key (Constants.INTERNAL_SIGNATURE_ALGORITHM), its exp copied from
     the PAT (AbstractPermissionService.createPermissionTicket), its aud the realm issuer."""
     ticket = uma.permission_ticket_create([UMAPermission(resource="Alice space", scope="protected_get")])["ticket"]
@@ -427,7 +427,7 @@ def test_introspect(oid: KeycloakOpenID):
 
 
 def test_rpt_introspection_has_only_keycloaks_fields(uma: KeycloakUMA, oid: KeycloakOpenID):
-    """Issue 3: RPTIntrospectionProvider.introspect copies only jti, acr, typ, exp, iat, aud and nbf
+    """RPTIntrospectionProvider.introspect copies only jti, acr, typ, exp, iat, aud and nbf
     into a fresh AccessToken, then adds permissions (rsid/rsname/scopes and resource_id/
     resource_scopes) and active: no sub, azp, client_id, scope or username."""
     token = login(oid, "alice")["access_token"]

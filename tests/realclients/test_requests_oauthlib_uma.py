@@ -17,9 +17,8 @@ from oauthlib.oauth2.rfc6749.errors import AccessDeniedError, OAuth2Error
 from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 from requests_oauthlib_uma import UMA2Client, UMA2Session
 
-from harness import filter_config
-from realclients_support import APP_ID, APP_SECRET, ID_TOKEN_FORMAT, PROTECTED, SUBS, UMA_GRANT, form, jwt_parts, \
-    user_login
+from support.envoy import filter_config
+from realclients_support import APP_ID, APP_SECRET, ID_TOKEN_FORMAT, PROTECTED, SUBS, UMA_GRANT, form, jwt_parts
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def uma_grants(devas) -> list[dict]:
 
 
 def keycloak_session(devas, user: str) -> tuple[UMA2Session, str]:
-    login = user_login(devas, user)
+    login = devas.user_tokens(user)
     token = {"access_token": login["access_token"], "token_type": "Bearer"}
     return UMA2Session(client_id=APP_ID, token=token), login["access_token"]
 
@@ -60,7 +59,7 @@ class PushedClaimsClient(UMA2Client):
 
 
 def gluu_session(devas, user: str) -> tuple[UMA2Session, dict]:
-    login = user_login(devas, user)
+    login = devas.user_tokens(user)
     token = {"access_token": login["access_token"], "token_type": "Bearer"}
     client = PushedClaimsClient(APP_ID, APP_SECRET, login["id_token"], token)
     return UMA2Session(client=client, token=token), login
@@ -167,7 +166,7 @@ def test_uma2_stock_library_cannot_get_an_rpt(uma2_envoy, uma2_as, echo):
     the token endpoint (AuthenticationFilter #686) and answers 401 invalid_client; Janssen does
     take a Bearer access token there and then refuses the non-RPT `rpt` with 400 invalid_rpt
     (UmaValidationService.validateRPT). Either way there is no RPT and no retry."""
-    login = user_login(uma2_as, "alice")
+    login = uma2_as.user_tokens("alice")
     session = UMA2Session(client_id=APP_ID, token={"access_token": login["access_token"], "token_type": "Bearer"})
     with pytest.raises(OAuth2Error) as err:
         session.get(uma2_envoy.url("/alice/photos"), timeout=10)

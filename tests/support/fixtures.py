@@ -1,13 +1,21 @@
-"""The fixtures every directory of end-to-end tests shares: the development AS in each dialect
-and the echo upstream, alive for the whole session and reset before each test, and real Envoys
-with the built filter, alive as long as the test module that starts them. A conftest imports
-them by name (`from stack_fixtures import ...`), which is how pytest registers them there."""
+"""The pytest fixtures of a whole stack, shared by every suite that runs the filter in Envoy:
+the development AS in each dialect and the echo upstream, alive for the whole session and reset
+before each test, and real Envoys with the built filter, alive as long as the test module that
+starts them. A conftest imports them by name (`from support.fixtures import ...`), which is how
+pytest registers them there."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness import WASM, DevAs, Echo, Envoy
+from support.devas import DevAs
+from support.echo import Echo
+from support.envoy import WASM, Envoy
+
+
+def require_wasm() -> None:
+    if not WASM.exists():
+        pytest.fail(f"{WASM} is missing: run `make wasm` first (or set UMA_PEP_WASM)")
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +51,7 @@ def _clean_fixtures(request):
 @pytest.fixture(scope="module")
 def envoy_factory():
     """Starts Envoys (real Envoy, the built filter) for a module and stops them at its end."""
-    if not WASM.exists():
-        pytest.fail(f"{WASM} is missing: run `make wasm` first")
+    require_wasm()
     started: list[Envoy] = []
 
     def start(filter_json, as_port, upstream_port, **kw) -> Envoy:

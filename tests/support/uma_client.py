@@ -1,5 +1,6 @@
 """What a UMA client does with a challenge, for the tests: parse `WWW-Authenticate` (both the
-quoted UMA 2.0 form and EOEPCA's compact form) and trade the ticket for an RPT at the AS."""
+quoted UMA 2.0 form and EOEPCA's compact form), trade the ticket for an RPT at the AS, and send
+a request exactly as written."""
 
 from __future__ import annotations
 
@@ -8,14 +9,10 @@ import re
 
 import requests
 
-from harness import DevAs
+from support.devas import APP_CLIENT, ID_TOKEN_FORMAT, UMA_GRANT, DevAs
 
 UMA2_CHALLENGE = re.compile(r'^UMA realm="([^"]*)", as_uri="([^"]*)", ticket="([^"]+)"$')
 COMPACT_CHALLENGE = re.compile(r"^UMA realm=([^,]*),as_uri=([^,]*),ticket=([^,]+)$")
-
-UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
-ID_TOKEN_FORMAT = "http://openid.net/specs/openid-connect-core-1_0.html#IDToken"
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "admin": "admin-pw"}
 
 
 def parse_challenge(value: str) -> dict:
@@ -26,25 +23,13 @@ def parse_challenge(value: str) -> dict:
     raise AssertionError(f"not a UMA challenge: {value!r}")
 
 
-def discovery(devas: DevAs) -> dict:
-    return requests.get(devas.issuer + "/.well-known/uma2-configuration", timeout=5).json()
-
-
-def user_tokens(devas: DevAs, user: str) -> dict:
-    r = requests.post(discovery(devas)["token_endpoint"], data={
-        "grant_type": "password", "username": user, "password": USERS[user], "scope": "openid"},
-        auth=("demo-app", "demo-secret"), timeout=5)
-    r.raise_for_status()
-    return r.json()
-
-
 def rpt_for_ticket(devas: DevAs, ticket: str, user: str) -> requests.Response:
-    """The UMA grant (§3.3.1): the ticket and the user's ID token as claim token."""
-    id_token = user_tokens(devas, user)["id_token"]
-    return requests.post(discovery(devas)["token_endpoint"], data={
+    """The UMA grant (UMA 2.0 Grant §3.3.1): the ticket and the user's ID token as claim token."""
+    id_token = devas.user_tokens(user)["id_token"]
+    return requests.post(devas.discovery["token_endpoint"], data={
         "grant_type": UMA_GRANT, "ticket": ticket,
         "claim_token": id_token, "claim_token_format": ID_TOKEN_FORMAT},
-        auth=("demo-app", "demo-secret"), timeout=5)
+        auth=APP_CLIENT, timeout=5)
 
 
 def raw_request(port: int, method: str, path: str, headers: list[tuple[str, str | bytes]] | None = None,
