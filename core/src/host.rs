@@ -106,9 +106,9 @@ pub trait Host {
     /// Makes `context_id` the context later calls act on; false when it is gone.
     fn enter_context(&self, context_id: u32) -> bool;
 
-    /// The current request's headers, serialized as the host does (`headers::SerializedPairs`).
+    /// The current request's headers, serialized as the host does (`headers::SerializedPairs`):
+    /// the one read of them per request.
     fn request_header_map(&self) -> Option<Vec<u8>>;
-    fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn set_request_header(&self, name: &str, value: Option<&str>);
     fn send_reply(&self, reply: &LocalReply);
     fn resume_request(&self);
@@ -257,10 +257,6 @@ pub mod fake {
             let headers = self.headers.borrow();
             let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             Some(serialize(&pairs))
-        }
-
-        fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-            self.headers.borrow().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_bytes().to_vec())
         }
 
         fn set_request_header(&self, name: &str, value: Option<&str>) {

@@ -15,7 +15,7 @@
 
 use crate::config::PepConfig;
 use crate::decision::{LocalReply, Mode};
-use crate::headers::HeaderScan;
+use crate::headers::{HeaderScan, ORIGINAL_METHOD, ORIGINAL_URI};
 use crate::path::{normalize_path, split_query};
 
 /// The request the PEP must decide on.
@@ -57,8 +57,8 @@ pub fn subject(
         if headers.original_uri > 1 || headers.original_method > 1 {
             return Err(LocalReply::bad_request("repeated X-Original-URI or X-Original-Method"));
         }
-        let uri = original("x-original-uri").filter(|u| !u.is_empty());
-        let original_method = original("x-original-method").filter(|m| !m.is_empty());
+        let uri = original(ORIGINAL_URI).filter(|u| !u.is_empty());
+        let original_method = original(ORIGINAL_METHOD).filter(|m| !m.is_empty());
         let (Some(uri), Some(method)) = (uri, original_method) else {
             return Err(LocalReply::bad_request(
                 "authorization check without X-Original-URI and X-Original-Method",
@@ -91,10 +91,10 @@ mod tests {
 
     fn headers(method_override: bool, uri: usize, method: usize) -> HeaderScan<'static> {
         HeaderScan {
-            identity: Vec::new(),
             method_override: if method_override { vec!["x-http-method-override"] } else { Vec::new() },
             original_uri: uri,
             original_method: method,
+            ..HeaderScan::default()
         }
     }
 

@@ -25,7 +25,7 @@ use crate::flow::{
     Stage, Step,
 };
 use crate::forward::ForwardSigner;
-use crate::headers::{scan, SerializedPairs};
+use crate::headers::{scan, SerializedPairs, ORIGINAL_METHOD, ORIGINAL_URI};
 use crate::host::{CallResponse, Counter, Host, HttpCall};
 use crate::introspection::{introspection_body, IntrospectionResult};
 use crate::jwks_keeper::JwksKeeper;
@@ -170,25 +170,32 @@ impl<H: Host> Worker<H> {
                 self.host.set_request_header(name, None);
             }
         }
-        let header = |name: &str| self.host.request_header(name).and_then(|v| String::from_utf8(v).ok());
-        let method = header(":method").unwrap_or_default();
-        let raw_path = header(":path").unwrap_or_default();
+        // Everything else the decision reads comes from the same scan: no header is read twice.
+        let text =
+            |v: Option<&[u8]>| v.and_then(|v| std::str::from_utf8(v).ok()).unwrap_or_default().to_string();
+        let method = text(headers.method);
+        let raw_path = text(headers.path);
         if let Some(jwks) = self.jwks_reply(&raw_path) {
             self.host.send_reply(&jwks);
             return Verdict::Pause;
         }
-        let subject = match subject(config, method, raw_path, &headers, header) {
+        let original = |name: &str| {
+            let value = match name {
+                ORIGINAL_URI => headers.original_uri_value,
+                ORIGINAL_METHOD => headers.original_method_value,
+                _ => None,
+            };
+            value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+        };
+        let subject = match subject(config, method, raw_path, &headers, original) {
             Ok(s) => s,
             Err(reply) => return self.reply_now(&reply, "-", "-"),
         };
         let log_path = split_query(&subject.raw_path).0.to_string();
-        // Envoy joins repeated `Authorization` headers into one value; the core tells them apart.
-        // A value that is not UTF-8 becomes one no parser accepts: present, and unusable.
-        let authorization = self
-            .host
-            .request_header("authorization")
-            .map(|v| String::from_utf8(v).unwrap_or_else(|_| "\u{fffd}".to_string()));
-        let authorization: Vec<&str> = authorization.as_deref().into_iter().collect();
+        // A value that is not UTF-8 becomes one no parser accepts: present, and unusable. Envoy
+        // keeps repeated `Authorization` headers apart in the map; the core tells them apart.
+        let authorization: Vec<&str> =
+            headers.authorization.iter().map(|v| std::str::from_utf8(v).unwrap_or("\u{fffd}")).collect();
         let facts = RequestFacts {
             method: &subject.method,
             raw_path: &subject.raw_path,
@@ -228,7 +235,7 @@ impl<H: Host> Worker<H> {
                     log_path,
                     token.map(str::to_string),
                 );
-                self.run(context_id, flow, Event::Start)
+                self.run(context_id, flow, Event::Start, self.host.now_ms())
             }
         }
     }
@@ -264,17 +271,17 @@ impl<H: Host> Worker<H> {
     /// Feeds `event` to the paused request `context_id`, if it is still there.
     fn resume(&self, context_id: u32, event: Event) {
         let Some(flow) = self.flows.borrow_mut().remove(&context_id) else { return };
-        self.run(context_id, flow, event);
+        self.run(context_id, flow, event, self.host.now_ms());
     }
 
-    /// Carries out the flow's steps until it waits or ends. A waiting flow is put back before
-    /// its wait starts, since starting it may wake (or end) it at once.
-    fn run(&self, context_id: u32, mut flow: Flow, event: Event) -> Verdict {
+    /// Carries out the flow's steps until it waits or ends, all at `now_ms` (the clock is read
+    /// once per callback). A waiting flow is put back before its wait starts, since starting it
+    /// may wake (or end) it at once.
+    fn run(&self, context_id: u32, mut flow: Flow, event: Event, now_ms: i64) -> Verdict {
         let mut event = event;
+        let cx = FlowContext { config: &self.config, forwarding: self.signer.is_some(), now_ms };
+        let now_s = now_ms / 1000;
         loop {
-            let now_ms = self.host.now_ms();
-            let cx = FlowContext { config: &self.config, forwarding: self.signer.is_some(), now_ms };
-            let now_s = now_ms / 1000;
             let step = flow.on(event, &cx);
             let digest = flow.digest();
             event = match step {
@@ -304,7 +311,7 @@ impl<H: Host> Worker<H> {
                     digest.is_some_and(|d| self.uses.take(&self.host, &d, max, expires_at, now_s)),
                 ),
                 Step::MintIdentity { result } => Event::Minted(match digest {
-                    Some(d) => self.forwarded_token(&d, &flow.target.resource_id, &result),
+                    Some(d) => self.forwarded_token(&d, &flow.target.resource_id, &result, now_s),
                     None => Err("no token to mint an identity for".into()),
                 }),
                 Step::InvalidatePat => {
@@ -457,19 +464,24 @@ impl<H: Host> Worker<H> {
         rpt_digest: &Digest16,
         resource_id: &str,
         result: &IntrospectionResult,
+        now_s: i64,
     ) -> Result<Rc<str>, String> {
         let signer = self.signer.as_ref().ok_or("no forwarding key configured")?;
         let key = keyed_digest(rpt_digest, resource_id);
-        let clock = clock(&self.config, self.host.now_ms() / 1000);
+        let clock = clock(&self.config, now_s);
         if let Some(token) = self.minted.get(&self.host, &key, clock.now) {
             return Ok(token);
         }
         let claims = signer.claims(result, resource_id, clock.now);
-        let started = self.host.now_ns();
+        // Timed only when the line is logged: two clock reads are not free.
+        let timing = log::log_enabled!(log::Level::Debug);
+        let started = if timing { self.host.now_ns() } else { 0 };
         let token = signer.sign(&claims).map_err(|e| e.to_string())?;
-        let took_us = (self.host.now_ns() - started) / 1000;
         self.host.count(Counter::JwtMinted);
-        debug!("minted forwarded JWT alg={:?} in {took_us} us", signer.alg());
+        if timing {
+            let took_us = (self.host.now_ns() - started) / 1000;
+            debug!("minted forwarded JWT alg={:?} in {took_us} us", signer.alg());
+        }
         let exp = claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(clock.now);
         let token: Rc<str> = Rc::from(token);
         self.minted.put(&self.host, &key, exp - clock.margin_s, Rc::clone(&token), clock.now);
