@@ -66,6 +66,7 @@ lint: tools
 
 test-unit: tools
 	$(CARGO) test --workspace --exclude uma-pep
+	$(VPY) -m pytest -q -p no:cacheprovider bench
 
 validate-envoy: wasm
 	ENVOY=$(ENVOY) WASM=$(abspath $(WASM)) envoy/validate.sh
@@ -105,10 +106,12 @@ test: lint test-unit validate-envoy test-e2e
 run: wasm
 	$(VPY) examples/demo.py
 
-## Benchmarks side by side in one run (wrk from Debian is installed when missing).
+## Benchmarks side by side in one Envoy: CPU µs per request against two floors (docs/benchmarks.md;
+## wrk from Debian is installed when missing). BENCH_ARGS passes options, e.g.
+## BENCH_ARGS="--compare old.wasm" (two builds, same Envoy) or "--seconds 1 --rounds 1 --tokens 0".
 bench: wasm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(VPY) bench/bench.py
+	CARGO=$(CARGO) $(VPY) bench/bench.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,26 +1,45 @@
-"""`make bench`: what uma-pep costs, side by side in one run, as ratios.
+"""`make bench`: what uma-pep costs per request, in Envoy CPU time, against two floors.
 
-Every variant runs through the same Envoy binary with 2 workers, loaded by wrk from a separate
-process; the upstream is another Envoy answering with `direct_response` (a Python upstream
-would be the bottleneck). The AS is also an Envoy `direct_response` stand-in (fixed discovery,
-PAT, introspection and ticket answers), so that the introspection and ticket paths measure the
-filter, not a slow AS. Variants, interleaved and repeated so that noise shows:
+One Envoy under test (2 workers, `--log-level warn`) holds one listener per variant, so every
+variant runs in the same process, on the same binary, under the same load on the machine. wrk
+(2 threads, 16 connections) loads one listener at a time; variants are interleaved round by round
+and each figure is the median over the rounds. The upstream and the AS are two more Envoys
+answering with `direct_response` (a Python upstream would be the bottleneck; an Envoy AS keeps
+the introspection and ticket paths measuring the filter, not a slow AS).
 
-  a  no filter
-  b  the filter, unmatched path (its minimal cost)
-  c  the filter, a valid RPT seen before (the hot path)
-  d  Envoy's native jwt_authn validating an RS256 JWT (reference)
-  e  the filter, a new token on every request (introspection path)
-  f  the filter, no token (ticket path)
+The main figure is Envoy's own CPU time per request: utime + stime of the Envoy process
+(/proc/<pid>/stat, every thread) over a round, divided by the requests wrk completed in it.
+Throughput and latency swing with whatever else runs on the machine; CPU per request much less.
 
-Then the memory figure: Envoy's RSS before and after 100,000 distinct tokens."""
+  none          no filter
+  passthrough   a proxy-wasm module assembled by bench/passthrough.py: no SDK, no hostcall
+  sdk           the Rust proxy-wasm SDK reading `:path` (bench/sdk-floor): the floor uma-pep is
+                measured against ("over SDK")
+  unmatched     uma-pep, a path it does not protect
+  cached        uma-pep, a valid RPT seen before
+  cached_fwd    uma-pep, a valid RPT seen before, with the forwarded identity JWT (`forward`)
+  jwt_authn     Envoy's native jwt_authn validating an RS256 JWT (reference)
+  introspect    uma-pep, a new token on every request (its own VM, so the flood never evicts
+                the cached RPT of `cached`)
+  ticket        uma-pep, no token: a 401 with a ticket
+
+`--compare B.wasm` adds B's uma-pep variants to the same Envoy and rounds, and prints A against B.
+`--probe` adds the SDK floor making 8 more hostcalls of one kind per request, one listener per kind:
+what each kind of hostcall uma-pep makes costs Envoy.
+Every run writes its figures as JSON (target/bench/); bench/compare.py diffs two such files.
+Then the memory figure: Envoy's RSS before and after `--tokens` distinct tokens."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import gzip
+import hashlib
 import json
 import os
 import re
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,17 +47,124 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests/e2e")]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
-import jwt  # noqa: E402
-import requests  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+import compare  # noqa: E402
+import passthrough  # noqa: E402
 
-from harness import ENVOY_BIN, WASM, free_port  # noqa: E402
-
+DEFAULT_WASM = Path(os.environ.get("UMA_PEP_WASM", ROOT / "target/wasm32-wasip1/release/uma_pep.wasm"))
+ENVOY_BIN = os.environ.get("ENVOY_BIN", str(ROOT / ".venv/bin/envoy"))
+OUT_DIR = ROOT / "target/bench"
+SDK_FLOOR_CRATE = HERE / "sdk-floor"
 WORKERS = 2
 RESOURCE = {"id": "res-bench", "uri": "/bench"}
+RPT = "bench-rpt"
+
+
+# ---- pure parts (bench/test_bench_units.py) -------------------------------------------------
+
+def parse_proc_stat(text: str) -> int:
+    """utime + stime, in clock ticks, from the text of /proc/<pid>/stat. The command name (field 2)
+    is in parentheses and may hold spaces or ')', so fields are counted after the last ')'."""
+    rest = text[text.rindex(")") + 1:].split()
+    # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(rest[11]) + int(rest[12])
+
+
+def cpu_us_per_request(ticks: int, clk_tck: int, requests: int) -> float:
+    if requests <= 0:
+        return float("nan")
+    return ticks * 1_000_000 / clk_tck / requests
+
+
+def parse_wrk(out: str) -> dict:
+    """Requests completed, throughput, latency percentiles (ms) and non-2xx count from `wrk --latency`."""
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if not rps or not total:
+        raise ValueError(f"not wrk output: {out[:200]!r}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(rps.group(1)), "p50": ms("50"), "p99": ms("99"), "requests": int(total.group(1)),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0}
+
+
+METRICS = ("cpu_us", "rps", "p50", "p99")
+
+
+def summarize(rounds: dict[str, list[dict]], floor: str = "sdk", base: str = "none") -> dict[str, dict]:
+    """Medians per variant, and the median CPU per request added over the floor and over no filter."""
+    out: dict[str, dict] = {}
+    for key, runs in rounds.items():
+        out[key] = {"median": {m: statistics.median(r[m] for r in runs) for m in METRICS},
+                    "rounds": runs}
+    for key, s in out.items():
+        cpu = s["median"]["cpu_us"]
+        s["over_none"] = cpu - out[base]["median"]["cpu_us"] if base in out and key != base else None
+        s["over_sdk"] = cpu - out[floor]["median"]["cpu_us"] if floor in out and key != floor else None
+    return out
+
+
+def signed(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1f}"
+
+
+def table(summary: dict[str, dict], labels: dict[str, str]) -> str:
+    lines = ["| variant | Envoy CPU µs/req | over no filter | over SDK floor | req/s | p50 ms | p99 ms "
+             "| CPU µs/req per round |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        m = s["median"]
+        per_round = " / ".join(f"{r['cpu_us']:.1f}" for r in s["rounds"])
+        lines.append(f"| {labels.get(key, key)} | {m['cpu_us']:.1f} | {signed(s['over_none'])} | "
+                     f"{signed(s['over_sdk'])} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {per_round} |")
+    return "\n".join(lines)
+
+
+# Issue 15's goals, µs of Envoy CPU per request and bytes.
+GOAL_UNMATCHED_OVER_SDK = 3.0
+GOAL_CACHED_OVER_SDK = 8.0
+GOAL_FWD_OVER_CACHED = 2.0
+GOAL_MODULE_BYTES = 1_500_000
+
+
+def goals(summary: dict[str, dict], module_bytes: int | None, prefix: str = "") -> list[str]:
+    """One line per goal the figures can judge: the figure, the goal, met or not."""
+    def line(name: str, value: float, goal: float, unit: str) -> str:
+        verdict = "met" if value <= goal else "NOT met"
+        return f"{name:34s} {value:+10.1f} {unit} (goal <= {goal:g}): {verdict}"
+
+    out = []
+    med = {k: v["median"]["cpu_us"] for k, v in summary.items()}
+    if "sdk" in med and prefix + "unmatched" in med:
+        out.append(line("unmatched over SDK floor", med[prefix + "unmatched"] - med["sdk"], GOAL_UNMATCHED_OVER_SDK,
+                        "µs"))
+    if "sdk" in med and prefix + "cached" in med:
+        out.append(line("cached over SDK floor", med[prefix + "cached"] - med["sdk"], GOAL_CACHED_OVER_SDK, "µs"))
+    if prefix + "cached" in med and prefix + "cached_fwd" in med:
+        out.append(line("cached_fwd over cached", med[prefix + "cached_fwd"] - med[prefix + "cached"],
+                        GOAL_FWD_OVER_CACHED, "µs"))
+    if module_bytes is not None:
+        out.append(f"{'module size':34s} {module_bytes:>10,} B  (goal <= {GOAL_MODULE_BYTES:,}): "
+                   f"{'met' if module_bytes <= GOAL_MODULE_BYTES else 'NOT met'}")
+    return out
+
+
+# ---- Envoy configuration ---------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster(name: str, port: int) -> dict:
@@ -47,13 +173,13 @@ def cluster(name: str, port: int) -> dict:
                 {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
 
 
-def listener(port: int, routes: list[dict], http_filters: list[dict]) -> dict:
-    return {"name": f"l{port}", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+def listener(name: str, port: int, routes: list[dict], http_filters: list[dict]) -> dict:
+    return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": f"l{port}",
+                    "stat_prefix": name,
                     "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                     "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}
@@ -63,69 +189,24 @@ def direct(path: str, status: int, body: str) -> dict:
     return {"match": {"path": path}, "direct_response": {"status": status, "body": {"inline_string": body}}}
 
 
-def start_envoy(name: str, config: dict, workers: int, workdir: Path) -> subprocess.Popen:
-    path = workdir / f"{name}.json"
-    path.write_text(json.dumps(config))
-    log = open(workdir / f"{name}.log", "wb")
-    proc = subprocess.Popen([ENVOY_BIN, "-c", str(path), "--concurrency", str(workers), "--disable-hot-restart",
-                             "--log-level", "warn", "--base-id", str(free_port())], stdout=log, stderr=log)
-    admin = config["admin"]["address"]["socket_address"]["port_value"]
-    for _ in range(300):
-        try:
-            if requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not start: {(workdir / f'{name}.log').read_text()[-2000:]}")
-
-
 def admin(port: int) -> dict:
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
 
 
-def backends(workdir: Path) -> tuple[int, int, list[subprocess.Popen]]:
-    """The upstream and the stand-in AS, both Envoy direct_response."""
-    up_port, as_port = free_port(), free_port()
-    issuer = f"http://127.0.0.1:{as_port}"
-    far = int(time.time()) + 86400
-    discovery = {"issuer": issuer, "token_endpoint": f"{issuer}/token", "permission_endpoint": f"{issuer}/perm",
-                 "resource_registration_endpoint": f"{issuer}/rs", "introspection_endpoint": f"{issuer}/introspect"}
-    introspection = {"active": True, "exp": far, "iat": int(time.time()), "sub": "bench-user", "client_id": "bench",
-                     "permissions": [{"resource_id": RESOURCE["id"], "resource_scopes": ["protected_get"]}]}
-    upstream = {"admin": admin(free_port()), "static_resources": {"listeners": [
-        listener(up_port, [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {
-            "inline_string": "ok"}}}], [])]}}
-    fake_as = {"admin": admin(free_port()), "static_resources": {"listeners": [listener(as_port, [
-        direct("/.well-known/uma2-configuration", 200, json.dumps(discovery)),
-        direct("/token", 200, json.dumps({"access_token": "bench-pat", "expires_in": 86400})),
-        direct("/introspect", 200, json.dumps(introspection)),
-        direct("/perm", 201, json.dumps({"ticket": "bench-ticket"})),
-    ], [])]}}
-    procs = [start_envoy("upstream", upstream, 1, workdir), start_envoy("as", fake_as, 1, workdir)]
-    return up_port, as_port, procs
-
-
-def front(workdir: Path, name: str, up_port: int, as_port: int, http_filters: list[dict]) -> tuple[int, subprocess.Popen]:
-    port = free_port()
-    config = {"admin": admin(free_port()), "static_resources": {
-        "listeners": [listener(port, [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}], http_filters)],
-        "clusters": [cluster("upstream", up_port), cluster("uma_as", as_port)]}}
-    return port, start_envoy(name, config, WORKERS, workdir)
-
-
-def pep_filter(as_port: int, **extra) -> dict:
-    config = {"issuer": f"http://127.0.0.1:{as_port}", "as_cluster": "uma_as", "client_id": "bench",
-              "client_secret": "bench", "resources": [RESOURCE], **extra}
+def wasm_filter(vm_id: str, path: Path, configuration: str = "", root_id: str = "") -> dict:
+    # Each variant its own vm_id: its own VM and shared data, so no variant warms or floods another's caches.
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": "uma_pep", "root_id": "uma_pep", "failure_policy": "FAIL_CLOSED",
+        "config": {"name": vm_id, "root_id": root_id, "failure_policy": "FAIL_CLOSED",
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                     "value": json.dumps(config)},
-                   "vm_config": {"vm_id": "uma_pep", "runtime": "envoy.wasm.runtime.v8",
-                                 "code": {"local": {"filename": str(WASM)}}}}}}
+                                     "value": configuration},
+                   "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": str(path)}}}}}}
+
+
+def pep_config(as_port: int, **extra) -> str:
+    return json.dumps({"issuer": f"http://127.0.0.1:{as_port}", "as_cluster": "uma_as", "client_id": "bench",
+                       "client_secret": "bench", "resources": [RESOURCE], **extra})
 
 
 def jwt_authn_filter(public_jwk: dict) -> dict:
@@ -137,14 +218,104 @@ def jwt_authn_filter(public_jwk: dict) -> dict:
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}}
 
 
-LUA_UNIQUE = """
+def start_envoy(name: str, config: dict, workers: int, workdir: Path) -> subprocess.Popen:
+    import requests
+
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(config))
+    log = open(workdir / f"{name}.log", "wb")
+    proc = subprocess.Popen([ENVOY_BIN, "-c", str(path), "--concurrency", str(workers), "--disable-hot-restart",
+                             "--log-level", "warn", "--base-id", str(free_port())], stdout=log, stderr=log)
+    port = config["admin"]["address"]["socket_address"]["port_value"]
+    for _ in range(600):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start: {(workdir / f'{name}.log').read_text()[-3000:]}")
+
+
+def backends(workdir: Path) -> tuple[int, int, list[subprocess.Popen]]:
+    """The upstream and the stand-in AS, both Envoy direct_response, one worker each."""
+    up_port, as_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{as_port}"
+    far = int(time.time()) + 86400
+    discovery = {"issuer": issuer, "token_endpoint": f"{issuer}/token", "permission_endpoint": f"{issuer}/perm",
+                 "resource_registration_endpoint": f"{issuer}/rs", "introspection_endpoint": f"{issuer}/introspect"}
+    introspection = {"active": True, "exp": far, "iat": int(time.time()), "sub": "bench-user", "client_id": "bench",
+                     "permissions": [{"resource_id": RESOURCE["id"], "resource_scopes": ["protected_get"]}]}
+    upstream = {"admin": admin(free_port()), "static_resources": {"listeners": [
+        listener("up", up_port, [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {
+            "inline_string": "ok"}}}], [])]}}
+    fake_as = {"admin": admin(free_port()), "static_resources": {"listeners": [listener("as", as_port, [
+        direct("/.well-known/uma2-configuration", 200, json.dumps(discovery)),
+        direct("/token", 200, json.dumps({"access_token": "bench-pat", "expires_in": 86400})),
+        direct("/introspect", 200, json.dumps(introspection)),
+        direct("/perm", 201, json.dumps({"ticket": "bench-ticket"})),
+    ], [])]}}
+    procs = [start_envoy("upstream", upstream, 1, workdir)]
+    procs.append(start_envoy("as", fake_as, 1, workdir))
+    return up_port, as_port, procs
+
+
+# ---- the floors --------------------------------------------------------------------------------
+
+def build_sdk_floor(probe: bool = False) -> Path:
+    # Its own target dir (one per feature set): never waits on, nor invalidates, the main workspace's build.
+    target = OUT_DIR / ("sdk-probe" if probe else "sdk-floor")
+    subprocess.run([os.environ.get("CARGO", "cargo"), "build", "--quiet", "--target", "wasm32-wasip1", "--release",
+                    "--target-dir", str(target), *(["--features", "probe"] if probe else [])],
+                   cwd=SDK_FLOOR_CRATE, check=True)
+    return target / "wasm32-wasip1/release/sdk_floor.wasm"
+
+
+# bench.py --probe: the SDK floor plus PROBE_N hostcalls of one kind per request (bench/sdk-floor, feature
+# `probe`); (its CPU - the floor's) / PROBE_N prices one. The kinds uma-pep's hot path makes.
+PROBE_N = 8
+PROBE_OPS = {"header": "a request header read by name", "map": "the whole header map read",
+             "property": "a filter-state property set", "metric": "a counter increment",
+             "time": "a clock read", "shared": "a 300-byte shared-data read", "set_header": "a request header set"}
+
+
+def per_call(summary: dict[str, dict], key: str, floor: str = "sdk", n: int = PROBE_N) -> float:
+    return (summary[key]["median"]["cpu_us"] - summary[floor]["median"]["cpu_us"]) / n
+
+
+def sizes(path: Path) -> dict:
+    raw = path.read_bytes()
+    return {"path": str(path), "bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, 9, mtime=0)),
+            "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+# ---- measuring -----------------------------------------------------------------------------------
+
+def lua_unique(nonce: str) -> str:
+    """A wrk script sending a token never sent before: the run's nonce, wrk's thread, a counter (each
+    wrk thread has its own Lua state, so without the thread number two threads send the same tokens)."""
+    return f"""
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 local n = 0
-local id = tostring(math.random(1, 1e9))
 request = function()
   n = n + 1
-  return wrk.format("GET", "/bench/x", {["Authorization"] = "Bearer t" .. id .. "x" .. n})
+  return wrk.format("GET", "/bench/x", {{["Authorization"] = "Bearer t{nonce}-" .. tid .. "-" .. n}})
 end
 """
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    return parse_proc_stat(Path(f"/proc/{pid}/stat").read_text())
 
 
 def wrk(port: int, path: str, seconds: int, connections: int, headers: dict | None = None,
@@ -155,18 +326,15 @@ def wrk(port: int, path: str, seconds: int, connections: int, headers: dict | No
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
 
-    def ms(label: str) -> float:
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not m:
-            return float("nan")
-        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "requests": total}
+def counters(admin_port: int) -> dict[str, int]:
+    """uma-pep's counters (summed over every uma-pep VM: Envoy names custom metrics per name, not per VM)."""
+    import requests
+
+    text = requests.get(f"http://127.0.0.1:{admin_port}/stats?filter=uma_pep", timeout=5).text
+    return {k: int(v) for k, v in re.findall(r"^(\S*uma_pep\.[a-z_]+): (\d+)$", text, re.M)}
 
 
 def rss_kb(pid: int) -> int:
@@ -176,13 +344,53 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    import jwt
+    import requests
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wasm", type=Path, default=DEFAULT_WASM, help="uma-pep build A (default: $UMA_PEP_WASM "
+                        "or target/wasm32-wasip1/release/uma_pep.wasm)")
+    parser.add_argument("--compare", type=Path, help="uma-pep build B, measured in the same Envoy and rounds")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--tokens", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load per variant first "
+                        "(V8 tiers the hot functions up; that compile is CPU too); wrk takes whole seconds")
+    parser.add_argument("--tokens", type=int, default=100_000, help="distinct tokens for the memory figure; 0: skip")
+    parser.add_argument("--probe", action="store_true", help=f"also price each kind of hostcall uma-pep makes "
+                        f"(the SDK floor plus {PROBE_N} of one kind per request)")
+    parser.add_argument("--only", help="comma-separated variant keys to measure (default: all)")
+    parser.add_argument("--json", type=Path, help="where the figures go (default target/bench/bench-<time>.json, "
+                        "copied to target/bench/latest.json)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk (make bench does)")
+
+    builds = {"A": args.wasm.resolve()}
+    if args.compare:
+        builds["B"] = args.compare.resolve()
+    for path in builds.values():
+        if not path.is_file():
+            sys.exit(f"no such wasm: {path}")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    floors = {"passthrough": passthrough.write(OUT_DIR / "passthrough.wasm"), "sdk": build_sdk_floor()}
+    probe_wasm = build_sdk_floor(probe=True) if args.probe else None
+    module_sizes = {**{f"uma-pep {b}": sizes(p) for b, p in builds.items()},
+                    **{k: sizes(p) for k, p in floors.items()}}
 
     workdir = Path(tempfile.mkdtemp(prefix="uma-pep-bench-"))
     procs: list[subprocess.Popen] = []
@@ -193,60 +401,174 @@ def main() -> int:
         public_jwk.update({"kid": "bench", "alg": "RS256"})
         native_jwt = jwt.encode({"iss": "bench-issuer", "sub": "bench-user", "exp": int(time.time()) + 86400},
                                 key, algorithm="RS256", headers={"kid": "bench"})
+        forward_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode()
+        scripts = iter(range(1_000_000))
 
-        fronts = {}
-        for name, filters in [("plain", []), ("pep", [pep_filter(as_port)]), ("jwt_authn", [jwt_authn_filter(public_jwk)])]:
-            port, proc = front(workdir, name, up_port, as_port, filters)
-            procs.append(proc)
-            fronts[name] = (port, proc)
-        lua = workdir / "unique.lua"
-        lua.write_text(LUA_UNIQUE)
+        def unique_tokens() -> Path:
+            n = next(scripts)
+            lua = workdir / f"unique-{n}.lua"
+            lua.write_text(lua_unique(str(n)))
+            return lua
 
-        pep_port = fronts["pep"][0]
-        warm = requests.get(f"http://127.0.0.1:{pep_port}/bench/x", headers={"Authorization": "Bearer bench-rpt"},
-                            timeout=5)
-        assert warm.status_code == 200, warm.status_code
-        assert requests.get(f"http://127.0.0.1:{pep_port}/bench/x", timeout=5).status_code == 401
-
-        variants = {
-            "a": ("no filter", lambda: wrk(fronts["plain"][0], "/bench/x", args.seconds, args.connections)),
-            "b": ("filter, unmatched path", lambda: wrk(pep_port, "/open/x", args.seconds, args.connections)),
-            "c": ("filter, cached RPT", lambda: wrk(pep_port, "/bench/x", args.seconds, args.connections,
-                                                    {"Authorization": "Bearer bench-rpt"})),
-            "d": ("native jwt_authn RS256", lambda: wrk(fronts["jwt_authn"][0], "/bench/x", args.seconds,
-                                                        args.connections, {"Authorization": f"Bearer {native_jwt}"})),
-            "e": ("filter, new token each request", lambda: wrk(pep_port, "/bench/x", args.seconds, args.connections,
-                                                                script=lua)),
-            "f": ("filter, no token (ticket)", lambda: wrk(pep_port, "/bench/x", args.seconds, args.connections)),
+        # (listener, http filters) for the front Envoy; variant -> (label, listener, path, headers, script, status)
+        listeners: dict[str, list[dict]] = {
+            "none": [],
+            "passthrough": [wasm_filter("passthrough", floors["passthrough"])],
+            "sdk": [wasm_filter("sdk_floor", floors["sdk"])],
+            "jwt_authn": [jwt_authn_filter(public_jwk)],
         }
-        results: dict[str, list[dict]] = {k: [] for k in variants}
+        auth = {"Authorization": f"Bearer {RPT}"}
+        variants: dict[str, tuple] = {
+            "none": ("no filter", "none", "/bench/x", None, None, 200),
+            "passthrough": ("pass-through module (hand-assembled)", "passthrough", "/bench/x", None, None, 200),
+            "sdk": ("minimal Rust SDK filter (reads :path)", "sdk", "/bench/x", None, None, 200),
+        }
+        for b, path in builds.items():
+            p = "" if b == "A" else "B."
+            tag = "uma-pep" if b == "A" else "uma-pep B"
+            listeners[f"{p}pep"] = [wasm_filter(f"uma_pep_{b}", path, pep_config(as_port), "uma_pep")]
+            listeners[f"{p}pep_fwd"] = [wasm_filter(f"uma_pep_{b}_fwd", path, pep_config(
+                as_port, forward={"alg": "RS256", "key_pem": forward_pem}), "uma_pep")]
+            listeners[f"{p}pep_flood"] = [wasm_filter(f"uma_pep_{b}_flood", path, pep_config(as_port), "uma_pep")]
+            variants.update({
+                f"{p}unmatched": (f"{tag}, unmatched path", f"{p}pep", "/open/x", None, None, 200),
+                f"{p}cached": (f"{tag}, cached valid RPT", f"{p}pep", "/bench/x", auth, None, 200),
+                f"{p}cached_fwd": (f"{tag}, cached valid RPT + forwarded JWT", f"{p}pep_fwd", "/bench/x", auth,
+                                   None, 200),
+            })
+        variants["jwt_authn"] = ("Envoy jwt_authn RS256", "jwt_authn", "/bench/x",
+                                 {"Authorization": f"Bearer {native_jwt}"}, None, 200)
+        for b in builds:
+            p = "" if b == "A" else "B."
+            tag = "uma-pep" if b == "A" else "uma-pep B"
+            variants[f"{p}introspect"] = (f"{tag}, new token each request", f"{p}pep_flood", "/bench/x", None,
+                                          unique_tokens, 200)
+            variants[f"{p}ticket"] = (f"{tag}, no token (401 + ticket)", f"{p}pep_flood", "/bench/x", None, None,
+                                      401)
+
+        if probe_wasm:
+            for op, what in PROBE_OPS.items():
+                listeners[f"probe_{op}"] = [wasm_filter(f"probe_{op}", probe_wasm, f"{op}*{PROBE_N}")]
+                variants[f"probe_{op}"] = (f"SDK floor + {PROBE_N} × {what}", f"probe_{op}", "/bench/x", None,
+                                           None, 200)
+        if args.only:
+            keep = args.only.split(",")
+            unknown = [k for k in keep if k not in variants]
+            if unknown:
+                sys.exit(f"unknown variants {unknown}; known: {', '.join(variants)}")
+            variants = {k: v for k, v in variants.items() if k in keep}
+        ports = {name: free_port() for name in listeners}
+        admin_port = free_port()
+        front = start_envoy("front", {"admin": admin(admin_port), "static_resources": {
+            "listeners": [listener(name, ports[name], [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
+                                   filters) for name, filters in listeners.items()],
+            "clusters": [cluster("upstream", up_port), cluster("uma_as", as_port)]}}, WORKERS, workdir)
+        procs.append(front)
+
+        # Each variant answers as it should before it is measured (a 401 would be a cheap, wrong figure).
+        for key_, (label, lst, path, headers, script, status) in variants.items():
+            if script:
+                continue
+            got = requests.get(f"http://127.0.0.1:{ports[lst]}{path}", headers=headers, timeout=30).status_code
+            if got != status:
+                raise RuntimeError(f"{key_} ({label}) answered {got}, expected {status}: "
+                                   f"{(workdir / 'front.log').read_text()[-3000:]}")
+
+        def run(key_: str, seconds: int) -> dict:
+            _, lst, path, headers, script, _ = variants[key_]
+            before_c, before_t = counters(admin_port), cpu_ticks(front.pid)
+            r = wrk(ports[lst], path, seconds, args.connections, headers, script() if script else None)
+            ticks = cpu_ticks(front.pid) - before_t
+            after_c = counters(admin_port)
+            r["cpu_ticks"] = ticks
+            r["cpu_us"] = cpu_us_per_request(ticks, CLK_TCK, r["requests"])
+            r["counters"] = {k.rsplit(".", 1)[1]: after_c[k] - before_c.get(k, 0) for k in after_c
+                             if after_c[k] != before_c.get(k, 0)}
+            return r
+
+        load_before = os.getloadavg()
+        idle_t = cpu_ticks(front.pid)
+        time.sleep(2)
+        idle_ms_per_s = (cpu_ticks(front.pid) - idle_t) * 1000 / CLK_TCK / 2
+        print(f"Envoy under test: pid {front.pid}, {WORKERS} workers, {len(listeners)} listeners; idle CPU "
+              f"{idle_ms_per_s:.1f} ms/s; load average {load_before[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+        if args.warmup > 0:
+            for key_ in variants:
+                run(key_, args.warmup)
+
+        rounds: dict[str, list[dict]] = {k: [] for k in variants}
         for rnd in range(args.rounds):
-            for key_, (label, run) in variants.items():
-                r = run()
-                results[key_].append(r)
-                print(f"round {rnd + 1} {key_} {label:32s} {r['rps']:9.0f} req/s  p50 {r['p50']:.3f} ms  "
-                      f"p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}", flush=True)
+            for key_, (label, *_rest) in variants.items():
+                r = run(key_, args.seconds)
+                rounds[key_].append(r)
+                status = variants[key_][5]
+                bad = r["socket_errors"] + (r["non2xx"] if status == 200 else r["requests"] - r["non2xx"])
+                note = f"  !! {bad} unexpected answers or socket errors" if bad else ""
+                if key_.endswith("cached") or key_.endswith("cached_fwd"):
+                    misses = r["counters"].get("introspections", 0) + r["counters"].get("jwt_minted", 0)
+                    note += f"  !! {misses} introspections/mints: not all cached" if misses else ""
+                if key_.endswith("introspect") and r["counters"].get("cache_hits", 0):
+                    note += f"  !! {r['counters']['cache_hits']} cache hits: tokens repeated"
+                print(f"round {rnd + 1} {key_:16s} {r['cpu_us']:7.1f} µs/req  {r['rps']:8.0f} req/s  "
+                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  {r['requests']} req{note}", flush=True)
+        load_after = os.getloadavg()
 
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99")} for k, v in results.items()}
-        print("\n| variant | req/s (median) | p50 ms | p99 ms | req/s per round |")
-        print("|---|---|---|---|---|")
-        for k, (label, _) in variants.items():
-            rounds = " / ".join(f"{r['rps']:.0f}" for r in results[k])
-            print(f"| {k} {label} | {med[k]['rps']:.0f} | {med[k]['p50']:.3f} | {med[k]['p99']:.3f} | {rounds} |")
-        print(f"\nc/b = {med['c']['rps'] / med['b']['rps']:.3f}   c/a = {med['c']['rps'] / med['a']['rps']:.3f}   "
-              f"c/d = {med['c']['rps'] / med['d']['rps']:.3f}   "
-              f"added p99 of c over a = {med['c']['p99'] - med['a']['p99']:.3f} ms")
+        labels = {k: v[0] for k, v in variants.items()}
+        summary = summarize(rounds)
+        print(f"\nEnvoy CPU per request, medians of {args.rounds} rounds of {args.seconds:g} s, wrk {args.connections} "
+              f"connections, Envoy {WORKERS} workers; load average {load_before[0]:.2f} -> {load_after[0]:.2f} "
+              f"on {os.cpu_count()} CPUs\n")
+        print(table(summary, labels))
+        print()
+        for name, s in module_sizes.items():
+            print(f"{name:12s} {s['bytes']:>10,} bytes, {s['gzip_bytes']:>9,} gzip -9   {s['path']}")
+        for b in builds:
+            print(f"\nissue 15 goals, uma-pep {b}:")
+            for line in goals(summary, module_sizes[f"uma-pep {b}"]["bytes"], "" if b == "A" else "B."):
+                print("  " + line)
+        probes = [k for k in summary if k.startswith("probe_")]
+        if probes and "sdk" in summary:
+            print(f"\nEnvoy CPU per hostcall (probe - SDK floor) / {PROBE_N}:")
+            for k in probes:
+                print(f"  {PROBE_OPS[k[6:]]:34s} {per_call(summary, k):6.2f} µs")
+        if "B" in builds:
+            print("\nA (--wasm) against B (--compare), same Envoy, same rounds:\n")
+            # Only uma-pep's variants: the floors are the same listeners for both builds.
+            a = {k: v for k, v in summary.items() if not k.startswith("B.")}
+            b = {k[2:]: v for k, v in summary.items() if k.startswith("B.")}
+            print(compare.render(compare.rows(a, b), "A", "B"))
 
-        # Memory: distinct tokens flood the caches; Envoy's RSS must stay bounded.
-        pid = fronts["pep"][1].pid
-        before = rss_kb(pid)
-        sent = 0
-        while sent < args.tokens:
-            sent += wrk(pep_port, "/bench/x", 5, args.connections, script=lua)["requests"]
-        after = rss_kb(pid)
-        print(f"\nmemory: {sent} distinct tokens; Envoy RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB "
-              f"after (+{(after - before) / 1024:.1f} MiB), cache_slots=8192 per shared cache, 10000 entries "
-              "per worker map")
+        result = {"meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "git": git_state(), "builds": {b: str(p) for b, p in builds.items()},
+                           "sizes": module_sizes, "seconds": args.seconds, "rounds": args.rounds,
+                           "connections": args.connections, "workers": WORKERS, "cpus": os.cpu_count(),
+                           "load_before": load_before, "load_after": load_after, "idle_ms_per_s": idle_ms_per_s,
+                           "clk_tck": CLK_TCK},
+                  "labels": labels, "variants": summary}
+        out = args.json or OUT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> None:
+            out.write_text(json.dumps(result, indent=1))
+            if not args.json:
+                shutil.copyfile(out, OUT_DIR / "latest.json")
+
+        save()
+        print(f"\nfigures: {out}  (compare two runs: bench/compare.py OLD.json NEW.json)")
+
+        if args.tokens > 0:
+            # Memory: distinct tokens flood the caches; Envoy's RSS must stay bounded.
+            before = rss_kb(front.pid)
+            sent = 0
+            while sent < args.tokens:
+                sent += wrk(ports["pep_flood"], "/bench/x", 5, args.connections, script=unique_tokens())["requests"]
+            after = rss_kb(front.pid)
+            result["memory"] = {"tokens": sent, "rss_kb_before": before, "rss_kb_after": after}
+            save()
+            print(f"\nmemory: {sent} distinct tokens; Envoy RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} "
+                  f"MiB after (+{(after - before) / 1024:.1f} MiB), cache_slots=8192 per shared cache, 10000 "
+                  "entries per worker map")
     finally:
         for p in procs:
             p.terminate()
@@ -255,9 +577,9 @@ def main() -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     sys.exit(main())

@@ -12,9 +12,9 @@ use thiserror::Error;
 use uma_pep_core::config::AsProfile;
 use uma_pep_core::keypath::{self, KeyError};
 
-use crate::repository::{now_s, RepoError, Repository, Source, StoredResource};
-use crate::resource_rules::{complete_scopes, registrable_uri, UriError};
+use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
+use uma_pep_core::resource::{complete_scopes, is_open, registrable_uri, UriError};
 
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
 pub const NOBODY: &str = "0000000000000";
@@ -218,7 +218,9 @@ impl<'a> Applier<'a> {
                 if r.source != Source::File || keep.contains(r.name.as_str()) {
                     continue;
                 }
-                let outcome = match self.as_client.delete(&r.id).await {
+                // An open resource was never registered at the AS.
+                let at_as = if is_open(&r.scopes) { Ok(true) } else { self.as_client.delete(&r.id).await };
+                let outcome = match at_as {
                     Ok(_) => match self.repo.delete(&r.id) {
                         Ok(_) => Ok(Outcome::Pruned),
                         Err(e) => Err(e.to_string()),
@@ -282,11 +284,23 @@ impl<'a> Applier<'a> {
                 )));
             }
         }
-        match by_name {
-            Some(existing) if existing.source == Source::Api => Err(StepError::Conflict(format!(
+        if let Some(existing) = by_name.as_ref().filter(|e| e.source == Source::Api) {
+            return Err(StepError::Conflict(format!(
                 "name {:?} belongs to a resource created through the API ({})",
                 d.name, existing.id
-            ))),
+            )));
+        }
+        if is_open(&d.scopes) {
+            return self.open_one(w, by_name).await;
+        }
+        match by_name {
+            // Open until now: never registered, so registered now under an AS id.
+            Some(existing) if is_open(&existing.scopes) => {
+                let (r, outcome) = self.create_or_adopt(d).await?;
+                let outcome = if outcome == Outcome::Created { Outcome::Updated } else { outcome };
+                self.repo.replace_id(&existing.id, &self.record(w, &r.id, r.exp, Some(&existing)))?;
+                Ok((r.id, outcome))
+            }
             Some(existing) => match self.as_client.get(&existing.id).await? {
                 None => {
                     let (r, outcome) = self.create_or_adopt(d).await?;
@@ -318,6 +332,32 @@ impl<'a> Applier<'a> {
                 Ok((r.id, outcome))
             }
         }
+    }
+
+    /// An open resource is kept here only: the AS never sees it (the filter passes it through
+    /// unchecked). One that was registered until now is removed from the AS.
+    async fn open_one(
+        &self,
+        w: &Wanted,
+        existing: Option<StoredResource>,
+    ) -> Result<(String, Outcome), StepError> {
+        let Some(existing) = existing else {
+            let id = local_resource_id()?;
+            self.repo.upsert(&self.record(w, &id, None, None))?;
+            return Ok((id, Outcome::Created));
+        };
+        let d = &w.description;
+        if !is_open(&existing.scopes) {
+            self.as_client.delete(&existing.id).await?;
+            let id = local_resource_id()?;
+            self.repo.replace_id(&existing.id, &self.record(w, &id, None, Some(&existing)))?;
+            return Ok((id, Outcome::Updated));
+        }
+        if existing.uri == d.uri && existing.scopes == d.scopes && existing.description == d.description {
+            return Ok((existing.id, Outcome::Unchanged));
+        }
+        self.repo.upsert(&self.record(w, &existing.id, None, Some(&existing)))?;
+        Ok((existing.id, Outcome::Updated))
     }
 
     async fn adopt(&self, found: Registered, d: &Description) -> Result<(Registered, Outcome), StepError> {

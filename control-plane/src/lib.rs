@@ -17,6 +17,5 @@ pub mod refusal;
 pub mod registration;
 pub mod render;
 pub mod repository;
-pub mod resource_rules;
 pub mod resource_set;
 pub mod transport;

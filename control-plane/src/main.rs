@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use uma_pep_core::config::AsProfile;
 
 use pepctl::apply::{load_seed, Applier, Outcome};
@@ -22,29 +22,15 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ProfileArg {
-    Uma2,
-    Keycloak,
-}
-
-impl From<ProfileArg> for AsProfile {
-    fn from(p: ProfileArg) -> Self {
-        match p {
-            ProfileArg::Uma2 => AsProfile::Uma2,
-            ProfileArg::Keycloak => AsProfile::Keycloak,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 struct CommonArgs {
     /// AS issuer URL (discovery at {issuer}/.well-known/uma2-configuration)
     #[arg(long, global = true, env = "PEPCTL_ISSUER")]
     issuer: Option<String>,
     /// AS dialect
-    #[arg(long, global = true, env = "PEPCTL_PROFILE", value_enum, default_value = "uma2")]
-    profile: ProfileArg,
+    #[arg(long, global = true, env = "PEPCTL_PROFILE", default_value = "uma2",
+          value_parser = pepctl::render::core_enum::<AsProfile>(pepctl::render::PROFILE_VALUES))]
+    profile: AsProfile,
     /// The PEP's client file (client_id, client_secret)
     #[arg(long, global = true, env = "PEPCTL_CLIENT", default_value = "client.json")]
     client: PathBuf,
@@ -118,7 +104,7 @@ enum ResourcesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete one resource (by id, name or path) at the AS and in the repository
+    /// Delete one resource (by id, name or path) at the AS (unless open) and in the repository
     Delete { resource: String },
 }
 
@@ -178,7 +164,7 @@ fn main() -> ExitCode {
 fn common(args: &CommonArgs) -> Common {
     Common {
         issuer: args.issuer.clone(),
-        profile: args.profile.into(),
+        profile: args.profile,
         client: args.client.clone(),
         db: args.db.clone(),
         ca_file: args.ca_file.clone(),
@@ -200,7 +186,7 @@ fn find(repo: &Repository, key: &str) -> Result<StoredResource, CliError> {
         return Ok(r);
     }
     if key.starts_with('/') {
-        if let Ok(uri) = pepctl::resource_rules::canonical_uri(key) {
+        if let Ok(uri) = uma_pep_core::resource::canonical_uri(key) {
             if let Some(r) = repo.get_by_uri(&uri)? {
                 return Ok(r);
             }
@@ -317,8 +303,11 @@ async fn resources(common: &Common, command: ResourcesCommand) -> Result<(), Cli
         }
         ResourcesCommand::Delete { resource } => {
             let r = find(&repo, &resource)?;
-            let ctx = AsContext::connect(common).await?;
-            ctx.resource_set.delete(&r.id).await?;
+            // An open resource was never registered at the AS: nothing to delete there.
+            if !uma_pep_core::resource::is_open(&r.scopes) {
+                let ctx = AsContext::connect(common).await?;
+                ctx.resource_set.delete(&r.id).await?;
+            }
             repo.delete(&r.id)?;
             println!("deleted {} ({})", r.name, r.id);
             Ok(())

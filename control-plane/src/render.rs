@@ -10,10 +10,15 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 use thiserror::Error;
-use uma_pep_core::config::{AsProfile, PepConfig, Resource, SigningAlg};
+use uma_pep_core::config::{
+    AsProfile, ChallengeStyle, FilterDocument, ForwardConfig, PepConfig, Resource, ResourceSync, SigningAlg,
+    UnmatchedPolicy,
+};
 use url::Url;
 
 use crate::context::{Common, ContextError};
@@ -72,11 +77,18 @@ impl From<ForwardAlg> for SigningAlg {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Unmatched {
-    Allow,
-    Deny,
+/// A flag whose values are one of core's configuration enums, spelt as in the configuration
+/// (core has no clap): clap lists `values` in help and errors, serde reads the chosen one.
+pub fn core_enum<T>(values: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(values).try_map(|s: String| serde_json::from_value::<T>(Value::String(s)))
 }
+
+pub const UNMATCHED_VALUES: &[&str] = &["allow", "deny"];
+pub const CHALLENGE_STYLE_VALUES: &[&str] = &["uma2", "compact"];
+pub const PROFILE_VALUES: &[&str] = &["uma2", "keycloak"];
 
 #[derive(Debug, Clone, Args)]
 pub struct RenderArgs {
@@ -92,13 +104,13 @@ pub struct RenderArgs {
     pub as_address: Option<String>,
     #[arg(long)]
     pub realm: Option<String>,
-    #[arg(long, value_enum)]
-    pub unmatched: Option<Unmatched>,
+    #[arg(long, value_parser = core_enum::<UnmatchedPolicy>(UNMATCHED_VALUES))]
+    pub unmatched: Option<UnmatchedPolicy>,
     #[arg(long)]
     pub path_prefix: Option<String>,
     /// `compact` keeps the EOEPCA clients' unquoted challenge working
-    #[arg(long)]
-    pub challenge_style: Option<String>,
+    #[arg(long, value_parser = core_enum::<ChallengeStyle>(CHALLENGE_STYLE_VALUES))]
+    pub challenge_style: Option<ChallengeStyle>,
     /// Limit of each AS call made by the filter
     #[arg(long)]
     pub filter_timeout_ms: Option<u64>,
@@ -212,12 +224,22 @@ fn parse_url(flag: &'static str, s: &str) -> Result<Url, RenderError> {
     Url::parse(s).map_err(|e| RenderError::Flag { flag, problem: e.to_string() })
 }
 
-/// Builds and validates the filter configuration.
+/// The filter configuration as JSON (what `envoy` and `istio` embed).
 pub fn filter_config(
     common: &Common,
     resources: &[StoredResource],
     args: &RenderArgs,
 ) -> Result<Value, RenderError> {
+    let doc = filter_document(common, resources, args)?;
+    serde_json::to_value(&doc).map_err(|e| RenderError::Serialize(e.to_string()))
+}
+
+/// Builds the filter configuration and validates it with the filter's own parser.
+pub fn filter_document(
+    common: &Common,
+    resources: &[StoredResource],
+    args: &RenderArgs,
+) -> Result<FilterDocument, RenderError> {
     let issuer = common.issuer()?.to_string();
     let issuer_url = parse_url("issuer", &issuer)?;
     let client = common.client_file()?;
@@ -231,63 +253,56 @@ pub fn filter_config(
         }
         None => "uma_as".to_string(),
     };
-    let mut c = Map::new();
-    c.insert("issuer".into(), json!(issuer));
-    c.insert("as_cluster".into(), json!(as_cluster));
-    if let Some(a) = &args.as_authority {
-        c.insert("as_authority".into(), json!(a));
-    }
-    c.insert(
-        "as_profile".into(),
-        json!(match common.profile {
-            AsProfile::Uma2 => "uma2",
-            AsProfile::Keycloak => "keycloak",
-        }),
-    );
-    c.insert("client_id".into(), json!(client.client_id));
-    c.insert("client_secret".into(), json!(client.client_secret));
-    if let Some(r) = &args.realm {
-        c.insert("realm".into(), json!(r));
-    }
-    if let Some(u) = args.unmatched {
-        c.insert("unmatched".into(), json!(if u == Unmatched::Deny { "deny" } else { "allow" }));
-    }
-    if let Some(p) = &args.path_prefix {
-        c.insert("path_prefix".into(), json!(p));
-    }
-    if let Some(s) = &args.challenge_style {
-        c.insert("challenge_style".into(), json!(s));
-    }
-    if let Some(t) = args.filter_timeout_ms {
-        c.insert("timeout_ms".into(), json!(t));
-    }
-    c.insert("resources".into(), json!(filter_resources(resources)));
-    if let Some(path) = &args.forward_key {
-        c.insert("forward".into(), forward(path, args)?);
-    }
-    if let Some(sync) = &args.sync_url {
-        let url = parse_url("sync-url", sync)?;
-        let cluster = match &args.sync_cluster {
-            Some(c) => c.clone(),
-            None if istio => {
-                let (h, p) = host_port(&url)
-                    .ok_or_else(|| RenderError::Flag { flag: "sync-url", problem: "has no host".into() })?;
-                format!("outbound|{p}||{h}")
-            }
-            None => "pepctl".to_string(),
-        };
-        let base = url.path().trim_end_matches('/');
-        c.insert(
-            "resource_sync".into(),
-            json!({"cluster": cluster, "path": format!("{base}/filter-config"), "interval_s": args.sync_interval_s}),
-        );
-    }
-    let value = Value::Object(c);
-    PepConfig::from_json(value.to_string().as_bytes()).map_err(|e| match flag_of_key(&e.key) {
+    let forward = match &args.forward_key {
+        Some(path) => Some(forward(path, args)?),
+        None => None,
+    };
+    let resource_sync = match &args.sync_url {
+        None => None,
+        Some(sync) => {
+            let url = parse_url("sync-url", sync)?;
+            let cluster = match &args.sync_cluster {
+                Some(c) => c.clone(),
+                None if istio => {
+                    let (h, p) = host_port(&url).ok_or_else(|| RenderError::Flag {
+                        flag: "sync-url",
+                        problem: "has no host".into(),
+                    })?;
+                    format!("outbound|{p}||{h}")
+                }
+                None => "pepctl".to_string(),
+            };
+            let base = url.path().trim_end_matches('/');
+            Some(ResourceSync {
+                cluster,
+                path: format!("{base}/filter-config"),
+                interval_s: args.sync_interval_s,
+                authority: None,
+            })
+        }
+    };
+    let doc = FilterDocument {
+        issuer: Some(issuer),
+        as_cluster: Some(as_cluster),
+        as_authority: args.as_authority.clone(),
+        as_profile: common.profile,
+        client_id: Some(client.client_id),
+        client_secret: Some(client.client_secret),
+        realm: args.realm.clone(),
+        unmatched: args.unmatched,
+        path_prefix: args.path_prefix.clone(),
+        challenge_style: args.challenge_style,
+        timeout_ms: args.filter_timeout_ms,
+        resources: filter_resources(resources),
+        forward,
+        resource_sync,
+        ..FilterDocument::default()
+    };
+    PepConfig::from_document(doc.clone()).map_err(|e| match flag_of_key(&e.key) {
         Some(flag) => RenderError::FlagRefused { flag, error: e.to_string() },
         None => RenderError::Invalid(e.to_string()),
     })?;
-    Ok(value)
+    Ok(doc)
 }
 
 /// The render flag that sets a key of the filter's configuration, to name it when the filter's
@@ -313,7 +328,7 @@ fn flag_of_key(key: &str) -> Option<&'static str> {
 
 /// `forward: {key_pem, alg, header?, jwks_path?}` from `--forward-key` (and `--forward-alg`,
 /// which must fit the key, `--forward-header`, `--jwks-path`).
-fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<Value, RenderError> {
+fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<ForwardConfig, RenderError> {
     let alg = args.forward_alg;
     let flag = "forward-key";
     let pem = std::fs::read(path)
@@ -330,12 +345,12 @@ fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<Value, RenderErr
     }
     let pem =
         String::from_utf8(pem).map_err(|_| RenderError::Flag { flag, problem: "not UTF-8 PEM".into() })?;
-    let mut f = json!({"key_pem": pem, "alg": key_alg});
+    let mut f = ForwardConfig::with_key(pem, key_alg);
     if let Some(h) = &args.forward_header {
-        f["header"] = json!(h);
+        f.header = h.clone();
     }
     if let Some(p) = &args.jwks_path {
-        f["jwks_path"] = json!(jwks_path(p)?);
+        f.jwks_path = Some(jwks_path(p)?);
     }
     Ok(f)
 }
@@ -816,6 +831,23 @@ mod tests {
     }
 
     #[test]
+    fn core_enum_flags_take_the_configuration_spellings() {
+        for v in UNMATCHED_VALUES {
+            let (_d, _c, args) = setup("filter-config", &["--unmatched", v]);
+            assert_eq!(serde_json::to_value(args.unmatched.unwrap()).unwrap(), json!(v));
+        }
+        for v in CHALLENGE_STYLE_VALUES {
+            let (_d, _c, args) = setup("filter-config", &["--challenge-style", v]);
+            assert_eq!(serde_json::to_value(args.challenge_style.unwrap()).unwrap(), json!(v));
+        }
+        for p in [AsProfile::Uma2, AsProfile::Keycloak] {
+            assert!(PROFILE_VALUES.contains(&serde_json::to_value(p).unwrap().as_str().unwrap()));
+        }
+        let bad = Wrap::try_parse_from(["x", "filter-config", "--challenge-style", "quoted"]).err().unwrap();
+        assert!(bad.to_string().contains("compact"), "{bad}");
+    }
+
+    #[test]
     fn filter_config_has_the_contract_keys_and_parses() {
         let (_d, common, args) =
             setup("filter-config", &["--sync-url", "http://127.0.0.1:5576", "--unmatched", "deny"]);
@@ -926,10 +958,13 @@ mod tests {
         let (_d, common, args) = setup("envoy", &["--upstream", "nohost"]);
         let f = filter_config(&common, &stored(), &args).unwrap();
         assert!(matches!(envoy_config(&f, &common, &args), Err(RenderError::Flag { flag: "upstream", .. })));
-        let (_d, common, args) = setup("filter-config", &["--challenge-style", "fancy"]);
+        let (_d, common, args) = setup("filter-config", &["--realm", "a\"b"]);
         let err = filter_config(&common, &stored(), &args).unwrap_err();
-        assert!(matches!(err, RenderError::FlagRefused { flag: "challenge-style", .. }), "{err}");
-        assert!(err.to_string().starts_with("--challenge-style: "), "{err}");
+        assert!(matches!(err, RenderError::FlagRefused { flag: "realm", .. }), "{err}");
+        assert!(err.to_string().starts_with("--realm: "), "{err}");
+        // An enum flag is refused by the command line itself, naming the flag and its values.
+        let bad = Wrap::try_parse_from(["x", "filter-config", "--challenge-style", "fancy"]).err().unwrap();
+        assert!(bad.to_string().contains("--challenge-style") && bad.to_string().contains("uma2"), "{bad}");
     }
 
     const RSA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa.pem");

@@ -23,6 +23,19 @@ pub enum RepoError {
     TooNew(i64, i64),
     #[error("stored scopes are not a JSON array: {0}")]
     Scopes(serde_json::Error),
+    #[error("no randomness for a resource id: {0}")]
+    Random(String),
+}
+
+/// The id of an open resource (scope `open`), which the AS never sees: a random version-4 UUID,
+/// as the EOEPCA PEP v1.2 gave its open resources.
+pub fn local_resource_id() -> Result<String, RepoError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| RepoError::Random(e.to_string()))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
 /// Where a resource came from: `file` ones are reconciled (and pruned) by `resources apply`,
@@ -52,7 +65,8 @@ impl Source {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredResource {
-    /// The AS resource id (`_id`): the key everywhere.
+    /// The AS resource id (`_id`): the key everywhere. An open resource is not registered at
+    /// the AS and has a local id instead (`local_resource_id`).
     pub id: String,
     pub name: String,
     pub uri: String,

@@ -10,7 +10,9 @@ use url::Url;
 
 use crate::keypath::{self, KeyError};
 use crate::matcher::ResourceMatcher;
-use crate::path::normalize_path;
+use crate::resource::canonical_path;
+// Defined with the other resource rules; named here too, where the filter contract lists them.
+pub use crate::resource::{default_method_scopes, Resource};
 
 /// A configuration problem, always naming the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -64,27 +66,25 @@ pub enum ChallengeStyle {
     Compact,
 }
 
-/// One protected resource: the AS resource id and the path it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resource {
-    pub id: String,
-    pub uri: String,
-    /// Scopes registered for the resource; empty = any mapped method scope.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
 /// AS endpoints that override discovery; each a path on `as_cluster` or an absolute URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub introspection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
+}
+
+impl EndpointOverrides {
+    /// No endpoint overridden: discovery names them all.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -95,33 +95,50 @@ pub enum SigningAlg {
     EdDSA,
 }
 
-/// `forward`: the JWT minted for the upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `forward`: the JWT minted for the upstream. A default value is not written back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
-    #[serde(default = "default_forward_header")]
+    #[serde(default = "default_forward_header", skip_serializing_if = "is_default_forward_header")]
     pub header: String,
     #[serde(default)]
     pub alg: SigningAlg,
     pub key_pem: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    #[serde(default = "default_forward_iss")]
+    #[serde(default = "default_forward_iss", skip_serializing_if = "is_default_forward_iss")]
     pub iss: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<Vec<String>>,
     /// Remove the RPT's `Authorization` before the upstream (default keeps it, as the seed does).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strip_authorization: bool,
     /// A path the filter answers itself with the JWKS of the forwarding key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_path: Option<String>,
 }
 
+impl ForwardConfig {
+    /// `forward` with this key and algorithm, every other key at its default.
+    pub fn with_key(key_pem: String, alg: SigningAlg) -> Self {
+        Self {
+            header: default_forward_header(),
+            alg,
+            key_pem,
+            kid: None,
+            iss: default_forward_iss(),
+            aud: None,
+            claims: None,
+            strip_authorization: false,
+            jwks_path: None,
+        }
+    }
+}
+
 /// `resource_sync`: poll pepctl for the resource table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSync {
     pub cluster: String,
@@ -129,7 +146,7 @@ pub struct ResourceSync {
     pub path: String,
     #[serde(default = "default_sync_interval")]
     pub interval_s: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
@@ -138,6 +155,12 @@ fn default_forward_header() -> String {
 }
 fn default_forward_iss() -> String {
     "uma-pep".to_string()
+}
+fn is_default_forward_header(h: &str) -> bool {
+    h == DEFAULT_FORWARD_HEADER
+}
+fn is_default_forward_iss(i: &str) -> bool {
+    i == "uma-pep"
 }
 fn default_sync_path() -> String {
     "/filter-config".to_string()
@@ -150,59 +173,65 @@ fn default_sync_interval() -> u64 {
 /// client requests even when nothing is minted: an upstream may trust it.
 pub const DEFAULT_FORWARD_HEADER: &str = "x-user-id";
 
-/// The JSON as written by the operator.
-#[derive(Debug, Clone, Deserialize)]
+/// The filter's configuration as written (Envoy `configuration`, Istio `pluginConfig`): the
+/// document pepctl renders and the filter parses. A key left out is `None` (or empty) and is
+/// not written back; `PepConfig::from_document` applies the defaults and checks the values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub struct FilterDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_authority: Option<String>,
     #[serde(default)]
-    realm: Option<String>,
-    issuer: Option<String>,
-    as_cluster: Option<String>,
+    pub as_profile: AsProfile,
+    #[serde(default, skip_serializing_if = "EndpointOverrides::is_empty")]
+    pub endpoints: EndpointOverrides,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched: Option<UnmatchedPolicy>,
     #[serde(default)]
-    as_authority: Option<String>,
-    #[serde(default)]
-    as_profile: AsProfile,
-    #[serde(default)]
-    endpoints: EndpointOverrides,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    unmatched: UnmatchedPolicy,
-    #[serde(default)]
-    resources: Vec<Resource>,
-    #[serde(default)]
-    method_scopes: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    rpt_margin_s: Option<u64>,
-    #[serde(default)]
-    rpt_max_uses: Option<u32>,
-    #[serde(default)]
-    challenge_style: ChallengeStyle,
-    #[serde(default)]
-    forward: Option<ForwardConfig>,
-    #[serde(default)]
-    authorize_path: Option<String>,
-    #[serde(default)]
-    resource_sync: Option<ResourceSync>,
-    #[serde(default)]
-    clock_skew_s: Option<u64>,
-    #[serde(default)]
-    cache_slots: Option<u32>,
-    #[serde(default)]
-    cache_max_ttl_s: Option<u64>,
-    #[serde(default)]
-    negative_cache_ttl_s: Option<u64>,
-    #[serde(default)]
-    local_jwt_validation: Option<bool>,
+    pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_scopes: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpt_margin_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpt_max_uses: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_style: Option<ChallengeStyle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_sync: Option<ResourceSync>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_max_ttl_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_cache_ttl_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_jwt_validation: Option<bool>,
     /// Absent: the dialect's default; `null`: no audience check; a string: that audience.
-    #[serde(default, deserialize_with = "present")]
-    rpt_audience: Option<Option<String>>,
-    #[serde(default)]
-    keep_method_override: bool,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub rpt_audience: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_method_override: bool,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
@@ -261,21 +290,6 @@ pub const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 5;
 /// fresh RPTs fail (`iat` in the future) and send clients round the ticket loop.
 pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
 
-/// The seed's fixed verb→scope table.
-pub fn default_method_scopes() -> BTreeMap<String, String> {
-    [
-        ("GET", "protected_get"),
-        ("HEAD", "protected_head"),
-        ("POST", "protected_post"),
-        ("PUT", "protected_put"),
-        ("PATCH", "protected_patch"),
-        ("DELETE", "protected_delete"),
-    ]
-    .into_iter()
-    .map(|(m, s)| (m.to_string(), s.to_string()))
-    .collect()
-}
-
 fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
     match value {
         Some(v) if !v.trim().is_empty() => Ok(v),
@@ -293,12 +307,7 @@ fn check_header_safe(value: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_absolute_path(value: &str, key: &str) -> Result<String, ConfigError> {
-    let normalized = normalize_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))?;
-    if normalized.contains('?') {
-        return Err(ConfigError::new(key, "must not contain a query"));
-    }
-    let trimmed = normalized.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+    canonical_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))
 }
 
 /// Checks a resource table (also used for tables polled from pepctl) and normalises each uri.
@@ -327,11 +336,12 @@ impl PepConfig {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ConfigError::new("configuration", "must be a JSON object"));
         }
-        let raw: RawConfig = keypath::from_slice(bytes).map_err(ConfigError::from)?;
-        Self::from_raw(raw)
+        let raw: FilterDocument = keypath::from_slice(bytes).map_err(ConfigError::from)?;
+        Self::from_document(raw)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    /// Validates a document (pepctl checks what it renders with this) and applies defaults.
+    pub fn from_document(raw: FilterDocument) -> Result<Self, ConfigError> {
         let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         check_header_safe(&realm, "realm")?;
 
@@ -457,12 +467,12 @@ impl PepConfig {
             client_secret,
             timeout_ms,
             path_prefix,
-            unmatched: raw.unmatched,
+            unmatched: raw.unmatched.unwrap_or_default(),
             resources,
             method_scopes,
             rpt_margin_s: raw.rpt_margin_s.unwrap_or(DEFAULT_RPT_MARGIN_S),
             rpt_max_uses: raw.rpt_max_uses.unwrap_or(0),
-            challenge_style: raw.challenge_style,
+            challenge_style: raw.challenge_style.unwrap_or_default(),
             forward: raw.forward,
             authorize_path,
             resource_sync: raw.resource_sync,
@@ -783,6 +793,31 @@ mod tests {
         assert_eq!(endpoint_path("/t").unwrap(), "/t");
         assert_eq!(endpoint_path("https://h:1/a/b?x=1").unwrap(), "/a/b?x=1");
         assert!(endpoint_path("nope").is_err());
+    }
+
+    #[test]
+    fn the_document_writes_back_what_was_written() {
+        let written = with(
+            r#""unmatched":"deny","challenge_style":"compact","rpt_audience":null,"keep_method_override":true,
+            "resources":[{"id":"o","uri":"/o","scopes":["open"]}],"endpoints":{"jwks":"/k"},
+            "forward":{"key_pem":"k","alg":"ES256","jwks_path":"/j"},
+            "resource_sync":{"cluster":"pepctl","path":"/filter-config","interval_s":3}"#,
+        );
+        let doc: FilterDocument = serde_json::from_str(&written).unwrap();
+        let back: serde_json::Value = serde_json::to_value(&doc).unwrap();
+        let mut expected: serde_json::Value = serde_json::from_str(&written).unwrap();
+        expected["as_profile"] = "uma2".into();
+        assert_eq!(back, expected, "only what was written, plus the profile");
+        let minimal: FilterDocument = serde_json::from_str(MINIMAL).unwrap();
+        let keys: Vec<String> =
+            serde_json::to_value(&minimal).unwrap().as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["as_cluster", "as_profile", "client_id", "client_secret", "issuer", "resources"]);
+        let c = PepConfig::from_document(doc).unwrap();
+        assert_eq!(c.unmatched, UnmatchedPolicy::Deny);
+        assert_eq!(c.challenge_style, ChallengeStyle::Compact);
+        assert_eq!(c.forward.as_ref().map(|f| f.header.as_str()), Some(DEFAULT_FORWARD_HEADER));
+        let err = parse(&with(r#""unmatched":"maybe""#)).unwrap_err();
+        assert_eq!(err.key, "unmatched");
     }
 
     #[test]

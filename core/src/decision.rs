@@ -6,6 +6,7 @@ use crate::config::{PepConfig, UnmatchedPolicy};
 use crate::credential::Credential;
 use crate::matcher::ResourceMatcher;
 use crate::path::{normalize_path, split_query};
+use crate::resource::required_scope;
 
 /// The seed's log codes, one per decision line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub enum LogCode {
     Allowed = 2103,
     /// 2104: a ticket was issued and a 401 challenge answered.
     TicketIssued = 2104,
-    /// 2105: no resource matched; passed through.
+    /// 2105: passed through with no token check: no resource matched, or an open one did.
     Unmatched = 2105,
     /// 2106: the AS (or the upstream) failed; denied.
     AsError = 2106,
@@ -147,63 +148,73 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     }
 }
 
-/// Scopes the seed registers instead of the method scopes, in the order it tried them.
-const SEED_OPEN_SCOPES: [&str; 3] = ["Authenticated", "authenticated", "public_access"];
-
-/// The scope a request must hold: the method's, when the resource lists it (or lists none).
-/// A resource registered the seed's way with an "open" scope instead (`public_access` …) needs
-/// that scope; otherwise the method is not offered (only registered scopes may be asked for,
-/// checklist 9).
-fn required_scope<'s>(resource_scopes: &'s [String], method_scope: &'s str) -> Option<&'s str> {
-    if resource_scopes.is_empty() || resource_scopes.iter().any(|s| s == method_scope) {
-        return Some(method_scope);
-    }
-    SEED_OPEN_SCOPES.into_iter().find(|open| resource_scopes.iter().any(|s| s == open))
+/// A plan and, for a pass-through, why: the access log tells an open resource from a path no
+/// resource matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned<'a> {
+    pub plan: Plan<'a>,
+    /// The id of the open resource a `Plan::PassThrough` is for; `None` when no resource
+    /// matched (or the plan is not a pass-through).
+    pub open_resource: Option<String>,
 }
 
 /// Decides what a request needs, against the resource table in force (the configured one, or
 /// the last one polled from pepctl).
 pub fn plan<'a>(config: &PepConfig, resources: &ResourceMatcher, facts: RequestFacts<'a>) -> Plan<'a> {
+    plan_detailed(config, resources, facts).plan
+}
+
+/// `plan`, telling why a request passes through: an open resource (scope `open`: proxied with
+/// no token check, whatever the method and `unmatched`) or no resource at all.
+pub fn plan_detailed<'a>(
+    config: &PepConfig,
+    resources: &ResourceMatcher,
+    facts: RequestFacts<'a>,
+) -> Planned<'a> {
+    let just = |plan| Planned { plan, open_resource: None };
     let normalized = match normalize_path(facts.raw_path) {
         Ok(p) => p,
-        Err(e) => return Plan::Reply(LocalReply::bad_request(format!("path refused: {e}"))),
+        Err(e) => return just(Plan::Reply(LocalReply::bad_request(format!("path refused: {e}")))),
     };
     let (raw_path_only, query) = split_query(facts.raw_path);
     let rewrite = (normalized != raw_path_only).then(|| format!("{normalized}{query}"));
     if facts.canonical_only && rewrite.is_some() {
-        return Plan::Reply(LocalReply::bad_request(
+        return just(Plan::Reply(LocalReply::bad_request(
             "path of an authorization check is not in canonical form",
-        ));
+        )));
     }
 
     let credential = Credential::from_headers(facts.authorization);
     if credential == Credential::Duplicated {
-        return Plan::Reply(LocalReply::bad_request("more than one Authorization header"));
+        return just(Plan::Reply(LocalReply::bad_request("more than one Authorization header")));
     }
 
     let resource = strip_prefix(&normalized, &config.path_prefix).and_then(|p| resources.find(p));
     let Some(resource) = resource else {
-        return match config.unmatched {
+        return just(match config.unmatched {
             UnmatchedPolicy::Allow => Plan::PassThrough { rewrite },
             UnmatchedPolicy::Deny => Plan::Reply(LocalReply::unmatched_denied()),
-        };
+        });
     };
+    if resource.is_open() {
+        return Planned { plan: Plan::PassThrough { rewrite }, open_resource: Some(resource.id.clone()) };
+    }
 
     let Some(method_scope) = config.scope_for(facts.method) else {
-        return Plan::Reply(LocalReply::method_not_allowed(facts.method));
+        return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
     };
     let Some(scope) = required_scope(&resource.scopes, method_scope) else {
-        return Plan::Reply(LocalReply::method_not_allowed(facts.method));
+        return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
     };
 
     let token = match credential {
         Credential::Bearer(t) => Some(t),
         _ => None,
     };
-    Plan::Protected {
+    just(Plan::Protected {
         target: Target { resource_id: resource.id.clone(), scope: scope.to_string(), rewrite },
         token,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -214,7 +225,8 @@ mod tests {
         let json = format!(
             r#"{{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
             "resources":[{{"id":"r-a","uri":"/a"}},{{"id":"r-ab","uri":"/a/b"}},{{"id":"r-ro","uri":"/ro","scopes":["protected_get"]}},
-                {{"id":"r-pub","uri":"/pub","scopes":["public_access"]}}]{extra}}}"#
+                {{"id":"r-pub","uri":"/pub","scopes":["public_access"]}},
+                {{"id":"r-open","uri":"/open","scopes":["open"]}}]{extra}}}"#
         );
         PepConfig::from_json(json.as_bytes()).unwrap()
     }
@@ -322,6 +334,36 @@ mod tests {
             Some("Authenticated")
         );
         assert_eq!(required_scope(&scopes(&["x"]), "protected_get"), None);
+    }
+
+    #[test]
+    fn open_resources_pass_through_unchecked_with_the_rewrite() {
+        let c = config(r#","unmatched":"deny""#);
+        for method in ["GET", "POST", "OPTIONS", "PROPFIND"] {
+            for authz in [&[][..], &["Bearer abc"][..], &["Basic eA=="][..]] {
+                let p = plan_detailed(&c, &c.resources, facts(method, "/open/x", authz));
+                assert_eq!(p.plan, Plan::PassThrough { rewrite: None }, "{method} {authz:?}");
+                assert_eq!(p.open_resource.as_deref(), Some("r-open"));
+            }
+        }
+        let p = plan_detailed(&c, &c.resources, facts("GET", "/x/../open//y?q=1", &[]));
+        assert_eq!(p.plan, Plan::PassThrough { rewrite: Some("/open/y?q=1".into()) });
+        // Still refused: what is refused before any resource is looked at.
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/open/%2f", &[]))), 400);
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/open", &["Bearer x", "Bearer y"]))), 400);
+        // Unmatched and protected plans say no open resource.
+        let c = config("");
+        assert_eq!(plan_detailed(&c, &c.resources, facts("GET", "/zzz", &[])).open_resource, None);
+        assert_eq!(plan_detailed(&c, &c.resources, facts("GET", "/a", &[])).open_resource, None);
+        // A table polled from pepctl is read the same way.
+        let polled = crate::config::validate_resources(vec![crate::config::Resource {
+            id: "r-o".into(),
+            uri: "/o".into(),
+            scopes: vec!["open".into()],
+            name: None,
+        }])
+        .unwrap();
+        assert_eq!(plan(&c, &polled, facts("DELETE", "/o", &[])), Plan::PassThrough { rewrite: None });
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum Decision {
     Denied,
     /// No resource matches: passed through.
     Unmatched,
+    /// An open resource (scope `open`) matches: passed through with no token check. Logged
+    /// with the pass-through code, 2105, like an unmatched path.
+    Open,
     /// The request itself was refused: 400 (path, headers) or 405 (method).
     Refused,
     /// The AS failed (or the forwarded token could not be signed): 403 with `Warning: 199`, or 500.
@@ -42,6 +45,7 @@ impl Decision {
             Decision::Ticket => "ticket",
             Decision::Denied => "denied",
             Decision::Unmatched => "unmatched",
+            Decision::Open => "open",
             Decision::Refused => "refused",
             Decision::AsError => "as_error",
         }
@@ -51,7 +55,7 @@ impl Decision {
         match self {
             Decision::Allowed => LogCode::Allowed,
             Decision::Ticket => LogCode::TicketIssued,
-            Decision::Unmatched => LogCode::Unmatched,
+            Decision::Unmatched | Decision::Open => LogCode::Unmatched,
             Decision::AsError => LogCode::AsError,
             Decision::Denied | Decision::Refused => LogCode::Refused,
         }
@@ -123,6 +127,7 @@ mod tests {
             assert_eq!(decision.code_str(), decision.code().code().to_string());
         }
         assert_eq!(Decision::AsError.as_str(), "as_error");
+        assert_eq!((Decision::Open.as_str(), Decision::Open.code_str()), ("open", "2105"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod keypath;
 pub mod matcher;
 pub mod partial;
 pub mod path;
+pub mod resource;
 pub mod resource_table;
 pub mod session;
 pub mod session_keeper;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::Resource;
+use crate::resource::Resource;
 
 /// One uri prefix: the resource registered exactly there, if any, and the segments that
 /// continue it (indices into the arena).

@@ -2,7 +2,7 @@
 //! `GET /filter-config` answers it: `{"resources": [..], "version": N}`. A table is taken only
 //! whole and valid; anything else leaves the last good table in force.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
@@ -20,17 +20,19 @@ pub struct ResourceTable {
     pub matcher: ResourceMatcher,
 }
 
-#[derive(Deserialize)]
-struct RawTable {
-    resources: Vec<Resource>,
+/// The document itself, as pepctl serves it and the filter reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterTable {
+    pub resources: Vec<Resource>,
+    /// Bumped by every change of pepctl's repository.
     #[serde(default)]
-    version: i64,
+    pub version: i64,
 }
 
 impl ResourceTable {
     /// Parses and validates a table (the body of `/filter-config`, or its copy in shared data).
     pub fn from_json(body: &[u8]) -> Result<Self, AsError> {
-        let raw: RawTable =
+        let raw: FilterTable =
             serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("resource table: {e}")))?;
         if raw.resources.is_empty() {
             // A pepctl that lost its database serves an empty table; taking it would unprotect
@@ -66,6 +68,30 @@ mod tests {
         let other = br#"{"version":7,"resources":[{"id":"c","uri":"/c"}]}"#;
         let u = ResourceTable::parse(&AsResponse { status: Some(200), body: other }).unwrap();
         assert_ne!(t.identity, u.identity, "same version, other content");
+    }
+
+    #[test]
+    fn the_document_reads_back_what_it_writes() {
+        let table = FilterTable {
+            resources: vec![
+                Resource { id: "a".into(), uri: "/a".into(), scopes: vec![], name: None },
+                Resource {
+                    id: "o".into(),
+                    uri: "/o".into(),
+                    scopes: vec!["open".into()],
+                    name: Some("O".into()),
+                },
+            ],
+            version: 3,
+        };
+        let body = serde_json::to_vec(&table).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            r#"{"resources":[{"id":"a","uri":"/a"},{"id":"o","uri":"/o","scopes":["open"],"name":"O"}],"version":3}"#
+        );
+        let parsed = ResourceTable::from_json(&body).unwrap();
+        assert_eq!(parsed.version, 3);
+        assert!(parsed.matcher.find("/o/x").unwrap().is_open());
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! `pepctl serve`: its flags, reaching the AS in the background (retried until it answers),
+//! renewing expiring registrations, and the server with its graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+use thiserror::Error;
+
+use crate::context::{AsContext, Common, ContextError};
+use crate::identity::{IdentityConfig, Verifier};
+use crate::pdp::PdpClient;
+use crate::registration::ClientFile;
+use crate::repository::{RepoError, Repository};
+use crate::resource_set::ResourceSetClient;
+use crate::transport::checked_url;
+
+use super::router;
+use super::state::{AppState, AsLink, Connected, Shared};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the Resource API
+    #[arg(long, default_value = "127.0.0.1:5576", env = "PEPCTL_LISTEN")]
+    pub listen: SocketAddr,
+    /// PDP base URL; when given, default ownership policies are registered on creation
+    #[arg(long, env = "PEPCTL_PDP_URL")]
+    pub pdp_url: Option<String>,
+    /// Policy path on the PDP
+    #[arg(long, default_value = "/pdp/policy/")]
+    pub pdp_policy_path: String,
+    /// Required `aud` of callers' JWTs
+    #[arg(long, env = "PEPCTL_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Clock leeway for callers' JWTs, seconds
+    #[arg(long, default_value_t = 30)]
+    pub leeway_s: u64,
+    /// How often to renew AS registrations that expire (Gluu), seconds
+    #[arg(long, default_value_t = 3600)]
+    pub refresh_interval_s: u64,
+    /// Renew a registration whose AS expiry is closer than this, seconds
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub refresh_before_s: i64,
+}
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("--pdp-url: {0}")]
+    Pdp(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Server(std::io::Error),
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Renews expiring AS registrations in the background, under the write lock (a renewal may
+/// move a resource to a new id).
+fn spawn_refresher(state: Shared, resource_set: Arc<ResourceSetClient>, interval_s: u64, window_s: i64) {
+    if interval_s == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval_s));
+        loop {
+            tick.tick().await;
+            let _write = state.write_lock.lock().await;
+            if let Err(e) = crate::expiry::refresh_expiring(&state.repo, &resource_set, window_s).await {
+                tracing::warn!(error = %e, "renewal pass failed");
+            }
+        }
+    });
+}
+
+/// The first pause between attempts to reach the AS, and the longest.
+const AS_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const AS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reaches the AS (discovery), retrying with a pause that doubles up to `AS_RETRY_MAX`; then
+/// the Resource API is ready and renewals start.
+async fn connect_until_ready(common: Common, client: ClientFile, args: ServeArgs, state: Shared) {
+    let mut pause = AS_RETRY_FIRST;
+    let mut attempts = 0u32;
+    let mut last_cause = String::new();
+    let ctx = loop {
+        attempts = attempts.saturating_add(1);
+        match AsContext::with_client(&common, client.clone()).await {
+            Ok(ctx) => break ctx,
+            Err(e) => {
+                let cause = e.to_string();
+                if cause != last_cause {
+                    tracing::warn!(error = %cause, attempts, "authorization server not reached; retrying (GET /readyz)");
+                } else {
+                    tracing::debug!(error = %cause, attempts, "authorization server still not reached");
+                }
+                state.link.send_replace(AsLink::Waiting { cause: cause.clone(), attempts });
+                last_cause = cause;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(AS_RETRY_MAX);
+            }
+        }
+    };
+    let verifier = Verifier::new(
+        ctx.http.clone(),
+        IdentityConfig {
+            issuer: ctx.endpoints.issuer.clone(),
+            audience: args.audience.clone(),
+            jwks_uri: ctx.endpoints.jwks.clone(),
+            userinfo: ctx.endpoints.userinfo.clone(),
+            leeway_s: args.leeway_s,
+        },
+    );
+    let connected = Connected { resource_set: ctx.resource_set.clone(), verifier };
+    state.link.send_replace(AsLink::Ready(Arc::new(connected)));
+    tracing::info!(issuer = %ctx.endpoints.issuer, attempts, "authorization server reached; Resource API ready");
+    spawn_refresher(state, ctx.resource_set, args.refresh_interval_s, args.refresh_before_s);
+}
+
+pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
+    // What waiting cannot fix stops here: no issuer, a bad --ca-file, no client file or one
+    // of another AS, a bad --pdp-url. An AS that does not answer yet is retried, below.
+    let http = common.http().map_err(ContextError::from)?;
+    let client = common.client_file()?;
+    let repo = Repository::open(&common.db)?;
+    let pdp = match &args.pdp_url {
+        None => None,
+        Some(base) => {
+            let url =
+                format!("{}/{}", base.trim_end_matches('/'), args.pdp_policy_path.trim_start_matches('/'));
+            let url = checked_url("PDP policy endpoint", &url).map_err(|e| ServeError::Pdp(e.to_string()))?;
+            Some(PdpClient::new(http, url))
+        }
+    };
+    let waiting = AsLink::Waiting { cause: "first attempt under way".into(), attempts: 0 };
+    let state = Arc::new(AppState::new(repo, waiting, pdp));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let local = listener.local_addr().map_err(ServeError::Server)?;
+    tracing::info!(listen = %local, "serving /filter-config and /healthz; reaching the authorization server");
+    // Tests and supervisors read the bound address (port 0 picks a free one) from stdout.
+    println!("listening on {local}");
+    tokio::spawn(connect_until_ready(common.clone(), client, args, state.clone()));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Server)
+}

@@ -1,0 +1,597 @@
+//! The resource service behind the Resource API: who may do what (the seed's ownership rules),
+//! and each change carried out at the AS, the PDP and the repository in an order that leaves
+//! them agreeing: a registration the PDP or the repository then refuses is rolled back at the
+//! AS. An open resource (scope `open`) is kept here only, never registered at the AS.
+//!
+//! The AS and the PDP are traits, so the rules and the rollback are tested against fakes.
+
+use std::future::Future;
+
+use thiserror::Error;
+use tokio::sync::Mutex;
+use uma_pep_core::config::AsProfile;
+use uma_pep_core::resource::{
+    canonical_uri, complete_scopes, has_open_marker, is_open, registrable_uri, self_and_parents,
+};
+
+use crate::apply::as_owner;
+use crate::expiry::description_of;
+use crate::identity::Caller;
+use crate::pdp::{PdpClient, PdpError};
+use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
+use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
+
+use super::views::{NewResource, ResourceUpdate};
+
+/// What the service needs from the AS's resource registration endpoint.
+pub trait Registry: Send + Sync {
+    fn profile(&self) -> AsProfile;
+    fn create(&self, d: &Description) -> impl Future<Output = Result<Registered, ResourceSetError>> + Send;
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<Registered>, ResourceSetError>> + Send;
+    fn update(&self, id: &str, d: &Description) -> impl Future<Output = Result<(), ResourceSetError>> + Send;
+    fn delete(&self, id: &str) -> impl Future<Output = Result<bool, ResourceSetError>> + Send;
+}
+
+impl Registry for ResourceSetClient {
+    fn profile(&self) -> AsProfile {
+        ResourceSetClient::profile(self)
+    }
+    fn create(&self, d: &Description) -> impl Future<Output = Result<Registered, ResourceSetError>> + Send {
+        ResourceSetClient::create(self, d)
+    }
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<Registered>, ResourceSetError>> + Send {
+        ResourceSetClient::get(self, id)
+    }
+    fn update(&self, id: &str, d: &Description) -> impl Future<Output = Result<(), ResourceSetError>> + Send {
+        ResourceSetClient::update(self, id, d)
+    }
+    fn delete(&self, id: &str) -> impl Future<Output = Result<bool, ResourceSetError>> + Send {
+        ResourceSetClient::delete(self, id)
+    }
+}
+
+/// What the service needs from the PDP: the default ownership policies of a new resource.
+pub trait PolicyPoint: Send + Sync {
+    fn register_defaults(
+        &self,
+        resource_id: &str,
+        owner: &str,
+        scopes: &[String],
+        caller_authorization: &str,
+    ) -> impl Future<Output = Result<(), PdpError>> + Send;
+}
+
+impl PolicyPoint for PdpClient {
+    fn register_defaults(
+        &self,
+        resource_id: &str,
+        owner: &str,
+        scopes: &[String],
+        caller_authorization: &str,
+    ) -> impl Future<Output = Result<(), PdpError>> + Send {
+        PdpClient::register_defaults(self, resource_id, owner, scopes, caller_authorization)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The request is understood but refused (422).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Resource not found")]
+    NotFound,
+    #[error(transparent)]
+    As(#[from] ResourceSetError),
+    /// The PDP refused the policies; the AS registration was rolled back.
+    #[error("policy decision point: {0}")]
+    Pdp(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+const NOT_PERMITTED: &str = "User lacking sufficient access privileges";
+
+/// The owner and operators manage a resource.
+pub fn may_manage(c: &Caller, r: &StoredResource) -> bool {
+    c.is_operator || c.sub == r.owner
+}
+
+/// The seed's rule for a non-operator: the nearest registered path among `uri` and its
+/// parents (`/` excluded) must be the caller's.
+pub fn may_create_under(caller: &Caller, uri: &str, repo: &Repository) -> Result<bool, RepoError> {
+    for p in self_and_parents(uri) {
+        if let Some(r) = repo.get_by_uri(&p)? {
+            return Ok(r.owner == caller.sub);
+        }
+    }
+    Ok(false)
+}
+
+/// The resources a caller sees: all for an operator, else their own.
+pub async fn list(repo: &Repository, caller: &Caller) -> Result<Vec<StoredResource>, ServiceError> {
+    let sub = caller.sub.clone();
+    Ok(if caller.is_operator {
+        repo.run(|r| r.list()).await?
+    } else {
+        repo.run(move |r| r.list_by_owner(&sub)).await?
+    })
+}
+
+/// The resource at a path, any spelling of it (as the filter would match it).
+pub async fn at_path(repo: &Repository, caller: &Caller, path: &str) -> Result<StoredResource, ServiceError> {
+    let uri = canonical_uri(path).map_err(|e| ServiceError::Invalid(format!("path: {e}")))?;
+    let found = repo.run(move |r| r.get_by_uri(&uri)).await?.ok_or(ServiceError::NotFound)?;
+    managed(caller, found)
+}
+
+/// One resource the caller manages.
+pub async fn show(repo: &Repository, caller: &Caller, id: String) -> Result<StoredResource, ServiceError> {
+    managed(caller, load(repo, id).await?)
+}
+
+fn managed(caller: &Caller, r: StoredResource) -> Result<StoredResource, ServiceError> {
+    if may_manage(caller, &r) {
+        Ok(r)
+    } else {
+        Err(ServiceError::Forbidden(NOT_PERMITTED.into()))
+    }
+}
+
+async fn load(repo: &Repository, id: String) -> Result<StoredResource, ServiceError> {
+    repo.run(move |r| r.get(&id)).await?.ok_or(ServiceError::NotFound)
+}
+
+/// The changes: each is serialised by `write_lock`, since it spans an AS call and a
+/// repository write, and uniqueness checks must see the writes before them.
+pub struct ResourceService<'a, R, P> {
+    pub repo: &'a Repository,
+    pub registry: &'a R,
+    pub pdp: Option<&'a P>,
+    pub write_lock: &'a Mutex<()>,
+}
+
+impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
+    /// Creates a resource under a path the caller owns (an operator anywhere, or for `uuid`).
+    /// `authorization` is the caller's header, which the PDP is called with.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        authorization: &str,
+        body: NewResource,
+    ) -> Result<StoredResource, ServiceError> {
+        let name = body
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ServiceError::Invalid("name is required".into()))?;
+        let raw_uri =
+            body.icon_uri.or(body.uri).ok_or_else(|| ServiceError::Invalid("icon_uri is required".into()))?;
+        let uri = registrable_uri(&raw_uri).map_err(|e| ServiceError::Invalid(format!("icon_uri: {e}")))?;
+        let owner = match body.uuid.filter(|u| !u.trim().is_empty()) {
+            Some(u) if u != caller.sub && !caller.is_operator => {
+                return Err(ServiceError::Forbidden(
+                    "only an operator may create a resource on behalf of another user".into(),
+                ))
+            }
+            Some(u) => u,
+            None => caller.sub.clone(),
+        };
+        let scopes = complete_scopes(&body.resource_scopes.unwrap_or_default());
+
+        let _write = self.write_lock.lock().await;
+        {
+            let (c, u, n) = (caller.clone(), uri.clone(), name.clone());
+            let (allowed, by_uri, by_name) = self
+                .repo
+                .run(move |r| {
+                    Ok((c.is_operator || may_create_under(&c, &u, r)?, r.get_by_uri(&u)?, r.get_by_name(&n)?))
+                })
+                .await?;
+            if !allowed {
+                return Err(ServiceError::Forbidden(format!("you own no path above {uri}")));
+            }
+            if by_uri.is_some() {
+                return Err(ServiceError::Invalid(format!("Resource already exists for URI {uri}")));
+            }
+            if by_name.is_some() {
+                return Err(ServiceError::Invalid(format!("a resource named {name:?} already exists")));
+            }
+        }
+        let open = is_open(&scopes);
+        let (id, as_expires_at) = if open {
+            (local_resource_id()?, None)
+        } else {
+            let description = Description {
+                name: name.clone(),
+                uri: uri.clone(),
+                scopes: scopes.clone(),
+                description: body.description.clone(),
+                owner: as_owner(&owner),
+            };
+            self.register(&description, &owner, authorization).await?
+        };
+
+        let now = now_s();
+        let stored = StoredResource {
+            id: id.clone(),
+            name,
+            uri,
+            owner,
+            scopes,
+            description: body.description,
+            source: Source::Api,
+            as_expires_at,
+            created_at: now,
+            updated_at: now,
+        };
+        let to_store = stored.clone();
+        if let Err(e) = self.repo.run(move |r| r.upsert(&to_store)).await {
+            if !open {
+                self.rollback(&id).await;
+            }
+            return Err(e.into());
+        }
+        tracing::info!(resource = %id, owner = %stored.owner, caller = %caller.sub, "resource created");
+        Ok(stored)
+    }
+
+    /// Registers at the AS (and the PDP's policies); the id and the AS's expiry.
+    async fn register(
+        &self,
+        description: &Description,
+        owner: &str,
+        authorization: &str,
+    ) -> Result<(String, Option<i64>), ServiceError> {
+        // An API create never adopts an AS resource of the same name (that is apply's job for
+        // its own file): a 409 is a conflict for the caller.
+        let registered = self.registry.create(description).await?;
+        let id = registered.id.clone();
+        // Gluu's create answer has no exp: read it back so the registration is renewed in time.
+        let as_expires_at = match (registered.exp, self.registry.profile()) {
+            (Some(e), _) => Some(e),
+            (None, AsProfile::Uma2) => self.registry.get(&id).await.ok().flatten().and_then(|r| r.exp),
+            (None, _) => None,
+        };
+        if let (Some(pdp), false) = (self.pdp, has_open_marker(&description.scopes)) {
+            if let Err(e) = pdp.register_defaults(&id, owner, &description.scopes, authorization).await {
+                tracing::warn!(resource = %id, error = %e, "PDP policy failed; rolling back the AS registration");
+                self.rollback(&id).await;
+                return Err(ServiceError::Pdp(e.to_string()));
+            }
+        }
+        Ok((id, as_expires_at))
+    }
+
+    async fn rollback(&self, id: &str) {
+        if let Err(e) = self.registry.delete(id).await {
+            tracing::error!(resource = %id, error = %e, "rollback failed: the AS keeps a resource pepctl does not know");
+        }
+    }
+
+    /// Changes a resource: every field given (`full`: a PUT, which needs name and scopes and
+    /// clears an absent description). Moving it is for operators; an owner may transfer it.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: String,
+        body: ResourceUpdate,
+        full: bool,
+    ) -> Result<StoredResource, ServiceError> {
+        if full && (body.name.is_none() || body.resource_scopes.is_none()) {
+            return Err(ServiceError::Invalid("PUT needs name and resource_scopes".into()));
+        }
+        let _write = self.write_lock.lock().await;
+        let current = managed(caller, load(self.repo, id).await?)?;
+        let mut next = current.clone();
+        if let Some(n) = body.name {
+            let n = n.trim().to_string();
+            if n.is_empty() {
+                return Err(ServiceError::Invalid("name must not be empty".into()));
+            }
+            next.name = n;
+        }
+        if let Some(s) = body.resource_scopes {
+            next.scopes = complete_scopes(&s);
+        }
+        if full || body.description.is_some() {
+            next.description = body.description;
+        }
+        if let Some(u) = body.icon_uri {
+            let u = registrable_uri(&u).map_err(|e| ServiceError::Invalid(format!("icon_uri: {e}")))?;
+            if u != current.uri && !caller.is_operator {
+                return Err(ServiceError::Forbidden(
+                    "only an operator may move a resource to another path".into(),
+                ));
+            }
+            next.uri = u;
+        }
+        if let Some(o) = body.ownership_id {
+            let o = o.trim().to_string();
+            if o.is_empty() {
+                return Err(ServiceError::Invalid("ownership_id must not be empty".into()));
+            }
+            next.owner = o;
+        }
+        {
+            let (n, u) = (next.name.clone(), next.uri.clone());
+            let (by_name, by_uri) =
+                self.repo.run(move |r| Ok((r.get_by_name(&n)?, r.get_by_uri(&u)?))).await?;
+            if by_name.is_some_and(|r| r.id != current.id) {
+                return Err(ServiceError::Invalid(format!(
+                    "a resource named {:?} already exists",
+                    next.name
+                )));
+            }
+            if by_uri.is_some_and(|r| r.id != current.id) {
+                return Err(ServiceError::Invalid(format!("Resource already exists for URI {}", next.uri)));
+            }
+        }
+        let open = is_open(&current.scopes);
+        if open != is_open(&next.scopes) {
+            // Its id would change (an open resource has no AS id): that is another resource.
+            return Err(ServiceError::Invalid(
+                "resource_scopes: `open` cannot be added to or removed from a resource (an open resource \
+                 is not registered at the AS); delete the resource and create it again"
+                    .into(),
+            ));
+        }
+        let at_as_changed = next.name != current.name
+            || next.uri != current.uri
+            || next.scopes != current.scopes
+            || next.description != current.description;
+        if at_as_changed && !open {
+            self.registry.update(&current.id, &description_of(&next)).await?;
+        }
+        next.updated_at = now_s();
+        let to_store = next.clone();
+        self.repo.run(move |r| r.upsert(&to_store)).await?;
+        if next.owner != current.owner {
+            tracing::info!(resource = %next.id, from = %current.owner, to = %next.owner, caller = %caller.sub, "ownership transferred");
+        }
+        Ok(next)
+    }
+
+    /// Deletes a resource at the AS (unless open) and here.
+    pub async fn delete(&self, caller: &Caller, id: String) -> Result<(), ServiceError> {
+        let _write = self.write_lock.lock().await;
+        let r = managed(caller, load(self.repo, id).await?)?;
+        if !is_open(&r.scopes) {
+            self.registry.delete(&r.id).await?;
+        }
+        let rid = r.id.clone();
+        self.repo.run(move |repo| repo.delete(&rid)).await?;
+        tracing::info!(resource = %r.id, caller = %caller.sub, "resource deleted");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// An AS that records every call and fails what it is told to.
+    #[derive(Default)]
+    struct FakeAs {
+        calls: StdMutex<Vec<String>>,
+        fail_create: bool,
+    }
+
+    impl FakeAs {
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn record(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    impl Registry for FakeAs {
+        fn profile(&self) -> AsProfile {
+            AsProfile::Keycloak
+        }
+        async fn create(&self, d: &Description) -> Result<Registered, ResourceSetError> {
+            self.record(format!("create {}", d.uri));
+            if self.fail_create {
+                return Err(ResourceSetError::Refused("500".into()));
+            }
+            Ok(Registered { id: format!("as-{}", d.name), ..Registered::default() })
+        }
+        async fn get(&self, id: &str) -> Result<Option<Registered>, ResourceSetError> {
+            self.record(format!("get {id}"));
+            Ok(None)
+        }
+        async fn update(&self, id: &str, d: &Description) -> Result<(), ResourceSetError> {
+            self.record(format!("update {id} {}", d.scopes.join(",")));
+            Ok(())
+        }
+        async fn delete(&self, id: &str) -> Result<bool, ResourceSetError> {
+            self.record(format!("delete {id}"));
+            Ok(true)
+        }
+    }
+
+    struct FakePdp {
+        refuse: bool,
+        calls: StdMutex<Vec<String>>,
+    }
+
+    impl PolicyPoint for FakePdp {
+        async fn register_defaults(
+            &self,
+            resource_id: &str,
+            _owner: &str,
+            _scopes: &[String],
+            caller_authorization: &str,
+        ) -> Result<(), PdpError> {
+            self.calls.lock().unwrap().push(format!("{resource_id} {caller_authorization}"));
+            if self.refuse {
+                return Err(PdpError::Refused { scope: "protected_get".into(), status: 403 });
+            }
+            Ok(())
+        }
+    }
+
+    fn pdp(refuse: bool) -> FakePdp {
+        FakePdp { refuse, calls: StdMutex::new(Vec::new()) }
+    }
+
+    fn user(sub: &str) -> Caller {
+        Caller { sub: sub.into(), is_operator: false }
+    }
+
+    fn operator() -> Caller {
+        Caller { sub: "op".into(), is_operator: true }
+    }
+
+    fn new(name: &str, uri: &str, scopes: Option<&[&str]>) -> NewResource {
+        NewResource {
+            name: Some(name.into()),
+            icon_uri: Some(uri.into()),
+            uri: None,
+            resource_scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            description: None,
+            uuid: None,
+        }
+    }
+
+    fn update(scopes: &[&str]) -> ResourceUpdate {
+        ResourceUpdate {
+            resource_scopes: Some(scopes.iter().map(|x| x.to_string()).collect()),
+            ..ResourceUpdate::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_resource_is_registered_with_its_policies_and_stored() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, pdp, lock) = (FakeAs::default(), pdp(false), Mutex::new(()));
+        let svc = ResourceService { repo: &repo, registry: &fake, pdp: Some(&pdp), write_lock: &lock };
+        let r = svc.create(&operator(), "Bearer t", new("A", "/a", None)).await.unwrap();
+        assert_eq!(r.id, "as-A");
+        assert_eq!(r.scopes.len(), 6, "method scopes completed");
+        assert_eq!(fake.calls(), vec!["create /a"]);
+        assert_eq!(*pdp.calls.lock().unwrap(), vec!["as-A Bearer t"]);
+        assert_eq!(repo.get("as-A").unwrap().unwrap().uri, "/a");
+        // A second one at the same path is refused before any AS call.
+        let e = svc.create(&operator(), "Bearer t", new("B", "/a", None)).await.unwrap_err();
+        assert_eq!(e.to_string(), "Resource already exists for URI /a");
+        assert_eq!(fake.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_policy_rolls_the_registration_back() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, pdp, lock) = (FakeAs::default(), pdp(true), Mutex::new(()));
+        let svc = ResourceService { repo: &repo, registry: &fake, pdp: Some(&pdp), write_lock: &lock };
+        let e = svc.create(&operator(), "Bearer t", new("A", "/a", None)).await.unwrap_err();
+        assert!(matches!(e, ServiceError::Pdp(_)), "{e:?}");
+        assert_eq!(fake.calls(), vec!["create /a", "delete as-A"]);
+        assert!(repo.list().unwrap().is_empty());
+        // A public resource needs no policy: the PDP is not asked.
+        svc.create(&operator(), "Bearer t", new("P", "/p", Some(&["public_access"]))).await.unwrap();
+        assert_eq!(pdp.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_as_failure_creates_nothing() {
+        let repo = Repository::open_in_memory().unwrap();
+        let fake = FakeAs { fail_create: true, ..FakeAs::default() };
+        let lock = Mutex::new(());
+        let svc =
+            ResourceService::<_, FakePdp> { repo: &repo, registry: &fake, pdp: None, write_lock: &lock };
+        let e = svc.create(&operator(), "", new("A", "/a", None)).await.unwrap_err();
+        assert!(matches!(e, ServiceError::As(_)), "{e:?}");
+        assert!(repo.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_open_resource_never_reaches_the_as_or_the_pdp() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, pdp, lock) = (FakeAs::default(), pdp(false), Mutex::new(()));
+        let svc = ResourceService { repo: &repo, registry: &fake, pdp: Some(&pdp), write_lock: &lock };
+        let r = svc.create(&operator(), "Bearer t", new("O", "/o", Some(&["open"]))).await.unwrap();
+        assert_eq!(r.scopes, vec!["open"]);
+        assert_eq!(r.id.len(), 36, "a local UUID: {}", r.id);
+        assert_eq!(r.id.as_bytes()[14], b'4', "version 4: {}", r.id);
+        let mut renamed = update(&["open"]);
+        renamed.name = Some("O2".into());
+        assert_eq!(svc.update(&operator(), r.id.clone(), renamed, false).await.unwrap().name, "O2");
+        // Becoming protected (or open) would change its id: refused, nothing changed.
+        let e = svc.update(&operator(), r.id.clone(), update(&["protected_get"]), false).await.unwrap_err();
+        assert!(e.to_string().contains("delete the resource and create it again"), "{e}");
+        svc.delete(&operator(), r.id.clone()).await.unwrap();
+        assert!(repo.get(&r.id).unwrap().is_none());
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+        assert!(pdp.calls.lock().unwrap().is_empty());
+        // A registered resource cannot become open either.
+        let p = svc.create(&operator(), "Bearer t", new("P", "/p", None)).await.unwrap();
+        assert!(svc.update(&operator(), p.id.clone(), update(&["open"]), false).await.is_err());
+        svc.delete(&operator(), p.id).await.unwrap();
+        assert_eq!(fake.calls(), vec!["create /p", "delete as-P"]);
+    }
+
+    #[tokio::test]
+    async fn ownership_rules_hold() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, lock) = (FakeAs::default(), Mutex::new(()));
+        let svc =
+            ResourceService::<_, FakePdp> { repo: &repo, registry: &fake, pdp: None, write_lock: &lock };
+        let mut home = new("Home", "/home/alice", None);
+        home.uuid = Some("alice".into());
+        svc.create(&operator(), "", home).await.unwrap();
+        svc.create(&user("alice"), "", new("Doc", "/home/alice/doc", None)).await.unwrap();
+        let e = svc.create(&user("bob"), "", new("X", "/home/alice/x", None)).await.unwrap_err();
+        assert_eq!(e.to_string(), "you own no path above /home/alice/x");
+        let mut on_behalf = new("Y", "/home/alice/y", None);
+        on_behalf.uuid = Some("carol".into());
+        assert!(matches!(svc.create(&user("alice"), "", on_behalf).await, Err(ServiceError::Forbidden(_))));
+        // Only the owner or an operator changes or deletes it; only an operator moves it.
+        let id = "as-Doc".to_string();
+        assert!(matches!(svc.delete(&user("bob"), id.clone()).await, Err(ServiceError::Forbidden(_))));
+        let moved =
+            ResourceUpdate { icon_uri: Some("/home/alice/other".into()), ..ResourceUpdate::default() };
+        assert!(matches!(
+            svc.update(&user("alice"), id.clone(), moved, false).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        let to_bob = ResourceUpdate { ownership_id: Some("bob".into()), ..ResourceUpdate::default() };
+        assert_eq!(svc.update(&user("alice"), id.clone(), to_bob, false).await.unwrap().owner, "bob");
+        assert_eq!(show(&repo, &user("bob"), id.clone()).await.unwrap().owner, "bob");
+        assert!(matches!(show(&repo, &user("alice"), id).await, Err(ServiceError::Forbidden(_))));
+        assert!(matches!(svc.delete(&operator(), "nope".into()).await, Err(ServiceError::NotFound)));
+        assert_eq!(at_path(&repo, &user("alice"), "/home//alice/").await.unwrap().name, "Home");
+        assert_eq!(list(&repo, &user("alice")).await.unwrap().len(), 1);
+        assert_eq!(list(&repo, &operator()).await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_ownership_walk_finds_the_nearest_registered_path() {
+        let repo = Repository::open_in_memory().unwrap();
+        let stored = |id: &str, uri: &str, owner: &str| StoredResource {
+            id: id.into(),
+            name: id.into(),
+            uri: uri.into(),
+            owner: owner.into(),
+            scopes: vec![],
+            description: None,
+            source: Source::File,
+            as_expires_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        repo.upsert(&stored("h", "/home", "root")).unwrap();
+        repo.upsert(&stored("a", "/home/alice", "alice")).unwrap();
+        let (alice, bob) = (user("alice"), user("bob"));
+        assert!(may_create_under(&alice, "/home/alice/x/y", &repo).unwrap());
+        assert!(!may_create_under(&bob, "/home/alice/x", &repo).unwrap());
+        assert!(!may_create_under(&alice, "/home/other", &repo).unwrap(), "nearest is /home, root's");
+        assert!(!may_create_under(&alice, "/elsewhere", &repo).unwrap(), "nothing registered above");
+        let r = stored("a", "/home/alice", "alice");
+        assert!(may_manage(&alice, &r));
+        assert!(!may_manage(&bob, &r));
+        assert!(may_manage(&operator(), &r));
+    }
+}

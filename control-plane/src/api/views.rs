@@ -1,0 +1,171 @@
+//! What the Resource API reads and writes: request bodies, the resource representation and the
+//! other answers. Each is the type the handlers use, and the OpenAPI document's schemas are
+//! generated from them (`utoipa::ToSchema`), so the document says what is sent.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::repository::StoredResource;
+
+/// A resource: clean names plus the seed's `_id`/`_name`/`_reverse_match_url`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Resource)]
+pub struct ResourceView {
+    /// The AS resource id (a local UUID for an open resource).
+    pub id: String,
+    /// The seed's name of `id`.
+    #[serde(rename = "_id")]
+    pub seed_id: String,
+    pub name: String,
+    /// The seed's name of `name`.
+    #[serde(rename = "_name")]
+    pub seed_name: String,
+    /// The protected path.
+    pub icon_uri: String,
+    /// The seed's name of `icon_uri`.
+    #[serde(rename = "_reverse_match_url")]
+    pub reverse_match_url: String,
+    pub resource_scopes: Vec<String>,
+    pub description: Option<String>,
+    /// The owner's `sub`.
+    pub ownership_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl From<&StoredResource> for ResourceView {
+    fn from(r: &StoredResource) -> Self {
+        Self {
+            id: r.id.clone(),
+            seed_id: r.id.clone(),
+            name: r.name.clone(),
+            seed_name: r.name.clone(),
+            icon_uri: r.uri.clone(),
+            reverse_match_url: r.uri.clone(),
+            resource_scopes: r.scopes.clone(),
+            description: r.description.clone(),
+            ownership_id: r.owner.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// `POST /resources`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewResource {
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// The path to protect, written canonically.
+    #[schema(required = true)]
+    pub icon_uri: Option<String>,
+    /// Another name of `icon_uri`.
+    #[schema(deprecated)]
+    pub uri: Option<String>,
+    /// Without `public_access`, `Authenticated`, `authenticated` or `open`, the six method
+    /// scopes are added. `open`: passed through with no token check, not registered at the AS.
+    pub resource_scopes: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// Operator only: the owner to create for.
+    pub uuid: Option<String>,
+}
+
+/// `PUT` (name and resource_scopes required) and `PATCH /resources/{id}`. The
+/// representation's read-only fields are accepted and ignored, so that a resource read with
+/// GET can be edited and sent back.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceUpdate {
+    pub name: Option<String>,
+    pub resource_scopes: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// Operator only: move the resource.
+    pub icon_uri: Option<String>,
+    /// Transfer to this owner (owner or operator).
+    pub ownership_id: Option<String>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "id")]
+    #[schema(value_type = Option<String>)]
+    pub read_only_id: Option<serde::de::IgnoredAny>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "_id")]
+    #[schema(value_type = Option<String>)]
+    pub read_only_seed_id: Option<serde::de::IgnoredAny>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "_name")]
+    #[schema(value_type = Option<String>)]
+    pub read_only_seed_name: Option<serde::de::IgnoredAny>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "_reverse_match_url")]
+    #[schema(value_type = Option<String>)]
+    pub read_only_reverse_match_url: Option<serde::de::IgnoredAny>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "created_at")]
+    #[schema(value_type = Option<i64>)]
+    pub read_only_created_at: Option<serde::de::IgnoredAny>,
+    /// Read-only, ignored.
+    #[serde(default, rename = "updated_at")]
+    #[schema(value_type = Option<i64>)]
+    pub read_only_updated_at: Option<serde::de::IgnoredAny>,
+}
+
+/// `GET /resources?path=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// A path: the one resource registered there (any spelling of it).
+    pub path: Option<String>,
+}
+
+/// `GET /resources`: a list, or the one resource at `?path=`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Listing {
+    All(Vec<ResourceView>),
+    One(Box<ResourceView>),
+}
+
+/// `GET /readyz` once the AS has been reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+}
+
+/// `GET /readyz` before the AS has been reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReady {
+    pub ready: bool,
+    pub error: &'static str,
+    /// Why the AS has not been reached.
+    pub error_description: String,
+    pub attempts: u32,
+}
+
+/// The schema of `GET /filter-config`, which sends core's `FilterTable` (the filter parses the
+/// same type). core has no OpenAPI dependency, so its shape is restated here; the tests check
+/// that what is sent validates against it.
+#[derive(ToSchema)]
+#[schema(as = FilterTable)]
+#[allow(dead_code)]
+pub struct FilterTableSchema {
+    resources: Vec<FilterResourceSchema>,
+    /// Bumped by every change of the repository.
+    version: i64,
+}
+
+/// One entry of the filter's resource table.
+#[derive(ToSchema)]
+#[schema(as = FilterResource)]
+#[allow(dead_code)]
+pub struct FilterResourceSchema {
+    id: String,
+    /// The protected path, canonical.
+    uri: String,
+    /// Absent when empty.
+    #[schema(required = false)]
+    scopes: Vec<String>,
+    name: Option<String>,
+}
