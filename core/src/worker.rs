@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 
 use crate::cache::{keyed_digest, Digest16};
 use crate::config::{AsProfile, PepConfig};
-use crate::decision::{plan, LocalReply, LogCode, Mode, Plan, RequestFacts};
+use crate::decision::{plan_detailed, LocalReply, LogCode, Mode, Plan, RequestFacts};
 use crate::facts::{self, Decision};
 use crate::flow::{
     clock, remember_until, retries_refused_introspection, Allowed, Event, Flow, FlowContext, SessionView,
@@ -204,16 +204,29 @@ impl<H: Host> Worker<H> {
             canonical_only: subject.mode == Mode::Partial,
         };
         let resources = self.resources();
-        match plan(config, &resources, facts) {
+        let planned = plan_detailed(config, &resources, facts);
+        match planned.plan {
             Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
             Plan::PassThrough { rewrite } => {
                 self.host.count(Counter::Unmatched);
-                self.host.record_facts(Decision::Unmatched, None, None);
-                debug!(
-                    "{} {} {log_path}: no resource matches, passed through",
-                    LogCode::Unmatched.code(),
-                    subject.method
-                );
+                match &planned.open_resource {
+                    Some(id) => {
+                        self.host.record_facts(Decision::Open, Some(id), None);
+                        debug!(
+                            "{} {} {log_path}: open resource {id}, passed through",
+                            LogCode::Unmatched.code(),
+                            subject.method
+                        );
+                    }
+                    None => {
+                        self.host.record_facts(Decision::Unmatched, None, None);
+                        debug!(
+                            "{} {} {log_path}: no resource matches, passed through",
+                            LogCode::Unmatched.code(),
+                            subject.method
+                        );
+                    }
+                }
                 match subject.mode {
                     Mode::Partial => {
                         self.host.send_reply(&LocalReply::authorized(LogCode::Unmatched, ""));

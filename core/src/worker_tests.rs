@@ -314,3 +314,15 @@ fn rpt_uses_are_counted_and_a_used_up_rpt_gets_a_ticket() {
     assert_eq!(request(&w, 9, "/alice", Some("opaque")), Verdict::Pause, "two uses taken");
     assert_eq!(w.host.calls_to("/perm").len(), 1);
 }
+
+#[test]
+fn an_open_resource_passes_through_unchecked_and_says_so_in_the_facts() {
+    let w = worker(json!({"resources": [
+        {"id": "r1", "uri": "/alice", "scopes": []},
+        {"id": "pub", "uri": "/public", "scopes": ["open"]},
+    ]}));
+    assert_eq!(request(&w, 7, "/public/x", Some("whatever")), Verdict::Continue);
+    assert!(w.host.calls.borrow().is_empty(), "no AS call");
+    let facts = w.host.facts.borrow();
+    assert_eq!(facts.last(), Some(&(Decision::Open, Some("pub".to_string()), None)));
+}
