@@ -1,5 +1,5 @@
 //! `PepRoot`: the root context of a worker. It validates the configuration, owns the
-//! `Worker`, drives its periodic work, and hands it the responses of calls made from here.
+//! `Worker`, drives its periodic work, and hands it the answers of calls made from here.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -14,13 +14,15 @@ use uma_pep_core::decision::LocalReply;
 use uma_pep_core::facts::Decision;
 use uma_pep_core::forward::ForwardSigner;
 
-use crate::host;
+use uma_pep_core::host::Host;
+use uma_pep_core::worker::Worker;
+
+use crate::proxy_host::{call_response, ProxyWasmHost};
 use crate::request::RequestContext;
-use crate::worker::Worker;
 
 pub struct PepRoot {
     id: u32,
-    worker: Option<Rc<Worker>>,
+    worker: Option<Rc<Worker<ProxyWasmHost>>>,
     /// When Envoy's log level was last looked at (ms).
     level_checked_ms: i64,
 }
@@ -46,8 +48,7 @@ fn follow_host_log_level() {
 impl Context for PepRoot {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if let Some(worker) = &self.worker {
-            worker.enter_callback(self.id);
-            worker.on_call_response(token, num_headers, body_size);
+            worker.on_call_response(self.id, token, &call_response(num_headers, body_size));
         }
     }
 }
@@ -69,7 +70,8 @@ impl RootContext for PepRoot {
             Ok((config, signer))
         });
         follow_host_log_level();
-        self.level_checked_ms = host::now_ms();
+        let host = ProxyWasmHost::new();
+        self.level_checked_ms = host.now_ms();
         match configured {
             Ok((config, signer)) => {
                 info!(
@@ -81,11 +83,7 @@ impl RootContext for PepRoot {
                 );
                 let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
                 let fingerprint = config_fingerprint(&bytes);
-                let worker = Worker::new(config, signer, self.id, &fingerprint);
-                if worker.config.rpt_max_uses > 0 {
-                    worker.create_use_slots();
-                }
-                self.worker = Some(worker);
+                self.worker = Some(Rc::new(Worker::new(host, config, signer, self.id, &fingerprint)));
                 true
             }
             Err(e) => {
@@ -96,15 +94,14 @@ impl RootContext for PepRoot {
     }
 
     fn on_tick(&mut self) {
-        let now = host::now_ms();
+        let Some(worker) = &self.worker else { return };
+        let now = worker.host.now_ms();
         if now - self.level_checked_ms >= LEVEL_CHECK_MS {
             self.level_checked_ms = now;
             follow_host_log_level();
         }
-        if let Some(worker) = &self.worker {
-            worker.enter_callback(self.id);
-            worker.tick();
-        }
+        worker.enter_callback(self.id);
+        worker.tick();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -126,8 +123,9 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> proxy_wasm::types::Action {
-        host::record_facts(Decision::AsError, None, None);
-        host::send_reply(&LocalReply::as_unreachable("filter not configured"));
+        let host = ProxyWasmHost::new();
+        host.record_facts(Decision::AsError, None, None);
+        host.send_reply(&LocalReply::as_unreachable("filter not configured"));
         proxy_wasm::types::Action::Pause
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Only a single, well-formed `Bearer` token counts as an RPT. Anything else that is merely
 //! unusable (Basic, empty Bearer, bad characters, oversized) is treated as no token at all, so
-//! the client gets a ticket (UMA grant §3.2.1; checklist 24). Two headers are ambiguous about
+//! the client gets a ticket (UMA 2.0 Grant §3.2.1). Two headers are ambiguous about
 //! who is asking and are refused outright.
 
 /// Longest token accepted; Envoy's default header limit is 60 KiB, RPTs are a few KiB at most.

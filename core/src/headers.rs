@@ -123,9 +123,17 @@ pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// What one pass over the request headers found.
+/// What one pass over the request headers found: the headers to strip, and the values the
+/// decision reads (so no header is read twice).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct HeaderScan<'a> {
+    pub method: Option<&'a [u8]>,
+    pub path: Option<&'a [u8]>,
+    /// Every `Authorization` header's value, in order.
+    pub authorization: Vec<&'a [u8]>,
+    /// The first `X-Original-URI` and `X-Original-Method` values.
+    pub original_uri_value: Option<&'a [u8]>,
+    pub original_method_value: Option<&'a [u8]>,
     /// Every name (as the map spells it, once) that folds to the forwarded identity header.
     pub identity: Vec<&'a str>,
     /// Every name (once) that folds to a method-override header.
@@ -145,15 +153,23 @@ fn push_once<'a>(names: &mut Vec<&'a str>, name: &'a str) {
 /// is not text: the scan cannot vouch for the request, which is then refused (fail closed).
 pub fn scan<'a>(pairs: &mut SerializedPairs<'a>, identity_header: &str) -> Option<HeaderScan<'a>> {
     let mut found = HeaderScan::default();
-    for (name, _) in pairs.by_ref() {
-        if folds_to(name, identity_header) {
+    for (name, value) in pairs.by_ref() {
+        if name == b":method" {
+            found.method = Some(value);
+        } else if name == b":path" {
+            found.path = Some(value);
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            found.authorization.push(value);
+        } else if folds_to(name, identity_header) {
             push_once(&mut found.identity, std::str::from_utf8(name).ok()?);
         } else if METHOD_OVERRIDE_HEADERS.iter().any(|h| folds_to(name, h)) {
             push_once(&mut found.method_override, std::str::from_utf8(name).ok()?);
         } else if name.eq_ignore_ascii_case(ORIGINAL_URI.as_bytes()) {
             found.original_uri += 1;
+            found.original_uri_value.get_or_insert(value);
         } else if name.eq_ignore_ascii_case(ORIGINAL_METHOD.as_bytes()) {
             found.original_method += 1;
+            found.original_method_value.get_or_insert(value);
         }
     }
     (!pairs.malformed()).then_some(found)
@@ -195,6 +211,25 @@ mod tests {
         let mut empty = SerializedPairs::new(&[]);
         assert_eq!(empty.next(), None);
         assert!(!empty.malformed());
+    }
+
+    #[test]
+    fn the_scan_keeps_what_the_decision_reads() {
+        let bytes = serialize(&[
+            (":method", "PUT"),
+            (":path", "/a?b"),
+            ("authorization", "Bearer x"),
+            ("Authorization", "Basic y"),
+            ("x-original-uri", "/first"),
+            ("x-original-uri", "/second"),
+            ("x-original-method", "GET"),
+        ]);
+        let Some(s) = scan(&mut SerializedPairs::new(&bytes), "x-user-id") else { unreachable!() };
+        assert_eq!(s.method, Some(&b"PUT"[..]));
+        assert_eq!(s.path, Some(&b"/a?b"[..]));
+        assert_eq!(s.authorization, vec![&b"Bearer x"[..], &b"Basic y"[..]]);
+        assert_eq!((s.original_uri, s.original_uri_value), (2, Some(&b"/first"[..])));
+        assert_eq!((s.original_method, s.original_method_value), (1, Some(&b"GET"[..])));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `IntrospectionResult`: what the AS says of an RPT, in either dialect, and whether it covers
-//! a resource and scope now (UMA federated authz §5; checklist 12-18).
+//! a resource and scope now (UMA 2.0 Federated Authorization §5).
 //!
 //! Both naming styles of permissions are read: the spec's `resource_id`/`resource_scopes`
 //! (Gluu, Janssen, Keycloak with the RPT hint) and Keycloak's `rsid`/`scopes`, at the top

@@ -1,0 +1,328 @@
+//! The worker against an in-memory host: the hot path, single-flight introspection, calls
+//! deferred to the root, the shared session, the JWKS wait, header hygiene and table sync.
+
+use serde_json::json;
+
+use super::*;
+use crate::host::fake::{Done, FakeHost};
+
+const ROOT: u32 = 1;
+const NOW_MS: i64 = 1_700_000_000_000;
+const AS: &str = "https://as.example";
+
+fn config(extra: serde_json::Value) -> PepConfig {
+    let mut c = json!({
+        "issuer": AS, "client_id": "pep", "client_secret": "s", "as_cluster": "as",
+        "resources": [{"id": "r1", "uri": "/alice", "scopes": []}],
+        "local_jwt_validation": false,
+    });
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    match PepConfig::from_json(c.to_string().as_bytes()) {
+        Ok(c) => c,
+        Err(e) => unreachable!("test config: {e}"),
+    }
+}
+
+fn worker(extra: serde_json::Value) -> Worker<FakeHost> {
+    Worker::new(FakeHost::new(NOW_MS), config(extra), None, ROOT, "f00d")
+}
+
+fn ok(body: serde_json::Value) -> CallResponse {
+    CallResponse { status: Some(200), body: body.to_string().into_bytes() }
+}
+
+fn discovery() -> CallResponse {
+    ok(json!({
+        "issuer": AS,
+        "token_endpoint": format!("{AS}/token"),
+        "permission_endpoint": format!("{AS}/perm"),
+        "resource_registration_endpoint": format!("{AS}/rs"),
+        "introspection_endpoint": format!("{AS}/introspect"),
+        "jwks_uri": format!("{AS}/jwks"),
+    }))
+}
+
+/// The token of the last call whose path contains `path`.
+fn token_of(w: &Worker<FakeHost>, path: &str) -> u32 {
+    let calls = w.host.calls.borrow();
+    match calls.iter().rev().find(|(_, _, c)| c.path.contains(path)) {
+        Some((token, _, _)) => *token,
+        None => unreachable!("no call to {path}: {:?}", calls.iter().map(|c| &c.2.path).collect::<Vec<_>>()),
+    }
+}
+
+/// Discovery and PAT from the root's tick, as a fresh worker does.
+fn ready(w: &Worker<FakeHost>) {
+    w.enter_callback(ROOT);
+    w.tick();
+    w.on_call_response(ROOT, token_of(w, "/.well-known/"), &discovery());
+    w.on_call_response(
+        ROOT,
+        token_of(w, "/token"),
+        &ok(json!({"access_token": "pat-1", "expires_in": 3600})),
+    );
+}
+
+fn request(w: &Worker<FakeHost>, id: u32, path: &str, bearer: Option<&str>) -> Verdict {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut headers = vec![(":method", "GET"), (":path", path)];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    w.host.set_headers(&headers);
+    w.host.context.set(id);
+    w.on_request_headers(id)
+}
+
+fn granting_introspection() -> CallResponse {
+    ok(json!({"active": true, "exp": NOW_MS / 1000 + 600, "sub": "alice",
+              "permissions": [{"resource_id": "r1", "resource_scopes": ["protected_get"]}]}))
+}
+
+fn reply_status(w: &Worker<FakeHost>, id: u32) -> Option<u32> {
+    w.host.done_for(id).into_iter().find_map(|d| match d {
+        Done::Reply(r) => Some(r.status),
+        Done::Resumed => None,
+    })
+}
+
+#[test]
+fn discovery_and_the_pat_are_fetched_from_the_root_once() {
+    let w = worker(json!({}));
+    ready(&w);
+    assert_eq!(w.host.calls_to("/.well-known/").len(), 1);
+    let pat = w.host.calls_to("/token");
+    assert_eq!(pat.len(), 1);
+    assert_eq!(pat[0].body, b"grant_type=client_credentials&scope=uma_protection".to_vec());
+    // Another worker of the same Envoy takes the session from shared data: no call of its own.
+    let other = Worker::new(FakeHost::new(NOW_MS), config(json!({})), None, ROOT, "f00d");
+    *other.host.shared.borrow_mut() = w.host.shared.borrow().clone();
+    other.enter_callback(ROOT);
+    other.tick();
+    assert!(other.host.calls.borrow().is_empty());
+    assert_eq!(request(&other, 7, "/alice", None), Verdict::Pause);
+    assert_eq!(other.host.calls_to("/perm").len(), 1, "a ticket request, with the shared PAT");
+}
+
+#[test]
+fn a_request_from_its_own_callback_never_dispatches_the_session_calls() {
+    let w = worker(json!({}));
+    assert_eq!(request(&w, 7, "/alice", None), Verdict::Pause);
+    assert!(w.host.calls.borrow().is_empty(), "discovery is the root's: it waits for the tick");
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(w.host.calls_to("/.well-known/").len(), 1);
+}
+
+#[test]
+fn no_token_gets_a_ticket_and_the_uma_challenge() {
+    let w = worker(json!({}));
+    ready(&w);
+    assert_eq!(request(&w, 7, "/alice", None), Verdict::Pause);
+    let call = w.host.calls_to("/perm");
+    assert_eq!(call[0].headers[0], ("authorization", "Bearer pat-1".to_string()));
+    w.on_call_response(
+        7,
+        token_of(&w, "/perm"),
+        &CallResponse { status: Some(201), body: br#"{"ticket":"t-1"}"#.to_vec() },
+    );
+    let done = w.host.done_for(7);
+    let Some(Done::Reply(reply)) = done.first() else { unreachable!("{done:?}") };
+    assert_eq!(reply.status, 401);
+    assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate" && v.contains("ticket=\"t-1\"")));
+    assert_eq!(w.host.counter(Counter::Tickets), 1);
+    assert_eq!(w.paused(), 0);
+}
+
+#[test]
+fn one_introspection_serves_every_request_with_the_same_rpt() {
+    let w = worker(json!({}));
+    ready(&w);
+    for id in [7, 8, 9] {
+        assert_eq!(request(&w, id, "/alice", Some("opaque-rpt")), Verdict::Pause);
+    }
+    assert_eq!(w.host.calls_to("/introspect").len(), 1);
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    for id in [7, 8, 9] {
+        assert_eq!(w.host.done_for(id), vec![Done::Resumed], "request {id}");
+    }
+    assert_eq!(w.host.counter(Counter::Allowed), 3);
+    // The hot path: decided in its own callback, with no call and no shared-data read.
+    let calls = w.host.calls.borrow().len();
+    assert_eq!(request(&w, 10, "/alice", Some("opaque-rpt")), Verdict::Continue);
+    assert_eq!(w.host.calls.borrow().len(), calls);
+    assert_eq!(w.host.counter(Counter::CacheHits), 1);
+}
+
+#[test]
+fn a_call_for_a_request_woken_from_another_context_waits_for_the_root() {
+    let w = worker(json!({}));
+    // Request 7 waits for the session; the PAT's answer is then delivered on request 9's
+    // context, which wakes request 7 there.
+    assert_eq!(request(&w, 7, "/alice", None), Verdict::Pause);
+    w.enter_callback(ROOT);
+    w.tick();
+    w.on_call_response(ROOT, token_of(&w, "/.well-known/"), &discovery());
+    // The PAT answer is delivered to a request's context (its callback is running): the
+    // ticket call for request 7 must not be made on 9's context.
+    w.host.context.set(9);
+    w.on_call_response(9, token_of(&w, "/token"), &ok(json!({"access_token": "pat-1", "expires_in": 3600})));
+    assert!(w.host.calls_to("/perm").is_empty(), "deferred");
+    w.enter_callback(ROOT);
+    w.tick();
+    let calls = w.host.calls.borrow();
+    let (_, context, call) = &calls[calls.len() - 1];
+    assert!(call.path.contains("/perm"));
+    assert_eq!(*context, ROOT);
+}
+
+#[test]
+fn a_refused_pat_is_replaced_once_and_the_ticket_asked_again() {
+    let w = worker(json!({}));
+    ready(&w);
+    request(&w, 7, "/alice", None);
+    let refused = CallResponse { status: Some(401), body: br#"{"error":"invalid_token"}"#.to_vec() };
+    w.on_call_response(7, token_of(&w, "/perm"), &refused);
+    assert_eq!(reply_status(&w, 7), None, "retrying, not answered");
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(w.host.calls_to("/token").len(), 2, "one new PAT");
+    w.on_call_response(
+        ROOT,
+        token_of(&w, "/token"),
+        &ok(json!({"access_token": "pat-2", "expires_in": 3600})),
+    );
+    let perm = w.host.calls_to("/perm");
+    assert_eq!(perm.len(), 2);
+    assert_eq!(perm[1].headers[0].1, "Bearer pat-2");
+    w.on_call_response(ROOT, token_of(&w, "/perm"), &refused);
+    assert_eq!(reply_status(&w, 7), Some(403), "a second refusal denies");
+    assert_eq!(w.host.counter(Counter::AsFailures), 1);
+}
+
+#[test]
+fn a_dead_as_denies_the_waiting_requests_with_the_warning() {
+    let w = worker(json!({}));
+    request(&w, 7, "/alice", None);
+    w.enter_callback(ROOT);
+    w.tick();
+    w.on_call_response(ROOT, token_of(&w, "/.well-known/"), &CallResponse { status: None, body: Vec::new() });
+    let done = w.host.done_for(7);
+    let Some(Done::Reply(reply)) = done.first() else { unreachable!("{done:?}") };
+    assert_eq!(reply.status, 403);
+    assert!(reply.headers.iter().any(|(k, _)| k == "warning"));
+    // Within the backoff, a new request is denied at once, with no call.
+    let calls = w.host.calls.borrow().len();
+    request(&w, 8, "/alice", None);
+    assert_eq!(reply_status(&w, 8), Some(403));
+    assert_eq!(w.host.calls.borrow().len(), calls);
+}
+
+#[test]
+fn a_request_that_waits_too_long_is_denied_by_the_tick() {
+    let w = worker(json!({"timeout_ms": 500}));
+    request(&w, 7, "/alice", None);
+    w.enter_callback(ROOT);
+    w.tick();
+    w.host.advance(400);
+    w.tick();
+    assert_eq!(reply_status(&w, 7), None);
+    w.host.advance(200);
+    w.tick();
+    assert_eq!(reply_status(&w, 7), Some(403));
+}
+
+#[test]
+fn a_request_gone_before_its_answer_is_forgotten() {
+    let w = worker(json!({}));
+    ready(&w);
+    request(&w, 7, "/alice", Some("opaque"));
+    w.forget(7);
+    w.host.gone.borrow_mut().push(7);
+    w.on_call_response(ROOT, token_of(&w, "/introspect"), &granting_introspection());
+    assert!(w.host.done_for(7).is_empty());
+    assert_eq!(w.paused(), 0);
+}
+
+#[test]
+fn the_identity_header_in_every_spelling_and_method_overrides_are_stripped() {
+    let w = worker(json!({}));
+    ready(&w);
+    w.host.set_headers(&[
+        (":method", "GET"),
+        (":path", "/elsewhere"),
+        ("x-user_id", "mallory"),
+        ("X_USER-ID", "mallory"),
+        ("x-http-method-override", "DELETE"),
+    ]);
+    w.host.context.set(7);
+    assert_eq!(w.on_request_headers(7), Verdict::Continue, "unmatched passes through");
+    let removed: Vec<String> = w
+        .host
+        .header_changes
+        .borrow()
+        .iter()
+        .filter(|(_, _, v)| v.is_none())
+        .map(|(_, n, _)| n.clone())
+        .collect();
+    assert_eq!(removed, vec!["x-user_id", "X_USER-ID", "x-http-method-override"]);
+    assert_eq!(w.host.counter(Counter::Unmatched), 1);
+}
+
+#[test]
+fn a_local_jwt_rpt_waits_for_the_jwks_and_a_jwks_failure_falls_back_to_introspection() {
+    let w = worker(json!({"local_jwt_validation": true}));
+    ready(&w);
+    assert_eq!(request(&w, 7, "/alice", Some("aaa.bbb.ccc")), Verdict::Pause);
+    // The JWKS is the root's to fetch: the request waits for the tick.
+    assert!(w.host.calls_to("/jwks").is_empty());
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(w.host.calls_to("/jwks").len(), 1);
+    w.on_call_response(ROOT, token_of(&w, "/jwks"), &CallResponse { status: Some(500), body: Vec::new() });
+    assert_eq!(w.host.calls_to("/introspect").len(), 1, "failed JWKS: the AS decides");
+}
+
+#[test]
+fn the_resource_table_is_polled_and_a_new_one_protects_at_once() {
+    let w = worker(json!({"resource_sync": {"cluster": "pepctl", "interval_s": 5}}));
+    ready(&w);
+    assert_eq!(request(&w, 7, "/bob", None), Verdict::Continue, "not in the configured table");
+    let table = ok(json!({"version": 2, "resources": [{"id": "r2", "uri": "/bob", "scopes": []}]}));
+    w.on_call_response(ROOT, token_of(&w, "/filter-config"), &table);
+    assert_eq!(request(&w, 8, "/bob", None), Verdict::Pause, "protected now");
+    // Garbage keeps the last good table.
+    w.host.advance(6_000);
+    w.enter_callback(ROOT);
+    w.tick();
+    w.on_call_response(ROOT, token_of(&w, "/filter-config"), &ok(json!({"resources": []})));
+    assert_eq!(request(&w, 9, "/bob", None), Verdict::Pause);
+}
+
+#[test]
+fn rpt_uses_are_counted_and_a_used_up_rpt_gets_a_ticket() {
+    let w = worker(json!({"rpt_max_uses": 2}));
+    ready(&w);
+    request(&w, 7, "/alice", Some("opaque"));
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    assert_eq!(w.host.done_for(7), vec![Done::Resumed]);
+    assert_eq!(request(&w, 8, "/alice", Some("opaque")), Verdict::Continue);
+    assert_eq!(request(&w, 9, "/alice", Some("opaque")), Verdict::Pause, "two uses taken");
+    assert_eq!(w.host.calls_to("/perm").len(), 1);
+}
+
+#[test]
+fn an_open_resource_passes_through_unchecked_and_says_so_in_the_facts() {
+    let w = worker(json!({"resources": [
+        {"id": "r1", "uri": "/alice", "scopes": []},
+        {"id": "pub", "uri": "/public", "scopes": ["open"]},
+    ]}));
+    assert_eq!(request(&w, 7, "/public/x", Some("whatever")), Verdict::Continue);
+    assert!(w.host.calls.borrow().is_empty(), "no AS call");
+    let facts = w.host.facts.borrow();
+    assert_eq!(facts.last(), Some(&(Decision::Open, Some("pub".to_string()), None)));
+}
