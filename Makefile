@@ -23,7 +23,7 @@ PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.
 PY_SCHEMAS := cloudcoil==0.6.0 cloudcoil-models-istio==1.24.2.1 kubernetes-validate==1.37.0 \
 	pydantic==2.14.4 PyYAML==6.0.4 jsonschema==4.26.0 filelock==4.3.1 playwright==1.65.2
 
-.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate fuzz fuzz-smoke fuzz-tools clean
+.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate fuzz fuzz-smoke fuzz-replay fuzz-tools clean
 
 all: build
 
@@ -63,10 +63,11 @@ lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --target wasm32-wasip1 -p uma-pep -p uma-pep-core --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --exclude uma-pep --all-targets -- -D warnings
+	$(PYTHON) tools/module_cycles.py core/src src control-plane/src
 
 test-unit: tools
 	$(CARGO) test --workspace --exclude uma-pep
-	$(VPY) -m pytest -q -p no:cacheprovider bench
+	$(VPY) -m pytest -q -p no:cacheprovider bench tools
 
 validate-envoy: wasm
 	ENVOY=$(ENVOY) WASM=$(abspath $(WASM)) envoy/validate.sh
@@ -96,12 +97,18 @@ fuzz-tools:
 fuzz: fuzz-tools
 	fuzz/run.sh $(FUZZ_SECONDS)
 
+## Every committed fuzz input once (seed corpus, found corpus, regressions): deterministic, part of
+## `make test`. Without nightly Rust it is skipped, loudly.
+fuzz-replay:
+	@if rustup toolchain list | grep -q '^nightly'; then $(MAKE) --no-print-directory fuzz-tools && fuzz/run.sh replay; \
+	else echo "!!! fuzz-replay SKIPPED: the nightly toolchain is missing (rustup toolchain install nightly) !!!" >&2; fi
+
 ## Every fuzz target for a few seconds. Not part of `make test`: random exploration can find a new input
 ## any run, and a landing must not depend on luck; run it (or `make fuzz`) before a change to core.
 fuzz-smoke: fuzz-tools
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
-test: lint test-unit validate-envoy test-e2e
+test: lint test-unit validate-envoy test-e2e fuzz-replay
 
 run: wasm
 	$(VPY) examples/demo.py
