@@ -16,8 +16,7 @@ use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source,
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
 use uma_pep_core::resource::{complete_scopes, is_open, registrable_uri, UriError};
 
-/// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
-pub const NOBODY: &str = "0000000000000";
+pub use crate::repository::NOBODY;
 
 /// The owner to tell the AS: none for the seed's placeholder (the resource server owns those).
 pub fn as_owner(owner: &str) -> Option<String> {
@@ -268,7 +267,9 @@ impl<'a> Applier<'a> {
     }
 
     async fn one(&self, w: &Wanted) -> Result<(String, Outcome), StepError> {
-        let by_name = self.repo.get_by_name(&w.description.name)?;
+        // The file's own resource of that name; names are unique per owner, so an API resource
+        // may share it (then the conflict below applies only when the owner is the same too).
+        let by_name = self.repo.get_file_resource_by_name(&w.description.name)?;
         // The repository is the record of owners (a transfer through the API is kept), so a
         // known resource is described to the AS with its current owner.
         let current = Description {
@@ -284,9 +285,13 @@ impl<'a> Applier<'a> {
                 )));
             }
         }
-        if let Some(existing) = by_name.as_ref().filter(|e| e.source == Source::Api) {
+        let owner = by_name.as_ref().map_or(w.owner.as_str(), |e| e.owner.as_str());
+        if let Some(existing) =
+            self.repo.get_by_owner_and_name(owner, &d.name)?.filter(|e| e.source == Source::Api)
+        {
+            // The AS keeps names unique per owner too (Keycloak answers 409): this one is taken.
             return Err(StepError::Conflict(format!(
-                "name {:?} belongs to a resource created through the API ({})",
+                "name {:?} belongs to a resource of the same owner created through the API ({})",
                 d.name, existing.id
             )));
         }

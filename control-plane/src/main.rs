@@ -128,6 +128,8 @@ enum CliError {
     Serve(#[from] pepctl::api::ServeError),
     #[error("no resource {0:?} (by id, name or path)")]
     NoSuchResource(String),
+    #[error("{1} resources are named {0:?} (names are unique per owner only): give the id or the path")]
+    AmbiguousName(String, usize),
     #[error("{0} resource(s) could not be applied")]
     ApplyFailed(usize),
     #[error("cannot write output: {0}")]
@@ -182,8 +184,12 @@ fn find(repo: &Repository, key: &str) -> Result<StoredResource, CliError> {
     if let Some(r) = repo.get(key)? {
         return Ok(r);
     }
-    if let Some(r) = repo.get_by_name(key)? {
-        return Ok(r);
+    // Names are unique per owner only: a name finds a resource when one resource has it.
+    let mut named = repo.list_by_name(key)?;
+    match named.len() {
+        0 => {}
+        1 => return Ok(named.remove(0)),
+        n => return Err(CliError::AmbiguousName(key.to_string(), n)),
     }
     if key.starts_with('/') {
         if let Ok(uri) = uma_pep_core::resource::canonical_uri(key) {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use uma_pep_core::config::AsProfile;
+use uma_pep_core::session::pat_refresh_after_ms;
 use uma_pep_core::wire::{basic_authorization, pat_request_body, AccessToken, AsError, AsResponse};
 use url::Url;
 
@@ -81,10 +82,11 @@ pub struct PatSource {
     cached: Mutex<Option<Cached>>,
 }
 
-/// How long before its expiry a PAT stops being used: a tenth of its life, at most 30 s, so
-/// a call never starts with a token that dies in flight.
-pub fn refresh_margin(expires_in: u64) -> Duration {
-    Duration::from_secs((expires_in / 10).min(30))
+/// How long a PAT of `expires_in` seconds is used before a new one is fetched: the filter's
+/// policy (`uma_pep_core::session::pat_refresh_after_ms`), so a call never starts with a token
+/// that dies in flight.
+pub fn use_for(expires_in: u64) -> Duration {
+    Duration::from_millis(u64::try_from(pat_refresh_after_ms(expires_in)).unwrap_or(0))
 }
 
 impl PatSource {
@@ -112,8 +114,7 @@ impl PatSource {
             }
         }
         let token = self.fetch().await?;
-        let lifetime = Duration::from_secs(token.expires_in);
-        let refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(token.expires_in));
+        let refresh_at = Instant::now() + use_for(token.expires_in);
         *guard = Some(Cached { value: token.value.clone(), refresh_at });
         Ok(token.value)
     }
@@ -199,11 +200,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn margin_is_a_tenth_capped_at_thirty_seconds() {
-        assert_eq!(refresh_margin(300), Duration::from_secs(30));
-        assert_eq!(refresh_margin(3600), Duration::from_secs(30));
-        assert_eq!(refresh_margin(60), Duration::from_secs(6));
-        assert_eq!(refresh_margin(5), Duration::from_secs(0));
+    fn a_pat_is_used_as_long_as_the_filter_uses_one() {
+        for expires_in in [0, 1, 5, 60, 300, 3600, u64::MAX] {
+            let ms = uma_pep_core::session::pat_refresh_after_ms(expires_in);
+            assert_eq!(use_for(expires_in).as_millis(), u128::try_from(ms).unwrap(), "{expires_in}");
+        }
+        // Refreshed before the AS expires it, and well before for a long-lived one.
+        assert!(use_for(300) < Duration::from_secs(300));
+        assert!(use_for(3600) <= Duration::from_secs(3595));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `pepctl render`: the filter's configuration (contract keys, `resources` from the repository
+//! `pepctl render`: the filter's configuration (every configuration key, `resources` from the repository
 //! with their AS ids, the client from `client.json`), a complete standalone `envoy.yaml`
 //! around it, and an Istio `WasmPlugin`. The filter configuration is checked with the
 //! filter's own parser (`PepConfig::from_json`) before anything is printed, so a rendered
@@ -90,6 +90,28 @@ pub const UNMATCHED_VALUES: &[&str] = &["allow", "deny"];
 pub const CHALLENGE_STYLE_VALUES: &[&str] = &["uma2", "compact"];
 pub const PROFILE_VALUES: &[&str] = &["uma2", "keycloak"];
 
+/// The RPT use limit of `--eoepca-compat`: `configMap.limitUses` of the EOEPCA PEP's Helm chart
+/// (EOEPCA/helm-charts `charts/pep-engine/values.yaml`), what its deployments run with.
+pub const EOEPCA_RPT_LIMIT_USES: u32 = 100;
+
+impl RenderArgs {
+    /// The challenge style in force: the flag, else the compact one under `--eoepca-compat`.
+    fn challenge_style_in_force(&self) -> Option<ChallengeStyle> {
+        self.challenge_style.or(self.eoepca_compat.then_some(ChallengeStyle::Compact))
+    }
+
+    /// The RPT use limit in force: the flag, else the EOEPCA chart's under `--eoepca-compat`.
+    fn rpt_max_uses_in_force(&self) -> Option<u32> {
+        self.rpt_max_uses.or(self.eoepca_compat.then_some(EOEPCA_RPT_LIMIT_USES))
+    }
+
+    /// Whether the prefix is stripped before the upstream: asked for, or implied by
+    /// `--eoepca-compat` when there is a prefix.
+    fn strips_path_prefix(&self) -> bool {
+        self.strip_path_prefix || (self.eoepca_compat && self.path_prefix.is_some())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RenderArgs {
     pub target: Target,
@@ -111,6 +133,21 @@ pub struct RenderArgs {
     /// `compact` keeps the EOEPCA clients' unquoted challenge working
     #[arg(long, value_parser = core_enum::<ChallengeStyle>(CHALLENGE_STYLE_VALUES))]
     pub challenge_style: Option<ChallengeStyle>,
+    /// How many requests one RPT is accepted for (`rpt_max_uses`; 0: no limit)
+    #[arg(long)]
+    pub rpt_max_uses: Option<u32>,
+    /// PARTIAL mode: the path that answers authorization checks (`authorize_path`), e.g. /authorize
+    #[arg(long)]
+    pub authorize_path: Option<String>,
+    /// envoy: also strip --path-prefix from what goes upstream (a route `prefix_rewrite`; the
+    /// filter matches without it and keeps it)
+    #[arg(long, requires = "path_prefix")]
+    pub strip_path_prefix: bool,
+    /// The EOEPCA PEP's wire behaviour for its existing clients: the compact challenge, an RPT
+    /// accepted for 100 requests (--rpt-max-uses overrides) and, for envoy, --path-prefix
+    /// stripped before the upstream (docs/migrating-from-eoepca.md). Explicit flags win
+    #[arg(long)]
+    pub eoepca_compat: bool,
     /// Limit of each AS call made by the filter
     #[arg(long)]
     pub filter_timeout_ms: Option<u64>,
@@ -137,6 +174,10 @@ pub struct RenderArgs {
     /// e.g. /.well-known/uma-pep/jwks.json, for upstreams to verify the minted JWT
     #[arg(long, requires = "forward_key")]
     pub jwks_path: Option<String>,
+    /// `aud` of the minted JWT (`forward.aud`): the upstream, or pepctl (`serve --forward-audience`)
+    /// when services behind the PEP call the Resource API with it
+    #[arg(long, requires = "forward_key")]
+    pub forward_aud: Option<String>,
     /// keycloak-client: the clientId (default: the client file's, else `uma-pep`)
     #[arg(long)]
     pub client_id: Option<String>,
@@ -291,7 +332,9 @@ pub fn filter_document(
         realm: args.realm.clone(),
         unmatched: args.unmatched,
         path_prefix: args.path_prefix.clone(),
-        challenge_style: args.challenge_style,
+        challenge_style: args.challenge_style_in_force(),
+        rpt_max_uses: args.rpt_max_uses_in_force(),
+        authorize_path: args.authorize_path.clone(),
         timeout_ms: args.filter_timeout_ms,
         resources: filter_resources(resources),
         forward,
@@ -313,6 +356,7 @@ fn flag_of_key(key: &str) -> Option<&'static str> {
         (_, "forward.header") => "forward-header",
         (_, "forward.jwks_path") => "jwks-path",
         (_, "forward.alg") => "forward-alg",
+        (_, "forward.aud") => "forward-aud",
         ("forward", _) => "forward-key",
         ("issuer", _) => "issuer",
         ("as_cluster", _) => "as-cluster",
@@ -320,14 +364,16 @@ fn flag_of_key(key: &str) -> Option<&'static str> {
         ("realm", _) => "realm",
         ("path_prefix", _) => "path-prefix",
         ("challenge_style", _) => "challenge-style",
+        ("rpt_max_uses", _) => "rpt-max-uses",
+        ("authorize_path", _) => "authorize-path",
         ("timeout_ms", _) => "filter-timeout-ms",
         ("resource_sync", _) => "sync-url",
         _ => return None,
     })
 }
 
-/// `forward: {key_pem, alg, header?, jwks_path?}` from `--forward-key` (and `--forward-alg`,
-/// which must fit the key, `--forward-header`, `--jwks-path`).
+/// `forward: {key_pem, alg, header?, jwks_path?, aud?}` from `--forward-key` (and `--forward-alg`,
+/// which must fit the key, `--forward-header`, `--jwks-path`, `--forward-aud`).
 fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<ForwardConfig, RenderError> {
     let alg = args.forward_alg;
     let flag = "forward-key";
@@ -351,6 +397,9 @@ fn forward(path: &std::path::Path, args: &RenderArgs) -> Result<ForwardConfig, R
     }
     if let Some(p) = &args.jwks_path {
         f.jwks_path = Some(jwks_path(p)?);
+    }
+    if let Some(aud) = &args.forward_aud {
+        f.aud = Some(aud.clone());
     }
     Ok(f)
 }
@@ -449,6 +498,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
         ));
     }
     let wasm = wasm_path(&args.wasm)?;
+    let routes = upstream_routes(filter, args);
     let mut config = json!({
         "static_resources": {
             "listeners": [{
@@ -467,7 +517,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
                         "route_config": {
                             "name": "upstream",
                             "virtual_hosts": [{"name": "upstream", "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]
+                                "routes": routes}]
                         },
                         "http_filters": [
                             {
@@ -505,6 +555,41 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
             json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
     }
     Ok(config)
+}
+
+/// The listener's routes, all to the upstream. With the prefix stripped (`--strip-path-prefix`,
+/// or `--eoepca-compat` with `--path-prefix`), the prefix itself and what is below it are
+/// rewritten by Envoy's router (`prefix_rewrite`), after the filter has decided on the whole
+/// path: the filter keeps the prefix in `:path`, so the matched prefix is still there when the
+/// router rewrites it. `/pep` becomes `/`, `/pep/a` `/a`; `/pepx` is not under the prefix and,
+/// like any other path, goes up unchanged.
+fn upstream_routes(filter: &Value, args: &RenderArgs) -> Value {
+    let catch_all = json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}});
+    let prefix = filter["path_prefix"].as_str().unwrap_or("").trim_end_matches('/');
+    if !args.strips_path_prefix() || prefix.is_empty() {
+        return json!([catch_all]);
+    }
+    json!([
+        {"match": {"path": prefix}, "route": {"cluster": "upstream", "prefix_rewrite": "/"}},
+        {"match": {"prefix": format!("{prefix}/")}, "route": {"cluster": "upstream", "prefix_rewrite": "/"}},
+        catch_all,
+    ])
+}
+
+/// The prefix is stripped by the router of the rendered Envoy: a filter configuration or a
+/// WasmPlugin alone cannot do it (the filter keeps the prefix in what it forwards), so asking
+/// for it there is refused with what to do instead.
+fn check_strip_path_prefix(args: &RenderArgs) -> Result<(), RenderError> {
+    if !args.strips_path_prefix() {
+        return Ok(());
+    }
+    let problem = match args.target {
+        Target::Envoy | Target::KeycloakClient => return Ok(()),
+        Target::FilterConfig => "the filter keeps the prefix in what it forwards: strip it in the route that carries the filter (`prefix_rewrite`), or render `envoy`",
+        Target::Istio => "the filter keeps the prefix in what it forwards: strip it in the VirtualService's route (`http[].rewrite.uri`), or drop --path-prefix from this render",
+    };
+    let flag = if args.strip_path_prefix { "strip-path-prefix" } else { "eoepca-compat" };
+    Err(RenderError::Flag { flag, problem: problem.to_string() })
 }
 
 /// `--wasm` as Envoy opens it: Envoy resolves a relative filename against its own working
@@ -750,6 +835,7 @@ pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<S
     if args.target == Target::KeycloakClient {
         return keycloak_client(common, args);
     }
+    check_strip_path_prefix(args)?;
     let resources = repo.list()?;
     if resources.is_empty() && args.sync_url.is_none() {
         tracing::warn!(db = %common.db.display(), "the repository has no resources and there is no --sync-url: the filter protects nothing until it gets some");
@@ -848,7 +934,7 @@ mod tests {
     }
 
     #[test]
-    fn filter_config_has_the_contract_keys_and_parses() {
+    fn filter_config_has_every_configuration_key_and_parses() {
         let (_d, common, args) =
             setup("filter-config", &["--sync-url", "http://127.0.0.1:5576", "--unmatched", "deny"]);
         let v = filter_config(&common, &stored(), &args).unwrap();
@@ -863,6 +949,89 @@ mod tests {
         assert_eq!(v["resource_sync"]["path"], "/filter-config");
         let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.resources.find("/alice/x").unwrap().id, "as-1");
+    }
+
+    #[test]
+    fn eoepca_compat_sets_the_old_wire_behaviour_and_flags_win() {
+        let (_d, common, args) = setup("filter-config", &["--eoepca-compat"]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["challenge_style"], "compact");
+        assert_eq!(v["rpt_max_uses"], EOEPCA_RPT_LIMIT_USES);
+        assert!(v.get("path_prefix").is_none() && v.get("authorize_path").is_none());
+        let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.rpt_max_uses, EOEPCA_RPT_LIMIT_USES);
+
+        let (_d, common, args) = setup(
+            "filter-config",
+            &[
+                "--eoepca-compat",
+                "--rpt-max-uses",
+                "5",
+                "--challenge-style",
+                "uma2",
+                "--authorize-path",
+                "/authorize",
+            ],
+        );
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!((v["rpt_max_uses"].as_u64(), v["challenge_style"].as_str()), (Some(5), Some("uma2")));
+        assert_eq!(v["authorize_path"], "/authorize");
+
+        // Without the preset nothing changes.
+        let (_d, common, args) = setup("filter-config", &[]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert!(v.get("challenge_style").is_none() && v.get("rpt_max_uses").is_none());
+    }
+
+    #[test]
+    fn the_prefix_is_stripped_by_the_rendered_route_only_when_asked() {
+        let routes = |extra: &[&str]| {
+            let (_d, common, args) = setup("envoy", extra);
+            let f = filter_config(&common, &stored(), &args).unwrap();
+            let e = envoy_config(&f, &common, &args).unwrap();
+            let hcm =
+                &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+            hcm["route_config"]["virtual_hosts"][0]["routes"].clone()
+        };
+        let kept = routes(&["--path-prefix", "/pep"]);
+        assert_eq!(kept, json!([{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]));
+        for extra in [
+            &["--path-prefix", "/pep/", "--eoepca-compat"][..],
+            &["--path-prefix", "/pep", "--strip-path-prefix"],
+        ] {
+            let r = routes(extra);
+            assert_eq!(
+                r[0],
+                json!({"match": {"path": "/pep"}, "route": {"cluster": "upstream", "prefix_rewrite": "/"}})
+            );
+            assert_eq!(
+                r[1],
+                json!({"match": {"prefix": "/pep/"}, "route": {"cluster": "upstream", "prefix_rewrite": "/"}})
+            );
+            assert_eq!(r[2], json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}));
+        }
+        assert_eq!(
+            routes(&["--eoepca-compat"]).as_array().map(Vec::len),
+            Some(1),
+            "no prefix, nothing to strip"
+        );
+        assert!(Wrap::try_parse_from(["x", "envoy", "--strip-path-prefix"]).is_err(), "needs --path-prefix");
+    }
+
+    #[test]
+    fn stripping_the_prefix_is_refused_where_only_the_filter_is_rendered() {
+        for target in ["filter-config", "istio"] {
+            for extra in [
+                &["--path-prefix", "/pep", "--strip-path-prefix"][..],
+                &["--path-prefix", "/pep", "--eoepca-compat"],
+            ] {
+                let (_d, _common, args) = setup(target, extra);
+                let e = check_strip_path_prefix(&args).unwrap_err().to_string();
+                assert!(e.contains("keeps the prefix"), "{target} {extra:?}: {e}");
+            }
+            let (_d, _common, args) = setup(target, &["--eoepca-compat"]);
+            assert!(check_strip_path_prefix(&args).is_ok(), "{target}: no prefix, nothing to strip");
+        }
     }
 
     #[test]
@@ -980,9 +1149,12 @@ mod tests {
                 "x-rpt-subject",
                 "--jwks-path",
                 "/.well-known/pep/jwks.json",
+                "--forward-aud",
+                "pepctl",
             ],
         );
         let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["forward"]["aud"], "pepctl");
         assert_eq!(v["forward"]["header"], "x-rpt-subject");
         assert_eq!(v["forward"]["jwks_path"], "/.well-known/pep/jwks.json");
         let parsed = PepConfig::from_json(v.to_string().as_bytes()).unwrap();
@@ -992,11 +1164,12 @@ mod tests {
         let (_d, common, args) = setup("filter-config", &["--forward-key", RSA]);
         let v = filter_config(&common, &stored(), &args).unwrap();
         assert!(v["forward"].get("header").is_none() && v["forward"].get("jwks_path").is_none());
+        assert!(v["forward"].get("aud").is_none());
     }
 
     #[test]
     fn forward_header_and_jwks_path_need_forward_key() {
-        for extra in [["--forward-header", "x-a"], ["--jwks-path", "/jwks"]] {
+        for extra in [["--forward-header", "x-a"], ["--jwks-path", "/jwks"], ["--forward-aud", "pepctl"]] {
             let mut argv = vec!["x", "filter-config"];
             argv.extend_from_slice(&extra);
             let err = Wrap::try_parse_from(argv).err().unwrap().to_string();

@@ -1,7 +1,13 @@
 //! The resource repository: SQLite (bundled), the record of owners; the AS is the record of
 //! ids. WAL with `synchronous=FULL`, so a write that returned survives `kill -9` and power
 //! loss; one connection behind a mutex, used from async code through `spawn_blocking`.
-//! Every write bumps `version`, which the filter's poll of `/filter-config` carries.
+//! Every write bumps `version`, which the filter's poll of `/filter-config` carries, with the
+//! database's `generation`: a random id drawn when the database is created, so that a database
+//! lost and created again cannot pass for the old one (the filter takes an empty table only
+//! from the generation it already follows).
+//!
+//! Paths are unique; names are unique per owner only, as Keycloak keeps them (a second user may
+//! deploy an application of the same name).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,6 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use thiserror::Error;
+
+/// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
+pub const NOBODY: &str = "0000000000000";
 
 #[derive(Debug, Error)]
 pub enum RepoError {
@@ -25,6 +34,19 @@ pub enum RepoError {
     Scopes(serde_json::Error),
     #[error("no randomness for a resource id: {0}")]
     Random(String),
+    #[error(
+        "the database has no generation id (table meta); it was changed by hand or by another program: \
+         restore it from a backup, or move it away and let pepctl create a new one (then the filters keep \
+         their last table until a resource is created)"
+    )]
+    NoGeneration,
+}
+
+/// A random id of 128 bits as 32 hex digits.
+fn random_hex() -> Result<String, RepoError> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| RepoError::Random(e.to_string()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// The id of an open resource (scope `open`), which the AS never sees: a random version-4 UUID,
@@ -81,7 +103,8 @@ pub struct StoredResource {
 }
 
 /// Schema steps, applied in order; `schema_version` holds how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resources (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         uri TEXT NOT NULL UNIQUE,
@@ -95,7 +118,29 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE resources (
     );
     CREATE INDEX resources_owner ON resources(owner);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO counters (name, value) VALUES ('version', 0);"];
+    INSERT INTO counters (name, value) VALUES ('version', 0);",
+    // Names unique per owner instead of everywhere; SQLite drops a column constraint only by
+    // copying the table. `meta` holds the generation (written in `ensure_generation`).
+    "CREATE TABLE resources_by_owner (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        uri TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        description TEXT,
+        source TEXT NOT NULL CHECK (source IN ('file','api')),
+        as_expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (owner, name)
+    );
+    INSERT INTO resources_by_owner SELECT id, name, uri, owner, scopes, description, source,
+        as_expires_at, created_at, updated_at FROM resources;
+    DROP TABLE resources;
+    ALTER TABLE resources_by_owner RENAME TO resources;
+    CREATE INDEX resources_name ON resources(name);
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
 
 pub fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -185,6 +230,7 @@ impl Repository {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        ensure_generation(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -208,6 +254,12 @@ impl Repository {
         self.with(|c| Ok(c.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?))
     }
 
+    /// The database's generation: drawn once, when the database (or its `meta` table) was
+    /// created, and never changed.
+    pub fn generation(&self) -> Result<String, RepoError> {
+        self.with(|c| read_generation(c))
+    }
+
     pub fn version(&self) -> Result<i64, RepoError> {
         self.with(|c| Ok(c.query_row("SELECT value FROM counters WHERE name = 'version'", [], |r| r.get(0))?))
     }
@@ -220,20 +272,21 @@ impl Repository {
         })
     }
 
-    /// The resources and the version they belong to, read in one transaction so the pair is
-    /// consistent.
-    pub fn snapshot(&self) -> Result<(Vec<StoredResource>, i64), RepoError> {
+    /// The resources, the version they belong to and the generation, read in one transaction
+    /// so that they are consistent.
+    pub fn snapshot(&self) -> Result<Snapshot, RepoError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let version: i64 =
                 tx.query_row("SELECT value FROM counters WHERE name = 'version'", [], |r| r.get(0))?;
-            let list = {
+            let generation = read_generation(&tx)?;
+            let resources = {
                 let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM resources ORDER BY uri"))?;
                 let rows = stmt.query_map([], row_to_resource)?;
                 rows.map(|r| finish(r?)).collect::<Result<Vec<_>, _>>()?
             };
             tx.commit()?;
-            Ok((list, version))
+            Ok(Snapshot { resources, version, generation })
         })
     }
 
@@ -263,8 +316,38 @@ impl Repository {
         self.get_by("id", id)
     }
 
-    pub fn get_by_name(&self, name: &str) -> Result<Option<StoredResource>, RepoError> {
-        self.get_by("name", name)
+    /// Every resource of that name (names are unique per owner only), by path.
+    pub fn list_by_name(&self, name: &str) -> Result<Vec<StoredResource>, RepoError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {COLUMNS} FROM resources WHERE name = ?1 ORDER BY uri"))?;
+            let rows = stmt.query_map([name], row_to_resource)?;
+            rows.map(|r| finish(r?)).collect()
+        })
+    }
+
+    /// The resource of that owner and name, if any.
+    pub fn get_by_owner_and_name(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>, RepoError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM resources WHERE owner = ?1 AND name = ?2"),
+                [owner, name],
+                row_to_resource,
+            )
+            .optional()?
+            .map(finish)
+            .transpose()
+        })
+    }
+
+    /// The resource of that name among those a file (`resources apply`) manages; a file names
+    /// each of its resources once.
+    pub fn get_file_resource_by_name(&self, name: &str) -> Result<Option<StoredResource>, RepoError> {
+        Ok(self.list_by_name(name)?.into_iter().find(|r| r.source == Source::File))
     }
 
     pub fn get_by_uri(&self, uri: &str) -> Result<Option<StoredResource>, RepoError> {
@@ -306,6 +389,28 @@ impl Repository {
             Ok(n > 0)
         })
     }
+}
+
+/// The resources of `/filter-config`, with the version and generation they belong to.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub resources: Vec<StoredResource>,
+    pub version: i64,
+    pub generation: String,
+}
+
+fn read_generation(c: &Connection) -> Result<String, RepoError> {
+    c.query_row("SELECT value FROM meta WHERE name = 'generation'", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .filter(|g| !g.is_empty())
+        .ok_or(RepoError::NoGeneration)
+}
+
+/// Draws the generation the first time the database is opened by a pepctl that knows them;
+/// never replaces one.
+fn ensure_generation(conn: &Connection) -> Result<(), RepoError> {
+    conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('generation', ?1)", [random_hex()?])?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), RepoError> {
@@ -360,7 +465,9 @@ mod tests {
         repo.upsert(&res("b1", "B", "/b", "bob")).unwrap();
         assert_eq!(repo.version().unwrap(), 2);
         assert_eq!(repo.get("a1").unwrap().unwrap().owner, "alice");
-        assert_eq!(repo.get_by_name("B").unwrap().unwrap().id, "b1");
+        assert_eq!(repo.list_by_name("B").unwrap()[0].id, "b1");
+        assert_eq!(repo.get_by_owner_and_name("bob", "B").unwrap().unwrap().id, "b1");
+        assert!(repo.get_by_owner_and_name("alice", "B").unwrap().is_none());
         assert_eq!(repo.get_by_uri("/b").unwrap().unwrap().scopes, vec!["protected_get"]);
         assert_eq!(repo.list_by_owner("alice").unwrap().len(), 1);
         let mut moved = res("a1", "A", "/a", "carol");
@@ -373,19 +480,70 @@ mod tests {
         assert!(repo.get("a2").unwrap().is_some());
         assert!(repo.delete("a2").unwrap());
         assert!(!repo.delete("a2").unwrap());
-        let (list, version) = repo.snapshot().unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(version, 5);
+        let snapshot = repo.snapshot().unwrap();
+        assert_eq!(snapshot.resources.len(), 1);
+        assert_eq!(snapshot.version, 5);
+        assert_eq!(snapshot.generation, repo.generation().unwrap());
     }
 
     #[test]
-    fn names_and_uris_are_unique() {
+    fn uris_are_unique_and_names_unique_per_owner() {
         let repo = Repository::open_in_memory().unwrap();
         repo.upsert(&res("a1", "A", "/a", "alice")).unwrap();
         assert!(repo.upsert(&res("x", "A", "/other", "alice")).is_err());
         assert!(repo.upsert(&res("y", "Other", "/a", "alice")).is_err());
         // A failed write does not bump the version.
         assert_eq!(repo.version().unwrap(), 1);
+        // Another owner may use the name.
+        repo.upsert(&res("b1", "A", "/b", "bob")).unwrap();
+        assert_eq!(repo.list_by_name("A").unwrap().len(), 2);
+        let mut api = res("c1", "A", "/c", "carol");
+        api.source = Source::Api;
+        repo.upsert(&api).unwrap();
+        assert_eq!(repo.get_file_resource_by_name("A").unwrap().unwrap().id, "a1");
+    }
+
+    #[test]
+    fn the_generation_is_drawn_once_per_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepctl.db");
+        let first = Repository::open(&path).unwrap().generation().unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(Repository::open(&path).unwrap().generation().unwrap(), first, "kept on reopening");
+        // A lost database comes back with another one.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("pepctl.db{suffix}")));
+        }
+        assert_ne!(Repository::open(&path).unwrap().generation().unwrap(), first);
+        assert_ne!(
+            Repository::open_in_memory().unwrap().generation().unwrap(),
+            Repository::open_in_memory().unwrap().generation().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_database_of_the_first_schema_is_migrated_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepctl.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version (version) VALUES (1);",
+            )
+            .unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            write_record(&tx, &res("a1", "A", "/a", "alice")).unwrap();
+            bump_version(&tx).unwrap();
+            tx.commit().unwrap();
+        }
+        let repo = Repository::open(&path).unwrap();
+        assert_eq!(repo.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(repo.get("a1").unwrap().unwrap().owner, "alice");
+        assert_eq!(repo.version().unwrap(), 1);
+        assert_eq!(repo.generation().unwrap().len(), 32);
+        repo.upsert(&res("b1", "A", "/b", "bob")).unwrap();
     }
 
     #[test]

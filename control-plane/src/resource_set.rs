@@ -45,7 +45,7 @@ pub struct Description {
     pub scopes: Vec<String>,
     pub description: Option<String>,
     /// The owner to tell the AS (Keycloak: a user id or username of the realm). `None`: the
-    /// resource server owns it (the seed's placeholder owner, `apply::NOBODY`).
+    /// resource server owns it (the seed's placeholder owner, `repository::NOBODY`).
     pub owner: Option<String>,
 }
 
@@ -259,7 +259,7 @@ impl ResourceSetClient {
                      owner (default_owner in the resources file; \"{}\" lets the resource server own it)",
                     Refusal::parse(status, &bytes).explained(self.profile),
                     d.owner.as_deref().unwrap_or_default(),
-                    crate::apply::NOBODY
+                    crate::repository::NOBODY
                 )))
             }
             _ => Err(self.refused(status, &bytes)),

@@ -82,6 +82,13 @@ fn refresh_after_ms(expires_in_s: u64) -> i64 {
     (life_ms.saturating_mul(4) / 5).min(life_ms.saturating_sub(5000).max(life_ms / 2))
 }
 
+/// How long after it was obtained a PAT of `expires_in_s` is replaced by a new one (ms): the one
+/// lifetime policy of the filter and pepctl, so both stop using a PAT at the same point of its
+/// life, well before the AS expires it.
+pub fn pat_refresh_after_ms(expires_in_s: u64) -> i64 {
+    refresh_after_ms(expires_in_s)
+}
+
 /// Backoff after a failed discovery or PAT call, so a dead AS is not hammered per request.
 const RETRY_BACKOFF_MS: i64 = 1000;
 

@@ -1,9 +1,18 @@
 //! `TableSync`: the resource table polled from pepctl's `GET /filter-config`. One worker polls
 //! per interval (a lease in shared data); a new valid table is published in shared data with
 //! its identity (a digest of its content), and every worker swaps to it on its next tick. When
-//! pepctl is down or answers garbage (or an empty table), the last good table stays.
+//! pepctl is down or answers garbage, the last good table stays.
+//!
+//! An empty table is the one case content cannot judge: the last resource was deleted, or
+//! pepctl lost its database and starts again with nothing. The table's `generation` (drawn when
+//! pepctl's database is created, see `resource_table`) tells them apart: an empty table of the
+//! generation in force is taken (the deletion applies); an empty table of another generation, or
+//! of none, is refused and the last good table stays (a lost database never unprotects every
+//! path). A non-empty table is taken whatever its generation: content counts.
 
 use std::rc::Rc;
+
+use thiserror::Error;
 
 use crate::cache::Digest16;
 use crate::config::{PepConfig, ResourceSync};
@@ -17,6 +26,11 @@ pub struct TableSync {
     matcher: Rc<ResourceMatcher>,
     /// Identity of the table in force here; `None` while the configured table is.
     identity: Option<Digest16>,
+    /// Repository generation of the table in force; `None` while the configured table (or a
+    /// table from a source without generations) is.
+    generation: Option<String>,
+    /// `resource_sync`'s cluster and path, for the messages.
+    source: (String, String),
     next_poll_ms: i64,
     lease: Lease,
     table_key: String,
@@ -24,9 +38,24 @@ pub struct TableSync {
 }
 
 /// A table that came into force: its version and size, for the log.
+#[derive(Debug)]
 pub struct Swapped {
     pub version: String,
     pub resources: usize,
+}
+
+/// Why a polled table was not taken; the last good table stays. Every message names pepctl's
+/// table, never the AS: the AS has nothing to do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TableRefused {
+    #[error("pepctl's resource table (resource_sync.cluster {cluster:?}, path {path}) could not be read: {reason}; check that pepctl serve is running and reachable from Envoy")]
+    Source { cluster: String, path: String, reason: String },
+    #[error("pepctl's resource table is empty and names no generation: refused, since it cannot be told from the table of a pepctl that lost its database; upgrade pepctl (its /filter-config names its generation)")]
+    EmptyWithoutGeneration,
+    #[error("pepctl's resource table is empty and of generation {offered}, not {in_force}: refused, since this is what a pepctl that lost its database serves; restore pepctl's database, or create a resource again, and the table is taken")]
+    EmptyOfAnotherGeneration { offered: String, in_force: String },
+    #[error("pepctl's resource table is empty and of generation {offered}, while the table in force came from the filter's configuration: refused, since an empty table of an unknown generation may come from a pepctl that lost its database; render the configuration again (its table is then empty too)")]
+    EmptyOverConfigured { offered: String },
 }
 
 impl TableSync {
@@ -34,6 +63,12 @@ impl TableSync {
         Self {
             matcher: Rc::new(config.resources.clone()),
             identity: None,
+            generation: None,
+            source: config
+                .resource_sync
+                .as_ref()
+                .map(|s| (s.cluster.clone(), s.path.clone()))
+                .unwrap_or_default(),
             next_poll_ms: 0,
             // A background poll: skipped when shared data cannot be read.
             lease: Lease::new(keys.key("resources.lease"), false),
@@ -53,7 +88,8 @@ impl TableSync {
             return None;
         }
         let (Some(bytes), _) = host.shared_get(&self.table_key)? else { return None };
-        self.swap(ResourceTable::from_json(&bytes).ok()?)
+        // Published by the worker that polled it, after `judge`: an empty one is a deletion.
+        self.swap(ResourceTable::read(&bytes).ok()?)
     }
 
     /// The poll to make now, if it is time and this worker moved the lease forward.
@@ -85,12 +121,40 @@ impl TableSync {
         &mut self,
         host: &impl Host,
         response: &CallResponse,
-    ) -> Result<Option<Swapped>, String> {
-        let table = ResourceTable::parse(&response.as_response()).map_err(|e| e.to_string())?;
+    ) -> Result<Option<Swapped>, TableRefused> {
+        let table = ResourceTable::parse_any(&response.as_response()).map_err(|e| TableRefused::Source {
+            cluster: self.source.0.clone(),
+            path: self.source.1.clone(),
+            reason: e.to_string(),
+        })?;
+        self.judge(&table)?;
+        if self.identity == Some(table.identity) {
+            return Ok(None);
+        }
         // Table first, then its identity: a reader that sees the new identity finds it.
         let _ = host.shared_set(&self.table_key, &response.body, None);
         let _ = host.shared_set(&self.identity_key, &table.identity, None);
         Ok(self.swap(table))
+    }
+
+    /// Whether `table` may replace the one in force: any valid non-empty table may; an empty
+    /// one only when it is of the generation in force (the last resource was deleted), or when
+    /// the table in force is empty too (it unprotects nothing).
+    fn judge(&self, table: &ResourceTable) -> Result<(), TableRefused> {
+        if !table.is_empty() || self.matcher.resources().is_empty() {
+            return Ok(());
+        }
+        let Some(offered) = &table.generation else {
+            return Err(TableRefused::EmptyWithoutGeneration);
+        };
+        match &self.generation {
+            Some(in_force) if in_force == offered => Ok(()),
+            Some(in_force) => Err(TableRefused::EmptyOfAnotherGeneration {
+                offered: offered.clone(),
+                in_force: in_force.clone(),
+            }),
+            None => Err(TableRefused::EmptyOverConfigured { offered: offered.clone() }),
+        }
     }
 
     fn swap(&mut self, table: ResourceTable) -> Option<Swapped> {
@@ -98,9 +162,152 @@ impl TableSync {
             return None;
         }
         self.identity = Some(table.identity);
+        self.generation = table.generation.clone();
         let swapped =
             Swapped { version: table.version.to_string(), resources: table.matcher.resources().len() };
         self.matcher = Rc::new(table.matcher);
         Some(swapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    fn config() -> PepConfig {
+        let c = json!({
+            "issuer": "https://as.example", "client_id": "pep", "client_secret": "s", "as_cluster": "as",
+            "resources": [{"id": "configured", "uri": "/configured", "scopes": []}],
+            "resource_sync": {"cluster": "pepctl", "interval_s": 5},
+        });
+        match PepConfig::from_json(c.to_string().as_bytes()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("test config: {e}"),
+        }
+    }
+
+    /// Two workers of one Envoy: they share the host's shared data.
+    fn two_workers() -> (FakeHost, TableSync, TableSync) {
+        let (config, keys) = (config(), SharedKeys::new("f00d"));
+        (FakeHost::new(NOW_MS), TableSync::new(&config, &keys), TableSync::new(&config, &keys))
+    }
+
+    fn table(generation: Option<&str>, uris: &[&str]) -> CallResponse {
+        let resources: Vec<_> = uris.iter().map(|u| json!({"id": format!("id{u}"), "uri": u})).collect();
+        let mut body = json!({"version": 1, "resources": resources});
+        if let Some(g) = generation {
+            body["generation"] = json!(g);
+        }
+        CallResponse { status: Some(200), body: body.to_string().into_bytes() }
+    }
+
+    fn protects(sync: &TableSync, path: &str) -> bool {
+        sync.resources().find(path).is_some()
+    }
+
+    #[test]
+    fn deleting_the_last_resource_applies_on_every_worker() {
+        let (host, mut poller, mut other) = two_workers();
+        assert!(poller.on_answer(&host, &table(Some("g1"), &["/a"])).unwrap().is_some());
+        assert!(other.adopt_published(&host).is_some());
+        assert!(protects(&poller, "/a/x") && protects(&other, "/a/x"));
+        assert!(!protects(&poller, "/configured"), "pepctl's table replaced the configured one");
+
+        // Same generation, no resource left: the deletion applies.
+        let swapped = poller.on_answer(&host, &table(Some("g1"), &[])).unwrap();
+        assert_eq!(swapped.map(|s| s.resources), Some(0));
+        assert!(!protects(&poller, "/a/x"));
+        assert!(other.adopt_published(&host).is_some(), "published for the other workers");
+        assert!(!protects(&other, "/a/x"));
+        // Polled again: nothing changes, nothing is refused.
+        assert!(poller.on_answer(&host, &table(Some("g1"), &[])).unwrap().is_none());
+        // A resource created again in the same database is taken, then deleted again.
+        assert!(poller.on_answer(&host, &table(Some("g1"), &["/b"])).unwrap().is_some());
+        assert!(poller.on_answer(&host, &table(Some("g1"), &[])).unwrap().is_some());
+        assert!(!protects(&poller, "/b"));
+    }
+
+    #[test]
+    fn a_lost_database_never_unprotects() {
+        let (host, mut poller, mut other) = two_workers();
+        poller.on_answer(&host, &table(Some("g1"), &["/a"])).unwrap();
+        other.adopt_published(&host);
+        // pepctl started on a new database: another generation, nothing in it.
+        let e = poller.on_answer(&host, &table(Some("g2"), &[])).unwrap_err();
+        assert_eq!(e, TableRefused::EmptyOfAnotherGeneration { offered: "g2".into(), in_force: "g1".into() });
+        assert!(protects(&poller, "/a/x"), "the last good table stays");
+        assert!(other.adopt_published(&host).is_none(), "nothing published");
+        assert!(protects(&other, "/a/x"));
+        // An empty table naming no generation (an older pepctl, a stand-in) is refused too.
+        let e = poller.on_answer(&host, &table(None, &[])).unwrap_err();
+        assert_eq!(e, TableRefused::EmptyWithoutGeneration);
+        assert!(protects(&poller, "/a/x"));
+        // Once the new database has a resource, content counts: that table is taken, and from
+        // then on its generation is the one in force.
+        poller.on_answer(&host, &table(Some("g2"), &["/b"])).unwrap();
+        assert!(protects(&poller, "/b") && !protects(&poller, "/a/x"));
+        poller.on_answer(&host, &table(Some("g2"), &[])).unwrap();
+        assert!(!protects(&poller, "/b"));
+    }
+
+    #[test]
+    fn an_empty_table_never_replaces_the_configured_one() {
+        let (host, mut poller, _) = two_workers();
+        // The configured table was rendered from some database; an empty table of a generation
+        // never seen may come from a pepctl that lost it.
+        let e = poller.on_answer(&host, &table(Some("g1"), &[])).unwrap_err();
+        assert_eq!(e, TableRefused::EmptyOverConfigured { offered: "g1".into() });
+        assert!(protects(&poller, "/configured"));
+        // A garbage generation is no generation at all.
+        let bad = CallResponse {
+            status: Some(200),
+            body: br#"{"version":1,"resources":[{"id":"x","uri":"/x"}],"generation":""}"#.to_vec(),
+        };
+        assert!(matches!(poller.on_answer(&host, &bad), Err(TableRefused::Source { .. })));
+        assert!(protects(&poller, "/configured"));
+    }
+
+    #[test]
+    fn an_empty_table_over_an_empty_one_changes_nothing_and_is_taken() {
+        let mut c = config();
+        c.resources = crate::config::validate_resources(Vec::new()).unwrap();
+        let (host, keys) = (FakeHost::new(NOW_MS), SharedKeys::new("f00d"));
+        let mut poller = TableSync::new(&c, &keys);
+        // Rendered from an empty repository: pepctl's empty table is taken, with its generation.
+        assert!(poller.on_answer(&host, &table(Some("g1"), &[])).unwrap().is_some());
+        poller.on_answer(&host, &table(Some("g1"), &["/a"])).unwrap();
+        let e = poller.on_answer(&host, &table(Some("g2"), &[])).unwrap_err();
+        assert!(matches!(e, TableRefused::EmptyOfAnotherGeneration { .. }), "{e}");
+        assert!(protects(&poller, "/a"));
+    }
+
+    #[test]
+    fn a_pepctl_failure_is_reported_as_pepctl_not_as_the_as() {
+        let (host, mut poller, _) = two_workers();
+        for response in [
+            CallResponse { status: None, body: Vec::new() },
+            CallResponse { status: Some(503), body: Vec::new() },
+            CallResponse { status: Some(200), body: b"<html>".to_vec() },
+        ] {
+            let e = poller.on_answer(&host, &response).unwrap_err().to_string();
+            assert!(e.starts_with("pepctl's resource table"), "{e}");
+            assert!(e.contains("\"pepctl\"") && e.contains("/filter-config"), "{e}");
+            assert!(!e.to_ascii_lowercase().contains("authorization server"), "{e}");
+        }
+        for refused in [
+            TableRefused::EmptyWithoutGeneration,
+            TableRefused::EmptyOfAnotherGeneration { offered: "a".into(), in_force: "b".into() },
+            TableRefused::EmptyOverConfigured { offered: "a".into() },
+        ] {
+            let e = refused.to_string();
+            assert!(e.starts_with("pepctl's resource table"), "{e}");
+            assert!(!e.to_ascii_lowercase().contains("authorization server"), "{e}");
+        }
+        assert!(protects(&poller, "/configured"));
     }
 }

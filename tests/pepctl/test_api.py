@@ -84,8 +84,12 @@ def test_validation_errors_are_json(api):
     assert r.status_code == 422, "the path exists"
     error_of(r)
     assert "Error" in r.headers, "the seed's Error header for old clients"
+    # Names are unique per owner (as Keycloak keeps them): bob's name is free for alice, her own
+    # is not (tests/pepctl/test_eoepca_names_and_shape.py has the rest).
     r = server.request("POST", "/resources", t["alice"], json={"name": "Bob home", "icon_uri": "/home/alice/b"})
-    assert r.status_code == 422, "the name exists"
+    assert r.status_code == 200, r.text
+    r = server.request("POST", "/resources", t["alice"], json={"name": "Bob home", "icon_uri": "/home/alice/c"})
+    assert r.status_code == 422, "alice owns a resource of that name"
 
 
 def test_read_update_transfer_delete(api, devas):

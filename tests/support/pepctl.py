@@ -73,16 +73,17 @@ class Pepctl:
                         "--listen-address", "127.0.0.1", "--listen-port", str(listen), "--admin-port", str(admin),
                         *extra).stdout
 
-    def serve(self, *extra: str, wait_ready: bool = True) -> "Server":
-        return Server(self, list(extra), wait_ready)
+    def serve(self, *extra: str, wait_ready: bool = True, listen: str = "127.0.0.1:0") -> "Server":
+        """`listen`: the address to bind (a restarted pepctl takes its old port back this way)."""
+        return Server(self, list(extra), wait_ready, listen)
 
 
 class Server:
     """`pepctl serve` on a free port. It listens at once and reaches the AS in the background:
     unless `wait_ready` is false, this waits until /readyz says the AS has been reached."""
 
-    def __init__(self, pepctl: Pepctl, extra: list[str], wait_ready: bool = True):
-        self.proc = Service([str(PEPCTL), "serve", "--listen", "127.0.0.1:0", *extra], ready="listening on",
+    def __init__(self, pepctl: Pepctl, extra: list[str], wait_ready: bool = True, listen: str = "127.0.0.1:0"):
+        self.proc = Service([str(PEPCTL), "serve", "--listen", listen, *extra], ready="listening on",
                             env=pepctl.env, cwd=pepctl.workdir)
         m = re.search(r"listening on (\S+)", self.proc.ready_line)
         assert m, self.proc.ready_line

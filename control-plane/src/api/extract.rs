@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use uma_pep_core::keypath;
 
@@ -16,26 +16,40 @@ use crate::identity::{self, IdentityError};
 use super::error::ApiError;
 use super::state::{Connected, Shared};
 
-/// The verified caller (the `sub` of the bearer token, and whether an operator), with the AS
-/// clients. A call without a token is a 401; one with a token while the AS has not been reached
-/// is a 503 (its JWKS or userinfo verifies the token).
+/// The verified caller (the party of the bearer token, or of the filter's identity JWT, and
+/// whether an operator), with the AS clients. A call without a credential is a 401; one with a
+/// credential while the AS has not been reached is a 503 (the AS verifies it).
 pub struct Caller {
     pub identity: identity::Caller,
     pub link: Arc<Connected>,
-    /// The caller's `Authorization` header, which the PDP is called with.
+    /// What the PDP is called with: the caller's `Authorization`, or the identity JWT as a
+    /// bearer token when that is what the caller presented.
     pub authorization: String,
+}
+
+/// Every value of header `name`; one that is not UTF-8 becomes U+FFFD, which no parser takes.
+fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("\u{fffd}")).collect()
 }
 
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let Some(auth) = parts.headers.get(header::AUTHORIZATION) else {
+        let authorization = values(&parts.headers, header::AUTHORIZATION.as_str());
+        let forwarded_header = state.forwarded_header.as_deref();
+        let forwarded = forwarded_header.map(|h| values(&parts.headers, h)).unwrap_or_default();
+        if authorization.is_empty() && forwarded.is_empty() {
             return Err(IdentityError::Missing.into());
-        };
+        }
         let link = state.connected()?;
-        let authorization = auth.to_str().unwrap_or("").to_string();
-        let identity = link.verifier.verify(Some(&authorization)).await?;
+        let presented = identity::Presented { authorization: &authorization, forwarded: &forwarded };
+        let identity = link.verifier.verify(presented).await?;
+        let authorization = match (authorization.first(), forwarded.first()) {
+            (Some(a), _) => (*a).to_string(),
+            (None, Some(jwt)) => format!("Bearer {}", jwt.trim()),
+            (None, None) => String::new(),
+        };
         Ok(Self { identity, link, authorization })
     }
 }
@@ -85,7 +99,7 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         // What GET answers can be sent back.
         let back = json!({"id": "x", "_id": "x", "name": "n", "_name": "n", "icon_uri": "/a", "_reverse_match_url": "/a",
-                          "resource_scopes": [], "description": null, "ownership_id": "o", "created_at": 1, "updated_at": 2});
+                          "resource_scopes": [], "scopes": [], "description": null, "ownership_id": "o", "created_at": 1, "updated_at": 2});
         assert!(parse_json::<ResourceUpdate>(back.to_string().as_bytes()).is_ok());
     }
 }

@@ -176,8 +176,9 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /filter-config`: the filter's resource table and its version. The filter keeps its last
-/// good table when this is unreachable, and swaps only when the table changed.
+/// `GET /filter-config`: the filter's resource table, its version and the database's
+/// generation. The filter keeps its last good table when this is unreachable, swaps only when
+/// the table changed, and takes an empty table only of the generation it follows.
 #[utoipa::path(get, path = "/filter-config", tag = "filter",
     summary = "The filter's resource table",
     security(()),
@@ -186,9 +187,14 @@ pub async fn remove(
         (status = 500, description = "the repository failed", body = ErrorBody),
     ))]
 pub async fn filter_config(State(state): State<Shared>) -> Result<Response, ApiError> {
-    let (list, version) = state.repo.run(|r| r.snapshot()).await?;
-    tracing::debug!(version, resources = list.len(), "filter-config served");
-    let table = FilterTable { resources: filter_resources(&list), version };
+    let snapshot = state.repo.run(|r| r.snapshot()).await?;
+    let version = snapshot.version;
+    tracing::debug!(version, resources = snapshot.resources.len(), "filter-config served");
+    let table = FilterTable {
+        resources: filter_resources(&snapshot.resources),
+        version,
+        generation: Some(snapshot.generation),
+    };
     Ok(([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(table)).into_response())
 }
 

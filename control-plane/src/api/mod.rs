@@ -183,10 +183,17 @@ mod tests {
         let table =
             uma_pep_core::resource_table::ResourceTable::from_json(fc.body.to_string().as_bytes()).unwrap();
         assert_eq!(table.version, 2);
+        let generation = repo.generation().unwrap();
+        assert_eq!(table.generation.as_deref(), Some(generation.as_str()));
         repo.delete("r2").unwrap();
         let fc = call(&state, Method::GET, "/filter-config", None, "").await;
         assert_eq!(fc.body["version"], 3);
         assert_eq!(fc.body["resources"].as_array().unwrap().len(), 1);
+        // The last one deleted: an empty table, of the same generation (which the filter takes).
+        repo.delete("r1").unwrap();
+        let fc = call(&state, Method::GET, "/filter-config", None, "").await;
+        assert_eq!(fc.body["resources"], json!([]));
+        assert_eq!(fc.body["generation"], generation.as_str());
         let doc = call(&state, Method::GET, "/openapi.json", None, "").await;
         assert_eq!(doc.body["info"]["title"], "Policy Enforcement Point Interfaces");
         assert!(doc.body["paths"]["/resources/{id}"]["delete"].is_object());
@@ -244,6 +251,7 @@ mod tests {
                 name: Some("n".into()),
             }],
             version: 1,
+            generation: Some("g".into()),
         };
         let sent = serde_json::to_value(&table).unwrap();
         for (object, schema) in [(&sent, "FilterTable"), (&sent["resources"][0], "FilterResource")] {

@@ -2,18 +2,21 @@
 //! renewing expiring registrations, and the server with its graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use thiserror::Error;
 
 use crate::context::{AsContext, Common, ContextError};
-use crate::identity::{IdentityConfig, Verifier};
+use crate::identity::{ForwardedIdentity, IdentityConfig, Introspection, Verifier};
 use crate::pdp::PdpClient;
 use crate::registration::ClientFile;
 use crate::repository::{RepoError, Repository};
 use crate::resource_set::ResourceSetClient;
 use crate::transport::checked_url;
+use uma_pep_core::jwt_rpt::JwtKeys;
+use uma_pep_core::wire::AsResponse;
 
 use super::router;
 use super::state::{AppState, AsLink, Connected, Shared};
@@ -41,6 +44,54 @@ pub struct ServeArgs {
     /// Renew a registration whose AS expiry is closer than this, seconds
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     pub refresh_before_s: i64,
+    /// Accept the identity JWT the filter mints (`forward`) from services behind the PEP: the
+    /// JWKS of the forward key (what `pepctl jwks` prints), or the key's PEM file itself
+    #[arg(long, env = "PEPCTL_FORWARD_JWKS", requires = "forward_audience")]
+    pub forward_jwks: Option<PathBuf>,
+    /// Required `aud` of the identity JWT (the filter's `forward.aud`)
+    #[arg(long, env = "PEPCTL_FORWARD_AUDIENCE", requires = "forward_jwks")]
+    pub forward_audience: Option<String>,
+    /// Required `iss` of the identity JWT (the filter's `forward.iss`)
+    #[arg(long, default_value = "uma-pep", requires = "forward_jwks")]
+    pub forward_issuer: String,
+    /// Header the identity JWT comes in (the filter's `forward.header`)
+    #[arg(long, default_value = uma_pep_core::config::DEFAULT_FORWARD_HEADER, requires = "forward_jwks")]
+    pub forward_header: String,
+}
+
+/// The filter's identity JWTs as `--forward-jwks` and its companions say to accept them.
+fn forwarded_identity(args: &ServeArgs) -> Result<Option<ForwardedIdentity>, ServeError> {
+    let (Some(path), Some(audience)) = (&args.forward_jwks, &args.forward_audience) else {
+        return Ok(None);
+    };
+    let shown = path.display().to_string();
+    let bad = |problem: String| ServeError::ForwardJwks { path: shown.clone(), problem };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    // The key's PEM (the same file the filter is rendered with) or its JWKS.
+    let jwks = match crate::jwks::public_key_from_pem(&bytes) {
+        Ok(jwk) => {
+            serde_json::to_vec(&serde_json::json!({ "keys": [jwk] })).map_err(|e| bad(e.to_string()))?
+        }
+        Err(_) => bytes,
+    };
+    let keys =
+        JwtKeys::parse(&AsResponse { status: Some(200), body: &jwks }).map_err(|e| bad(e.to_string()))?;
+    if let Some(d) = keys.dropped().first() {
+        return Err(bad(format!("key {} is unusable: {}", d.kid, d.reason)));
+    }
+    if keys.is_empty() {
+        return Err(bad("holds no signature key with a kid".into()));
+    }
+    let header = args.forward_header.trim().to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ServeError::ForwardHeader(args.forward_header.clone()));
+    }
+    Ok(Some(ForwardedIdentity {
+        header,
+        keys,
+        issuer: args.forward_issuer.clone(),
+        audience: audience.clone(),
+    }))
 }
 
 #[derive(Debug, Error)]
@@ -51,6 +102,13 @@ pub enum ServeError {
     Repo(#[from] RepoError),
     #[error("--pdp-url: {0}")]
     Pdp(String),
+    #[error(
+        "--forward-jwks {path}: {problem}; give the JWKS `pepctl jwks --key <forward key>` prints, or the \
+         forward key's PEM file"
+    )]
+    ForwardJwks { path: String, problem: String },
+    #[error("--forward-header {0:?} is not a header name (letters, digits, '-' and '_')")]
+    ForwardHeader(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -102,7 +160,13 @@ const AS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reaches the AS (discovery), retrying with a pause that doubles up to `AS_RETRY_MAX`; then
 /// the Resource API is ready and renewals start.
-async fn connect_until_ready(common: Common, client: ClientFile, args: ServeArgs, state: Shared) {
+async fn connect_until_ready(
+    common: Common,
+    client: ClientFile,
+    args: ServeArgs,
+    forwarded: Option<ForwardedIdentity>,
+    state: Shared,
+) {
     let mut pause = AS_RETRY_FIRST;
     let mut attempts = 0u32;
     let mut last_cause = String::new();
@@ -124,7 +188,7 @@ async fn connect_until_ready(common: Common, client: ClientFile, args: ServeArgs
             }
         }
     };
-    let verifier = Verifier::new(
+    let mut verifier = Verifier::new(
         ctx.http.clone(),
         IdentityConfig {
             issuer: ctx.endpoints.issuer.clone(),
@@ -134,6 +198,18 @@ async fn connect_until_ready(common: Common, client: ClientFile, args: ServeArgs
             leeway_s: args.leeway_s,
         },
     );
+    // Opaque RPTs that services behind the PEP pass on are resolved where the filter resolves
+    // them.
+    if let Some(endpoint) = ctx.endpoints.introspection.clone() {
+        verifier = verifier.with_introspection(Introspection {
+            endpoint,
+            profile: ctx.profile,
+            pat: ctx.pat.clone(),
+        });
+    }
+    if let Some(forwarded) = forwarded {
+        verifier = verifier.with_forwarded(forwarded);
+    }
     let connected = Connected { resource_set: ctx.resource_set.clone(), verifier };
     state.link.send_replace(AsLink::Ready(Arc::new(connected)));
     tracing::info!(issuer = %ctx.endpoints.issuer, attempts, "authorization server reached; Resource API ready");
@@ -155,8 +231,10 @@ pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
             Some(PdpClient::new(http, url))
         }
     };
+    let forwarded = forwarded_identity(&args)?;
+    let forwarded_header = forwarded.as_ref().map(|f| f.header.clone());
     let waiting = AsLink::Waiting { cause: "first attempt under way".into(), attempts: 0 };
-    let state = Arc::new(AppState::new(repo, waiting, pdp));
+    let state = Arc::new(AppState::new(repo, waiting, pdp).with_forwarded_header(forwarded_header));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
@@ -164,7 +242,7 @@ pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(listen = %local, "serving /filter-config and /healthz; reaching the authorization server");
     // Tests and supervisors read the bound address (port 0 picks a free one) from stdout.
     println!("listening on {local}");
-    tokio::spawn(connect_until_ready(common.clone(), client, args, state.clone()));
+    tokio::spawn(connect_until_ready(common.clone(), client, args, forwarded, state.clone()));
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -178,15 +178,19 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             Some(u) => u,
             None => caller.sub.clone(),
         };
-        let scopes = complete_scopes(&body.resource_scopes.unwrap_or_default());
+        let scopes = complete_scopes(&body.resource_scopes.or(body.scopes).unwrap_or_default());
 
         let _write = self.write_lock.lock().await;
         {
-            let (c, u, n) = (caller.clone(), uri.clone(), name.clone());
+            let (c, u, n, o) = (caller.clone(), uri.clone(), name.clone(), owner.clone());
             let (allowed, by_uri, by_name) = self
                 .repo
                 .run(move |r| {
-                    Ok((c.is_operator || may_create_under(&c, &u, r)?, r.get_by_uri(&u)?, r.get_by_name(&n)?))
+                    Ok((
+                        c.is_operator || may_create_under(&c, &u, r)?,
+                        r.get_by_uri(&u)?,
+                        r.get_by_owner_and_name(&o, &n)?,
+                    ))
                 })
                 .await?;
             if !allowed {
@@ -195,8 +199,10 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             if by_uri.is_some() {
                 return Err(ServiceError::Invalid(format!("Resource already exists for URI {uri}")));
             }
+            // Names are unique per owner (as Keycloak keeps them): another user may deploy an
+            // application of the same name.
             if by_name.is_some() {
-                return Err(ServiceError::Invalid(format!("a resource named {name:?} already exists")));
+                return Err(ServiceError::Invalid(format!("{owner} already owns a resource named {name:?}")));
             }
         }
         let open = is_open(&scopes);
@@ -279,7 +285,8 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         body: ResourceUpdate,
         full: bool,
     ) -> Result<StoredResource, ServiceError> {
-        if full && (body.name.is_none() || body.resource_scopes.is_none()) {
+        let resource_scopes = body.resource_scopes.or(body.scopes);
+        if full && (body.name.is_none() || resource_scopes.is_none()) {
             return Err(ServiceError::Invalid("PUT needs name and resource_scopes".into()));
         }
         let _write = self.write_lock.lock().await;
@@ -292,7 +299,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             }
             next.name = n;
         }
-        if let Some(s) = body.resource_scopes {
+        if let Some(s) = resource_scopes {
             next.scopes = complete_scopes(&s);
         }
         if full || body.description.is_some() {
@@ -315,13 +322,13 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             next.owner = o;
         }
         {
-            let (n, u) = (next.name.clone(), next.uri.clone());
+            let (n, u, o) = (next.name.clone(), next.uri.clone(), next.owner.clone());
             let (by_name, by_uri) =
-                self.repo.run(move |r| Ok((r.get_by_name(&n)?, r.get_by_uri(&u)?))).await?;
+                self.repo.run(move |r| Ok((r.get_by_owner_and_name(&o, &n)?, r.get_by_uri(&u)?))).await?;
             if by_name.is_some_and(|r| r.id != current.id) {
                 return Err(ServiceError::Invalid(format!(
-                    "a resource named {:?} already exists",
-                    next.name
+                    "{} already owns a resource named {:?}",
+                    next.owner, next.name
                 )));
             }
             if by_uri.is_some_and(|r| r.id != current.id) {
@@ -393,11 +400,18 @@ mod tests {
             AsProfile::Keycloak
         }
         async fn create(&self, d: &Description) -> Result<Registered, ResourceSetError> {
-            self.record(format!("create {}", d.uri));
+            // Ids by name; a name registered again (for another owner) gets a suffix.
+            let again = self
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("create ") && c.ends_with(&format!(" {}", d.name)))
+                .count();
+            self.record(format!("create {} {}", d.uri, d.name));
             if self.fail_create {
                 return Err(ResourceSetError::Refused("500".into()));
             }
-            Ok(Registered { id: format!("as-{}", d.name), ..Registered::default() })
+            let id = if again == 0 { format!("as-{}", d.name) } else { format!("as-{}-{again}", d.name) };
+            Ok(Registered { id, ..Registered::default() })
         }
         async fn get(&self, id: &str) -> Result<Option<Registered>, ResourceSetError> {
             self.record(format!("get {id}"));
@@ -452,6 +466,7 @@ mod tests {
             icon_uri: Some(uri.into()),
             uri: None,
             resource_scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            scopes: None,
             description: None,
             uuid: None,
         }
@@ -472,7 +487,7 @@ mod tests {
         let r = svc.create(&operator(), "Bearer t", new("A", "/a", None)).await.unwrap();
         assert_eq!(r.id, "as-A");
         assert_eq!(r.scopes.len(), 6, "method scopes completed");
-        assert_eq!(fake.calls(), vec!["create /a"]);
+        assert_eq!(fake.calls(), vec!["create /a A"]);
         assert_eq!(*pdp.calls.lock().unwrap(), vec!["as-A Bearer t"]);
         assert_eq!(repo.get("as-A").unwrap().unwrap().uri, "/a");
         // A second one at the same path is refused before any AS call.
@@ -488,7 +503,7 @@ mod tests {
         let svc = ResourceService { repo: &repo, registry: &fake, pdp: Some(&pdp), write_lock: &lock };
         let e = svc.create(&operator(), "Bearer t", new("A", "/a", None)).await.unwrap_err();
         assert!(matches!(e, ServiceError::Pdp(_)), "{e:?}");
-        assert_eq!(fake.calls(), vec!["create /a", "delete as-A"]);
+        assert_eq!(fake.calls(), vec!["create /a A", "delete as-A"]);
         assert!(repo.list().unwrap().is_empty());
         // A public resource needs no policy: the PDP is not asked.
         svc.create(&operator(), "Bearer t", new("P", "/p", Some(&["public_access"]))).await.unwrap();
@@ -530,7 +545,7 @@ mod tests {
         let p = svc.create(&operator(), "Bearer t", new("P", "/p", None)).await.unwrap();
         assert!(svc.update(&operator(), p.id.clone(), update(&["open"]), false).await.is_err());
         svc.delete(&operator(), p.id).await.unwrap();
-        assert_eq!(fake.calls(), vec!["create /p", "delete as-P"]);
+        assert_eq!(fake.calls(), vec!["create /p P", "delete as-P"]);
     }
 
     #[tokio::test]
@@ -565,6 +580,53 @@ mod tests {
         assert_eq!(at_path(&repo, &user("alice"), "/home//alice/").await.unwrap().name, "Home");
         assert_eq!(list(&repo, &user("alice")).await.unwrap().len(), 1);
         assert_eq!(list(&repo, &operator()).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_per_owner_and_paths_everywhere() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, lock) = (FakeAs::default(), Mutex::new(()));
+        let svc =
+            ResourceService::<_, FakePdp> { repo: &repo, registry: &fake, pdp: None, write_lock: &lock };
+        let for_owner = |owner: &str, uri: &str| {
+            let mut n = new("ADES wps", uri, None);
+            n.uuid = Some(owner.into());
+            n
+        };
+        let a = svc.create(&operator(), "", for_owner("alice", "/alice/wps")).await.unwrap();
+        // Another user deploys the same application: same name, own path.
+        let b = svc.create(&operator(), "", for_owner("bob", "/bob/wps")).await.unwrap();
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("ADES wps", "ADES wps"));
+        let e = svc.create(&operator(), "", for_owner("alice", "/alice/other")).await.unwrap_err();
+        assert_eq!(e.to_string(), "alice already owns a resource named \"ADES wps\"");
+        let e = svc.create(&operator(), "", for_owner("carol", "/bob/wps")).await.unwrap_err();
+        assert_eq!(e.to_string(), "Resource already exists for URI /bob/wps");
+        // A transfer that would give bob two resources of one name is refused.
+        let mut other = new("Other", "/alice/x", None);
+        other.uuid = Some("alice".into());
+        let x = svc.create(&operator(), "", other).await.unwrap();
+        let rename = ResourceUpdate { name: Some("ADES wps".into()), ..ResourceUpdate::default() };
+        assert!(matches!(
+            svc.update(&operator(), x.id.clone(), rename, false).await,
+            Err(ServiceError::Invalid(_))
+        ));
+        let to_bob = ResourceUpdate { ownership_id: Some("bob".into()), ..ResourceUpdate::default() };
+        let moved = svc.update(&operator(), a.id.clone(), to_bob, false).await.unwrap_err();
+        assert_eq!(moved.to_string(), "bob already owns a resource named \"ADES wps\"");
+        // The old name of resource_scopes is read when resource_scopes is absent.
+        let scoped =
+            ResourceUpdate { scopes: Some(vec!["public_access".into()]), ..ResourceUpdate::default() };
+        assert_eq!(
+            svc.update(&operator(), x.id.clone(), scoped, false).await.unwrap().scopes,
+            ["public_access"]
+        );
+        let both = ResourceUpdate {
+            resource_scopes: Some(vec!["protected_get".into()]),
+            scopes: Some(vec!["public_access".into()]),
+            ..ResourceUpdate::default()
+        };
+        let r = svc.update(&operator(), x.id, both, false).await.unwrap();
+        assert!(r.scopes.contains(&"protected_get".to_string()), "{:?}", r.scopes);
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct AppState {
     pub link: watch::Sender<AsLink>,
     pub pdp: Option<PdpClient>,
     pub write_lock: Mutex<()>,
+    /// The header the filter's identity JWT comes in, when pepctl accepts those
+    /// (`--forward-jwks`); known before the AS is reached, so that such a call is a 503 then.
+    pub forwarded_header: Option<String>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -42,7 +45,13 @@ pub enum AsLink {
 
 impl AppState {
     pub fn new(repo: Repository, link: AsLink, pdp: Option<PdpClient>) -> Self {
-        Self { repo, link: watch::Sender::new(link), pdp, write_lock: Mutex::new(()) }
+        Self { repo, link: watch::Sender::new(link), pdp, write_lock: Mutex::new(()), forwarded_header: None }
+    }
+
+    /// Accepts the filter's identity JWTs in `header` (the verifier checks them).
+    pub fn with_forwarded_header(mut self, header: Option<String>) -> Self {
+        self.forwarded_header = header;
+        self
     }
 
     pub(crate) fn connected(&self) -> Result<Arc<Connected>, ApiError> {

@@ -7,7 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::repository::StoredResource;
 
-/// A resource: clean names plus the seed's `_id`/`_name`/`_reverse_match_url`.
+/// A resource: clean names plus the EOEPCA PEP's `_id`/`_name`/`_reverse_match_url` and
+/// `scopes`, which its clients read (the ADES reads `scopes` from the create answer and the list).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Resource)]
 pub struct ResourceView {
@@ -26,6 +27,8 @@ pub struct ResourceView {
     #[serde(rename = "_reverse_match_url")]
     pub reverse_match_url: String,
     pub resource_scopes: Vec<String>,
+    /// The EOEPCA PEP's name of `resource_scopes`: the same list.
+    pub scopes: Vec<String>,
     pub description: Option<String>,
     /// The owner's `sub`.
     pub ownership_id: String,
@@ -45,6 +48,7 @@ impl From<&StoredResource> for ResourceView {
             icon_uri: r.uri.clone(),
             reverse_match_url: r.uri.clone(),
             resource_scopes: r.scopes.clone(),
+            scopes: r.scopes.clone(),
             description: r.description.clone(),
             ownership_id: r.owner.clone(),
             created_at: r.created_at,
@@ -68,6 +72,8 @@ pub struct NewResource {
     /// Without `public_access`, `Authenticated`, `authenticated` or `open`, the six method
     /// scopes are added. `open`: passed through with no token check, not registered at the AS.
     pub resource_scopes: Option<Vec<String>>,
+    /// The EOEPCA PEP's name of `resource_scopes`, read when `resource_scopes` is absent.
+    pub scopes: Option<Vec<String>>,
     pub description: Option<String>,
     /// Operator only: the owner to create for.
     pub uuid: Option<String>,
@@ -81,6 +87,9 @@ pub struct NewResource {
 pub struct ResourceUpdate {
     pub name: Option<String>,
     pub resource_scopes: Option<Vec<String>>,
+    /// The EOEPCA PEP's name of `resource_scopes`, read when `resource_scopes` is absent (a
+    /// resource read with GET and sent back carries both: `resource_scopes` wins).
+    pub scopes: Option<Vec<String>>,
     pub description: Option<String>,
     /// Operator only: move the resource.
     pub icon_uri: Option<String>,
@@ -154,6 +163,11 @@ pub struct FilterTableSchema {
     resources: Vec<FilterResourceSchema>,
     /// Bumped by every change of the repository.
     version: i64,
+    /// The repository's generation: a random id drawn when its database was created. The
+    /// filter takes an empty table only of the generation it already follows, so that a pepctl
+    /// that lost its database never unprotects every path.
+    #[schema(required = false)]
+    generation: Option<String>,
 }
 
 /// One entry of the filter's resource table.
