@@ -6,7 +6,7 @@ use crate::config::{PepConfig, UnmatchedPolicy};
 use crate::credential::Credential;
 use crate::matcher::ResourceMatcher;
 use crate::path::{normalize_path, split_query};
-use crate::resource::required_scope;
+use crate::resource::{head_method_scope, required_scope};
 
 /// The seed's log codes, one per decision line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,19 @@ impl LocalReply {
     pub fn as_unreachable(reason: impl Into<String>) -> Self {
         let mut r = Self::json_error(403, "uma_authorization_server_unreachable", LogCode::AsError, reason);
         r.headers.push(("warning".into(), AS_UNREACHABLE_WARNING.into()));
+        r
+    }
+
+    /// 503 + `Retry-After`: this PEP has as many introspections in flight as it allows; nothing
+    /// is forwarded, and the client may try again shortly.
+    pub fn overloaded() -> Self {
+        let mut r = Self::json_error(
+            503,
+            "temporarily_unavailable",
+            LogCode::AsError,
+            "too many introspections in flight (max_introspections_in_flight)",
+        );
+        r.headers.push(("retry-after".into(), "1".into()));
         r
     }
 
@@ -203,6 +216,12 @@ pub fn plan_detailed<'a>(
     let Some(method_scope) = config.scope_for(facts.method) else {
         return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
     };
+    // HEAD is decided on GET's scope where the resource allows GET (see `head_method_scope`).
+    let method_scope = if facts.method == "HEAD" {
+        head_method_scope(&resource.scopes, config.scope_for("GET"), method_scope)
+    } else {
+        method_scope
+    };
     let Some(scope) = required_scope(&resource.scopes, method_scope) else {
         return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
     };
@@ -318,6 +337,42 @@ mod tests {
         assert!(matches!(plan(&c, &c.resources, facts("GET", "/ro", &[])), Plan::Protected { .. }));
         // Unmatched paths are not about scopes.
         assert!(matches!(plan(&c, &c.resources, facts("OPTIONS", "/zzz", &[])), Plan::PassThrough { .. }));
+    }
+
+    #[test]
+    fn head_is_decided_on_the_get_scope_where_get_is_allowed() {
+        let json = r#"{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
+            "resources":[{"id":"r-all","uri":"/all","scopes":["protected_get","protected_head","protected_post"]},
+            {"id":"r-any","uri":"/any"},{"id":"r-head","uri":"/head","scopes":["protected_head"]},
+            {"id":"r-post","uri":"/post","scopes":["protected_post"]},{"id":"r-auth","uri":"/auth","scopes":["Authenticated"]}]}"#;
+        let c = PepConfig::from_json(json.as_bytes()).unwrap();
+        let scope_of = |method: &str, path: &str| {
+            let (t, _) = protected(plan(&c, &c.resources, facts(method, path, &["Bearer rpt"])));
+            t.scope
+        };
+        // A resource listing both, and one listing none: GET's scope, ticket included.
+        assert_eq!(scope_of("HEAD", "/all/x"), "protected_get");
+        assert_eq!(scope_of("HEAD", "/any"), "protected_get");
+        assert_eq!(scope_of("GET", "/all"), "protected_get");
+        // HEAD allowed, GET not: HEAD's own scope; neither: 405 as before.
+        assert_eq!(scope_of("HEAD", "/head"), "protected_head");
+        assert_eq!(status(plan(&c, &c.resources, facts("GET", "/head", &[]))), 405);
+        assert_eq!(status(plan(&c, &c.resources, facts("HEAD", "/post", &[]))), 405);
+        // Stand-ins are unchanged.
+        assert_eq!(scope_of("HEAD", "/auth"), "Authenticated");
+        // A method table without HEAD still refuses it; one mapping GET elsewhere is followed.
+        let table = |extra: &str| {
+            let json = format!(
+                r#"{{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
+                "resources":[{{"id":"r","uri":"/r"}}],"method_scopes":{extra}}}"#
+            );
+            PepConfig::from_json(json.as_bytes()).unwrap()
+        };
+        let no_head = table(r#"{"GET":"read"}"#);
+        assert_eq!(status(plan(&no_head, &no_head.resources, facts("HEAD", "/r", &[]))), 405);
+        let renamed = table(r#"{"GET":"read","HEAD":"peek"}"#);
+        let (t, _) = protected(plan(&renamed, &renamed.resources, facts("HEAD", "/r", &[])));
+        assert_eq!(t.scope, "read");
     }
 
     #[test]

@@ -107,6 +107,24 @@ pub fn required_scope<'s>(resource_scopes: &'s [String], method_scope: &'s str) 
     SCOPE_STAND_INS.into_iter().find(|stand_in| resource_scopes.iter().any(|s| s == stand_in))
 }
 
+/// The method scope a HEAD request is decided on, given the scopes of GET and HEAD in the
+/// method table. HEAD is GET without the content (RFC 9110 §9.3.2): it discloses nothing a GET
+/// would not, and the EOEPCA PEP answered it through its GET route (Flask serves HEAD with a
+/// GET view), so a client holding a GET RPT expects HEAD to work. Where the resource allows GET
+/// (it lists GET's scope, or lists none) HEAD therefore needs GET's scope, and its ticket asks
+/// for that scope: one RPT serves both. A resource that lists HEAD's scope but not GET's keeps
+/// needing HEAD's; without GET in the table, HEAD needs its own.
+pub fn head_method_scope<'s>(
+    resource_scopes: &[String],
+    get_scope: Option<&'s str>,
+    head_scope: &'s str,
+) -> &'s str {
+    match get_scope {
+        Some(get) if resource_scopes.is_empty() || resource_scopes.iter().any(|s| s == get) => get,
+        _ => head_scope,
+    }
+}
+
 /// The canonical form of a resource path: normalised as the filter normalises request paths
 /// (query and fragment cut off), without a trailing slash (`/` stays `/`).
 pub fn canonical_path(raw: &str) -> Result<String, PathError> {
@@ -213,6 +231,24 @@ mod tests {
         );
         assert_eq!(required_scope(&scopes(&["public_access"]), "protected_post"), Some("public_access"));
         assert_eq!(required_scope(&scopes(&["x"]), "protected_get"), None);
+    }
+
+    #[test]
+    fn head_needs_the_get_scope_where_get_is_allowed() {
+        let get = Some("protected_get");
+        // Empty: any method scope, so GET's; the six scopes a registered resource gets: GET's too.
+        assert_eq!(head_method_scope(&[], get, "protected_head"), "protected_get");
+        assert_eq!(head_method_scope(&method_scopes(), get, "protected_head"), "protected_get");
+        assert_eq!(head_method_scope(&scopes(&["protected_get"]), get, "protected_head"), "protected_get");
+        // A resource that allows HEAD and not GET keeps HEAD's scope.
+        assert_eq!(head_method_scope(&scopes(&["protected_head"]), get, "protected_head"), "protected_head");
+        // Stand-ins: the method scope is not listed, so required_scope picks the stand-in either way.
+        let stand_in = scopes(&["Authenticated"]);
+        assert_eq!(head_method_scope(&stand_in, get, "protected_head"), "protected_head");
+        assert_eq!(required_scope(&stand_in, "protected_head"), Some("Authenticated"));
+        // No GET in the method table: HEAD's own scope.
+        assert_eq!(head_method_scope(&[], None, "protected_head"), "protected_head");
+        assert_eq!(head_method_scope(&scopes(&["read"]), Some("read"), "peek"), "read");
     }
 
     #[test]
