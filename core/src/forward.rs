@@ -11,7 +11,6 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use signature::{RandomizedSigner, SignatureEncoding};
 use thiserror::Error;
 
 use crate::config::{ConfigError, ForwardConfig, SigningAlg};
@@ -42,8 +41,9 @@ pub struct ForwardSigner {
     pub jwks_path: Option<String>,
     alg: Algorithm,
     key: EncodingKey,
-    /// RS256 only: the key parsed once. jsonwebtoken re-parses the DER and recomputes the CRT
-    /// values on every signature, which is most of RS256's cost inside V8.
+    /// RS256 only: the key parsed once, its CRT values computed once. Through jsonwebtoken
+    /// every signature would re-parse the DER and recompute them.
+    #[cfg(feature = "forward-rs256")]
     rsa: Option<rsa::pkcs1v15::SigningKey<Sha256>>,
     jwt_header: Header,
     iss: String,
@@ -81,20 +81,57 @@ pub fn jwk_thumbprint(jwk: &Jwk) -> Option<String> {
     Some(b64url(&Sha256::digest(canonical.to_string().as_bytes())))
 }
 
+/// The DER inside a PEM block and its label. Lenient as jsonwebtoken's PEM reader was: any
+/// line length, CR LF, blanks around; a key is never quoted back in the error.
+fn pem_der(pem: &str) -> Result<(&str, Vec<u8>), &'static str> {
+    let rest = pem.trim().strip_prefix("-----BEGIN ").ok_or("no PEM BEGIN line")?;
+    let (label, rest) = rest.split_once("-----").ok_or("no PEM BEGIN line")?;
+    let end = format!("-----END {label}-----");
+    let body = rest.strip_suffix(end.as_str()).ok_or("no matching PEM END line")?;
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "PEM body is not base64")?;
+    Ok((label, der))
+}
+
+/// jsonwebtoken's `EncodingKey` for `alg` from a PEM private key: PKCS#8 for every algorithm,
+/// PKCS#1 (`RSA PRIVATE KEY`) for RS256 too. Read here rather than by jsonwebtoken's `use_pem`,
+/// whose ASN.1 parser brings a date-time library and a second bignum implementation into the
+/// module.
+fn encoding_key(key_pem: &str, alg: SigningAlg) -> Result<EncodingKey, String> {
+    const RSA: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+    const EC: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const ED25519: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112");
+    let not_it = |why: &str| format!("not a {alg:?} private key in PEM: {why}");
+    let (label, der) = pem_der(key_pem).map_err(not_it)?;
+    match (label, alg) {
+        ("RSA PRIVATE KEY", SigningAlg::RS256) => return Ok(EncodingKey::from_rsa_der(&der)),
+        ("PRIVATE KEY", _) => {}
+        _ => return Err(not_it("not a PKCS#8 private key block")),
+    }
+    let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).map_err(|_| not_it("not PKCS#8"))?;
+    match (info.algorithm.oid, alg) {
+        (RSA, SigningAlg::RS256) => Ok(EncodingKey::from_rsa_der(info.private_key)),
+        (EC, SigningAlg::ES256) => Ok(EncodingKey::from_ec_der(&der)),
+        (ED25519, SigningAlg::EdDSA) => Ok(EncodingKey::from_ed_der(&der)),
+        (RSA, _) => Err(not_it("it is an RSA key")),
+        (EC, _) => Err(not_it("it is an EC key")),
+        (ED25519, _) => Err(not_it("it is an Ed25519 key")),
+        _ => Err(not_it("a key type the filter does not sign with")),
+    }
+}
+
 /// The public JWK of a PKCS#8 PEM private key for `alg`, with `kid` (thumbprint unless given).
 pub fn public_jwk(key_pem: &str, alg: SigningAlg, kid: Option<&str>) -> Result<(EncodingKey, Jwk), String> {
-    let (key, jwt_alg, key_alg) = match alg {
-        SigningAlg::RS256 => {
-            (EncodingKey::from_rsa_pem(key_pem.as_bytes()), Algorithm::RS256, KeyAlgorithm::RS256)
-        }
-        SigningAlg::ES256 => {
-            (EncodingKey::from_ec_pem(key_pem.as_bytes()), Algorithm::ES256, KeyAlgorithm::ES256)
-        }
-        SigningAlg::EdDSA => {
-            (EncodingKey::from_ed_pem(key_pem.as_bytes()), Algorithm::EdDSA, KeyAlgorithm::EdDSA)
-        }
+    crate::crypto::install();
+    if let Some(feature) = alg.missing_feature() {
+        return Err(format!("{alg:?} is not in this build of the filter (cargo feature `{feature}`)"));
+    }
+    let (jwt_alg, key_alg) = match alg {
+        SigningAlg::RS256 => (Algorithm::RS256, KeyAlgorithm::RS256),
+        SigningAlg::ES256 => (Algorithm::ES256, KeyAlgorithm::ES256),
+        SigningAlg::EdDSA => (Algorithm::EdDSA, KeyAlgorithm::EdDSA),
     };
-    let key = key.map_err(|e| format!("not a {alg:?} private key in PEM: {e}"))?;
+    let key = encoding_key(key_pem, alg)?;
     let mut jwk = Jwk::from_encoding_key(&key, jwt_alg).map_err(|e| format!("does not fit {alg:?}: {e}"))?;
     let kid = match kid {
         Some(k) => k.to_string(),
@@ -106,18 +143,19 @@ pub fn public_jwk(key_pem: &str, alg: SigningAlg, kid: Option<&str>) -> Result<(
     Ok((key, jwk))
 }
 
-/// An RSA private key from PKCS#8 (or PKCS#1) PEM.
-fn parse_rsa(pem: &str) -> Result<rsa::pkcs1v15::SigningKey<Sha256>, String> {
+/// The RSA private key inside an RS256 `EncodingKey` (PKCS#1 DER). Parsing computes the CRT
+/// values (dp, dq, qinv) once, for every signature to use.
+#[cfg(feature = "forward-rs256")]
+fn parse_rsa(key: &EncodingKey) -> Result<rsa::pkcs1v15::SigningKey<Sha256>, String> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
-    use rsa::pkcs8::DecodePrivateKey;
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
-        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+    let key = rsa::RsaPrivateKey::from_pkcs1_der(key.as_bytes())
         .map_err(|e| format!("not an RSA private key in PEM: {e}"))?;
     Ok(rsa::pkcs1v15::SigningKey::<Sha256>::new(key))
 }
 
 impl ForwardSigner {
     pub fn new(config: &ForwardConfig) -> Result<Self, ConfigError> {
+        config.alg.check_built_in()?;
         let (key, jwk) = public_jwk(&config.key_pem, config.alg, config.kid.as_deref())
             .map_err(|p| ConfigError::new("forward.key_pem", p))?;
         let alg = match config.alg {
@@ -125,10 +163,9 @@ impl ForwardSigner {
             SigningAlg::ES256 => Algorithm::ES256,
             SigningAlg::EdDSA => Algorithm::EdDSA,
         };
+        #[cfg(feature = "forward-rs256")]
         let rsa = match config.alg {
-            SigningAlg::RS256 => {
-                Some(parse_rsa(&config.key_pem).map_err(|p| ConfigError::new("forward.key_pem", p))?)
-            }
+            SigningAlg::RS256 => Some(parse_rsa(&key).map_err(|p| ConfigError::new("forward.key_pem", p))?),
             _ => None,
         };
         let mut jwt_header = Header::new(alg);
@@ -143,6 +180,7 @@ impl ForwardSigner {
             jwks_path: config.jwks_path.as_ref().map(|p| p.trim_end_matches('/').to_string()),
             alg,
             key,
+            #[cfg(feature = "forward-rs256")]
             rsa,
             jwt_header,
             iss: config.iss.clone(),
@@ -213,10 +251,21 @@ impl ForwardSigner {
     }
 
     pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError> {
-        let Some(rsa_key) = &self.rsa else {
-            return jsonwebtoken::encode(&self.jwt_header, claims, &self.key)
-                .map_err(|e| SignError::Signing(e.to_string()));
-        };
+        #[cfg(feature = "forward-rs256")]
+        if let Some(rsa_key) = &self.rsa {
+            return self.sign_rsa(rsa_key, claims);
+        }
+        jsonwebtoken::encode(&self.jwt_header, claims, &self.key)
+            .map_err(|e| SignError::Signing(e.to_string()))
+    }
+
+    #[cfg(feature = "forward-rs256")]
+    fn sign_rsa(
+        &self,
+        rsa_key: &rsa::pkcs1v15::SigningKey<Sha256>,
+        claims: &Map<String, Value>,
+    ) -> Result<String, SignError> {
+        use signature::{RandomizedSigner, SignatureEncoding};
         let header = serde_json::to_vec(&self.jwt_header).map_err(|e| SignError::Signing(e.to_string()))?;
         let payload = serde_json::to_vec(claims).map_err(|e| SignError::Signing(e.to_string()))?;
         let signing_input = format!("{}.{}", b64url(&header), b64url(&payload));
@@ -363,6 +412,105 @@ mod tests {
         let mut c = config(SigningAlg::EdDSA, ED25519_PEM);
         c.kid = Some("pep-2026".into());
         assert_eq!(ForwardSigner::new(&c).unwrap().kid(), Some("pep-2026"));
+    }
+
+    const RSA_PEM: &str = include_str!("../../control-plane/tests/keys/rsa.pem");
+    const P256_PEM: &str = include_str!("../../control-plane/tests/keys/p256.pem");
+
+    /// The same key as PKCS#1 (`RSA PRIVATE KEY`), CRLF line ends, 76 columns.
+    fn as_pkcs1_crlf(pkcs8_pem: &str) -> String {
+        let (_, der) = pem_der(pkcs8_pem).unwrap();
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(info.private_key);
+        let lines: Vec<&str> = b64.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!(
+            "-----BEGIN RSA PRIVATE KEY-----\r\n{}\r\n-----END RSA PRIVATE KEY-----\r\n",
+            lines.join("\r\n")
+        )
+    }
+
+    #[test]
+    #[cfg_attr(not(feature = "forward-rs256"), ignore = "needs forward-rs256")]
+    fn rs256_mints_tokens_its_jwks_verifies_from_pkcs8_or_pkcs1() {
+        let signer = ForwardSigner::new(&config(SigningAlg::RS256, RSA_PEM)).unwrap();
+        let pkcs1 = ForwardSigner::new(&config(SigningAlg::RS256, &as_pkcs1_crlf(RSA_PEM))).unwrap();
+        assert_eq!(signer.jwks(), pkcs1.jwks(), "one key, whichever the PEM form");
+        let token =
+            signer.sign(&signer.claims(&result(r#"{"active":true,"sub":"alice"}"#), "r", 1000)).unwrap();
+        let jwk: Jwk = serde_json::from_value(signer.jwks()["keys"][0].clone()).unwrap();
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&["ades"]);
+        v.validate_exp = false;
+        let decoded = decode::<Value>(&token, &DecodingKey::from_jwk(&jwk).unwrap(), &v).unwrap();
+        assert_eq!(decoded.claims["sub"], "alice");
+        assert_eq!(decoded.header.kid.as_deref(), signer.kid());
+    }
+
+    #[test]
+    fn a_pem_of_another_key_type_is_refused_without_quoting_it() {
+        for (pem, alg, kind) in [
+            (ED25519_PEM, SigningAlg::ES256, "Ed25519"),
+            (P256_PEM, SigningAlg::EdDSA, "EC"),
+            (RSA_PEM, SigningAlg::ES256, "RSA"),
+        ] {
+            let err = public_jwk(pem, alg, None).unwrap_err();
+            assert!(err.contains(kind), "{err}");
+            assert!(!err.contains("PRIVATE KEY") && !err.contains("MC4C"), "{err}");
+        }
+        let wrapped = ED25519_PEM.replace('\n', "\r\n  ");
+        assert!(public_jwk(&wrapped, SigningAlg::EdDSA, None).is_ok());
+        for broken in [
+            "",
+            "MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mteEJ/5GC",
+            "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----",
+            "-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nMC4C\n-----END PUBLIC KEY-----",
+        ] {
+            assert!(public_jwk(broken, SigningAlg::EdDSA, None).is_err(), "{broken}");
+        }
+    }
+
+    #[test]
+    fn es256_identities_are_signed_low_s() {
+        // A verifier that refuses high-S (this filter does, for RPTs) must take every identity.
+        use base64::Engine;
+        let signer = ForwardSigner::new(&config(SigningAlg::ES256, P256_PEM)).unwrap();
+        let r = result(r#"{"active":true,"sub":"alice","exp":2000000000,"permissions":[]}"#);
+        for i in 0..64 {
+            let claims = signer.claims(&r, &format!("r{i}"), 1_900_000_000 + i);
+            let token = signer.sign(&claims).unwrap();
+            let sig = token.rsplit('.').next().unwrap();
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap();
+            let sig = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            assert!(sig.normalize_s().is_none(), "signature {i} is high-S");
+        }
+    }
+
+    /// Time per forwarded-JWT signature, natively; inside V8 run the wasm32-wasip1 build of
+    /// this test (docs/benchmarks.md). `cargo test -p uma-pep-core --release -- --ignored
+    /// bench_forward_signing --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_forward_signing() {
+        let mut algs = vec![(SigningAlg::EdDSA, ED25519_PEM), (SigningAlg::ES256, P256_PEM)];
+        if cfg!(feature = "forward-rs256") {
+            algs.push((SigningAlg::RS256, RSA_PEM));
+        }
+        let r = result(
+            r#"{"active":true,"sub":"alice","client_id":"app","exp":2000000000,
+            "permissions":[{"resource_id":"r1","resource_scopes":["protected_get"]}]}"#,
+        );
+        for (alg, pem) in algs {
+            let signer = ForwardSigner::new(&config(alg, pem)).unwrap();
+            let claims = signer.claims(&r, "r1", 1_900_000_000);
+            let rounds = if alg == SigningAlg::RS256 { 50 } else { 200 };
+            let start = std::time::Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(signer.sign(&claims).unwrap());
+            }
+            let us = start.elapsed().as_micros() / rounds;
+            println!("forward signing {alg:?}: {us} us per signature ({rounds} rounds)");
+        }
     }
 
     /// RFC 8037 §A.3's Ed25519 thumbprint.

@@ -26,7 +26,11 @@ use crate::config::AsProfile;
 use crate::introspection::IntrospectionResult;
 use crate::wire::{AsError, AsResponse};
 
-/// The RSA algorithms an RSA key may verify.
+/// The RSA algorithms an RSA key may verify; none in a build without `verify-rsa`, where an
+/// RSA-signed RPT is introspected instead.
+#[cfg(not(feature = "verify-rsa"))]
+const RSA_ALGS: [Algorithm; 0] = [];
+#[cfg(feature = "verify-rsa")]
 const RSA_ALGS: [Algorithm; 6] = [
     Algorithm::RS256,
     Algorithm::RS384,
@@ -55,7 +59,9 @@ const P384_HALF_ORDER: [u8; 48] = [
 
 /// Algorithms an RPT may be signed with: asymmetric ones only.
 fn allowed(alg: Algorithm) -> bool {
-    RSA_ALGS.contains(&alg) || matches!(alg, Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA)
+    RSA_ALGS.contains(&alg)
+        || matches!(alg, Algorithm::ES256 | Algorithm::EdDSA)
+        || (cfg!(feature = "verify-es384") && alg == Algorithm::ES384)
 }
 
 /// A JWKS key that was left out because it is malformed; both fields are printable ASCII,
@@ -104,12 +110,23 @@ fn algorithms_for(params: &AlgorithmParameters) -> Vec<Algorithm> {
         AlgorithmParameters::RSA(_) => RSA_ALGS.to_vec(),
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
-            EllipticCurve::P384 => vec![Algorithm::ES384],
+            EllipticCurve::P384 if cfg!(feature = "verify-es384") => vec![Algorithm::ES384],
             _ => Vec::new(),
         },
         AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
         // Symmetric keys never verify an RPT.
         _ => Vec::new(),
+    }
+}
+
+/// The cargo feature a key's type needs, when this build left it out.
+fn left_out_of_build(params: &AlgorithmParameters) -> Option<&'static str> {
+    match params {
+        AlgorithmParameters::RSA(_) => crate::crypto::missing_feature(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+            crate::crypto::missing_feature(Algorithm::ES384)
+        }
+        _ => None,
     }
 }
 
@@ -147,6 +164,7 @@ fn decoding_key(jwk: &Jwk, alg: Algorithm) -> Result<DecodingKey, String> {
             if e.is_empty() || e.len() > 8 {
                 return Err("RSA exponent out of range".into());
             }
+            #[cfg(feature = "verify-rsa")]
             rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from_bytes_be(e))
                 .map_err(|err| format!("RSA key refused: {err}"))?;
             return Ok(DecodingKey::from_rsa_raw_components(n, e));
@@ -185,6 +203,7 @@ impl JwtKeys {
     /// Reads a JWKS answer. Keys that are not for signatures (symmetric, encryption, no `kid`)
     /// are skipped; keys that are malformed are dropped and listed in [`JwtKeys::dropped`].
     pub fn parse(response: &AsResponse<'_>) -> Result<Self, AsError> {
+        crate::crypto::install();
         #[derive(serde::Deserialize)]
         struct RawSet {
             keys: Vec<Value>,
@@ -222,6 +241,10 @@ impl JwtKeys {
                 algs.retain(|a| *a == declared);
             }
             let Some(&first) = algs.first() else {
+                // A key of an algorithm this build left out: its RPTs go to introspection.
+                if let Some(feature) = left_out_of_build(&jwk.algorithm) {
+                    drop(format!("not verifiable by this build (cargo feature `{feature}`)"));
+                }
                 continue;
             };
             match decoding_key(&jwk, first) {
@@ -250,42 +273,17 @@ impl JwtKeys {
     /// Checks a token's signature, `iss`, `aud` and its shape as an RPT of `profile`, and
     /// reads its claims.
     pub fn check(&self, token: &str, issuer: &str, audience: Option<&str>, profile: AsProfile) -> JwtCheck {
-        if token.split('.').count() != 3 {
-            return JwtCheck::NotAJwt;
-        }
-        let header = match decode_header(token) {
-            Ok(h) => h,
-            Err(e) => return unreadable_header(token, &e),
+        let (claims, alg) = match self.verify_signature(token) {
+            Signed::Verified { claims, alg } => (claims, alg),
+            Signed::NotAJwt => return JwtCheck::NotAJwt,
+            Signed::UnknownKey(kid) => return JwtCheck::UnknownKey(kid),
+            Signed::Uncheckable(why) => return JwtCheck::Uncheckable(why),
+            Signed::Invalid(why) => return JwtCheck::Invalid(why),
         };
-        if !allowed(header.alg) {
-            return JwtCheck::Uncheckable(format!(
-                "algorithm {:?} is not verifiable with the JWKS",
-                header.alg
-            ));
-        }
-        let Some(kid) = header.kid else {
-            return JwtCheck::Uncheckable("JWT without kid".into());
-        };
-        let Some((key, algs)) = self.keys.get(&kid) else {
-            return JwtCheck::UnknownKey(kid);
-        };
-        if !algs.contains(&header.alg) {
-            return JwtCheck::Invalid(format!("algorithm {:?} does not fit key {kid}", header.alg));
-        }
-        if let Err(reason) = low_s(token, header.alg) {
+        // An RPT's string keys its cache entry and use count: one RPT, one string.
+        if let Err(reason) = low_s(token, alg) {
             return JwtCheck::Invalid(reason);
         }
-        // The library checks the signature only; `iss`, `aud` and `exp` are checked below, on
-        // the claims as sent, so that their shapes are exact.
-        let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = match decode::<Value>(token, key, &validation) {
-            Ok(data) => data.claims,
-            Err(e) => return JwtCheck::Invalid(format!("JWT refused: {e}")),
-        };
         if let Err(reason) = check_claims(&claims, issuer, audience, profile) {
             return JwtCheck::Invalid(reason);
         }
@@ -320,14 +318,78 @@ fn low_s(token: &str, alg: Algorithm) -> Result<(), String> {
     Ok(())
 }
 
-/// `iss` exactly the issuer, `aud` holding the audience when one is required, an `exp`, and the
-/// dialect's RPT shape.
-fn check_claims(
-    claims: &Value,
-    issuer: &str,
-    audience: Option<&str>,
-    profile: AsProfile,
-) -> Result<(), String> {
+/// What a JWT's signature says, whatever the token is for (an RPT, an access token, a token
+/// the PEP minted): the claims of a token signed by one of the keys, with an algorithm the key
+/// is for, or why not.
+#[derive(Debug)]
+pub enum Signed {
+    /// Not a JWT.
+    NotAJwt,
+    /// Signed with a key these keys lack (yet).
+    UnknownKey(String),
+    /// Not verifiable with a JWKS (a symmetric or unsupported algorithm, no `kid`).
+    Uncheckable(String),
+    /// Verifiably bad; why, for the log.
+    Invalid(String),
+    /// The signature checks out, made with `alg`; the claims are not judged yet.
+    Verified { claims: Value, alg: Algorithm },
+}
+
+impl JwtKeys {
+    /// Checks only the signature of `token`: no `none`, no HMAC, the algorithm the key is for.
+    /// The claims (`iss`, `aud`, times, shape) are the caller's to judge, e.g. with
+    /// [`check_issuer_and_audience`]; so is ECDSA's malleability, which matters only to a caller
+    /// that keys state by the token's string (`check` refuses high-S signatures).
+    pub fn verify_signature(&self, token: &str) -> Signed {
+        if token.split('.').count() != 3 {
+            return Signed::NotAJwt;
+        }
+        let header = match decode_header(token) {
+            Ok(h) => h,
+            Err(e) => {
+                return match unreadable_header(token, &e) {
+                    JwtCheck::Uncheckable(why) => Signed::Uncheckable(why),
+                    JwtCheck::Invalid(why) => Signed::Invalid(why),
+                    _ => Signed::Invalid("unusable JWT header".into()),
+                }
+            }
+        };
+        if !allowed(header.alg) {
+            return Signed::Uncheckable(format!(
+                "algorithm {:?} is not verifiable with the JWKS",
+                header.alg
+            ));
+        }
+        let Some(kid) = header.kid else {
+            return Signed::Uncheckable("JWT without kid".into());
+        };
+        let Some((key, algs)) = self.keys.get(&kid) else {
+            return Signed::UnknownKey(kid);
+        };
+        if !algs.contains(&header.alg) {
+            return Signed::Invalid(format!(
+                "algorithm {:?} does not fit key {}",
+                header.alg,
+                printable(&kid)
+            ));
+        }
+        // The library checks the signature only; `iss`, `aud` and `exp` are judged on the
+        // claims as sent, so that their shapes are exact.
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        match decode::<Value>(token, key, &validation) {
+            Ok(data) => Signed::Verified { claims: data.claims, alg: header.alg },
+            Err(e) => Signed::Invalid(format!("JWT refused: {e}")),
+        }
+    }
+}
+
+/// `iss` exactly `issuer`, `aud` holding `audience` when one is required, and an `exp`: what
+/// every JWT this project accepts must say, whoever signed it.
+pub fn check_issuer_and_audience(claims: &Value, issuer: &str, audience: Option<&str>) -> Result<(), String> {
     match claims.get("iss") {
         Some(Value::String(iss)) if iss == issuer => {}
         Some(Value::String(_)) => return Err("JWT of another issuer".into()),
@@ -347,6 +409,17 @@ fn check_claims(
     if claims.get("exp").and_then(Value::as_f64).is_none() {
         return Err("JWT without exp".into());
     }
+    Ok(())
+}
+
+/// [`check_issuer_and_audience`], and the dialect's RPT shape.
+fn check_claims(
+    claims: &Value,
+    issuer: &str,
+    audience: Option<&str>,
+    profile: AsProfile,
+) -> Result<(), String> {
+    check_issuer_and_audience(claims, issuer, audience)?;
     rpt_shape(claims, profile)
 }
 
@@ -588,6 +661,7 @@ eLIe6QxkDy8uH4h1YP1xytqbHufwAYtjsvfxZy/t6Gok+IgaHJVareex
     }
 
     #[test]
+    #[cfg_attr(not(all(feature = "forward-rs256", feature = "verify-rsa")), ignore = "needs RSA")]
     fn a_keycloak_ticket_or_other_as_token_signed_with_a_jwks_key_is_not_an_rpt() {
         let (enc, keys) = keys_of(RSA_PEM, crate::config::SigningAlg::RS256);
         let rs = |claims: &Value| sign_with(&enc, Algorithm::RS256, claims);
@@ -635,7 +709,28 @@ eLIe6QxkDy8uH4h1YP1xytqbHufwAYtjsvfxZy/t6Gok+IgaHJVareex
         assert!(invalid(keys.check(&rs(&gluu), ISSUER, None, KC)));
     }
 
+    /// A build without `verify-rsa`: the AS's RSA keys are listed as left out (the host logs
+    /// why), and an RS256 RPT goes to introspection rather than being refused.
     #[test]
+    #[cfg_attr(feature = "verify-rsa", ignore = "for builds without verify-rsa")]
+    fn without_rsa_verification_rsa_rpts_are_introspected() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // RFC 7638 §3.1's example public key.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let body =
+            json!({"keys": [{"kty": "RSA", "kid": "rs", "alg": "RS256", "n": n, "e": "AQAB"}]}).to_string();
+        let keys = JwtKeys::parse(&AsResponse { status: Some(200), body: body.as_bytes() }).unwrap();
+        assert!(keys.is_empty());
+        assert_eq!(keys.dropped()[0].kid, "rs");
+        assert!(keys.dropped()[0].reason.contains("verify-rsa"), "{:?}", keys.dropped());
+        let header = b64.encode(br#"{"alg":"RS256","kid":"rs"}"#);
+        let token =
+            format!("{header}.{}.{}", b64.encode(keycloak_claims().to_string()), b64.encode([1u8; 256]));
+        assert!(matches!(keys.check(&token, ISSUER, None, KC), JwtCheck::Uncheckable(_)));
+    }
+
+    #[test]
+    #[cfg_attr(not(all(feature = "forward-rs256", feature = "verify-rsa")), ignore = "needs RSA")]
     fn malformed_jwks_keys_are_dropped_and_never_reach_the_library() {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (_, good) =
@@ -825,5 +920,71 @@ eLIe6QxkDy8uH4h1YP1xytqbHufwAYtjsvfxZy/t6Gok+IgaHJVareex
         let token = sign_with(&enc, Algorithm::ES256, &keycloak_claims());
         let short = format!("{}.{}", token.rsplit_once('.').unwrap().0, b64.encode([1u8; 63]));
         assert!(invalid(keys.check(&short, ISSUER, None, KC)));
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    // An Ed25519 key made for these tests only.
+    const ED_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mteEJ/5GC\n-----END PRIVATE KEY-----\n";
+
+    fn keys() -> (EncodingKey, JwtKeys) {
+        let (enc, jwk) =
+            crate::forward::public_jwk(ED_PEM, crate::config::SigningAlg::EdDSA, Some("k1")).unwrap();
+        let body = json!({"keys": [jwk]}).to_string();
+        (enc, JwtKeys::parse(&AsResponse { status: Some(200), body: body.as_bytes() }).unwrap())
+    }
+
+    fn sign(enc: &EncodingKey, kid: Option<&str>, alg: Algorithm, claims: &Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        encode(&h, claims, enc).unwrap()
+    }
+
+    #[test]
+    fn any_signed_jwt_is_verified_and_its_claims_are_judged_apart() {
+        let (enc, keys) = keys();
+        // A user's access token, no RPT: the signature checks out; `check` (RPTs only) refuses it.
+        let claims = json!({"iss": "https://as", "sub": "alice", "aud": "api", "exp": 2_000_000_000_i64});
+        let token = sign(&enc, Some("k1"), Algorithm::EdDSA, &claims);
+        let Signed::Verified { claims: got, alg } = keys.verify_signature(&token) else { panic!() };
+        assert_eq!((got, alg), (claims.clone(), Algorithm::EdDSA));
+        assert!(matches!(keys.check(&token, "https://as", None, AsProfile::Uma2), JwtCheck::Invalid(_)));
+        assert!(check_issuer_and_audience(&claims, "https://as", Some("api")).is_ok());
+        assert!(check_issuer_and_audience(&claims, "https://as", None).is_ok());
+        assert!(check_issuer_and_audience(&claims, "https://as", Some("other")).is_err());
+        assert!(check_issuer_and_audience(&claims, "https://as/", None).is_err());
+        assert!(
+            check_issuer_and_audience(&json!({"iss": "https://as"}), "https://as", None).is_err(),
+            "no exp"
+        );
+    }
+
+    #[test]
+    fn what_the_signature_cannot_vouch_for_is_said() {
+        let (enc, keys) = keys();
+        let claims = json!({"iss": "https://as", "exp": 1});
+        assert!(matches!(keys.verify_signature("opaque"), Signed::NotAJwt));
+        assert!(matches!(
+            keys.verify_signature(&sign(&enc, Some("k2"), Algorithm::EdDSA, &claims)),
+            Signed::UnknownKey(k) if k == "k2"
+        ));
+        assert!(matches!(
+            keys.verify_signature(&sign(&enc, None, Algorithm::EdDSA, &claims)),
+            Signed::Uncheckable(_)
+        ));
+        let hmac = sign(&EncodingKey::from_secret(b"s"), Some("k1"), Algorithm::HS256, &claims);
+        assert!(matches!(keys.verify_signature(&hmac), Signed::Uncheckable(_)));
+        // The payload of another token under this one's signature.
+        let good = sign(&enc, Some("k1"), Algorithm::EdDSA, &claims);
+        let other = sign(&enc, Some("k1"), Algorithm::EdDSA, &json!({"iss": "https://as", "exp": 2}));
+        let parts: Vec<&str> = good.split('.').collect();
+        let spliced = format!("{}.{}.{}", parts[0], other.split('.').nth(1).unwrap(), parts[2]);
+        assert!(matches!(keys.verify_signature(&spliced), Signed::Invalid(_)));
+        assert!(matches!(keys.verify_signature("e30.e30.x"), Signed::Invalid(_)), "no alg");
     }
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod challenge;
 pub mod config;
 pub mod credential;
+pub mod crypto;
 pub mod decision;
 pub mod facts;
 pub mod flow;
