@@ -64,6 +64,10 @@ class Recorder:
         with self._lock:
             self.calls.clear()
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
     def record(self, req: Request, endpoint: str, grant_type: str | None) -> Fault | None:
         """Logs the call and takes the first queued fault that applies to it (FIFO)."""
         with self._lock:
@@ -147,6 +151,11 @@ def calls(app: "App", req: Request) -> Response:
     if since:
         entries = [c for c in entries if c["seq"] >= int(since)]
     return json_response(200, entries)
+
+
+def clear_faults(app: "App", req: Request) -> Response:
+    app.recorder.clear_faults()
+    return json_response(200, {"ok": True})
 
 
 def clear_calls(app: "App", req: Request) -> Response:
@@ -283,6 +292,7 @@ ROUTES: dict[tuple[str, str], Callable[["App", Request], Response]] = {
     ("POST", "reset"): reset,
     ("GET", "calls"): calls,
     ("DELETE", "calls"): clear_calls,
+    ("DELETE", "faults"): clear_faults,
     ("POST", "fault"): fault,
     ("POST", "rpt"): mint_rpt,
     ("GET", "config"): config,

@@ -348,7 +348,10 @@ class Store:
         party has no relation to the resource."""
         if sub is None:
             return None
-        if resource.owner in (sub, identity_id) and self.settings.owner_has_access:
+        # A resource without an owner (every Gluu resource registered through its API) is owned by
+        # nobody: a party with no id of its own must not pass for its owner.
+        owned = resource.owner is not None and resource.owner in (sub, identity_id)
+        if owned and self.settings.owner_has_access:
             return set(resource.scopes)
         rows = [g for g in self.grants if g.resource_id == resource.id and g.sub in (sub, ANY_USER)]
         if not rows:

@@ -1,5 +1,5 @@
 //! The filter's configuration: the JSON an operator writes (Envoy `configuration`, Istio
-//! `pluginConfig`), parsed and validated into `PepConfig`. Every key of the filter contract,
+//! `pluginConfig`), parsed and validated into `PepConfig`. Every key documented in docs/configuration.md,
 //! with its default; an error names the key and what is wrong with it.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use url::Url;
 use crate::keypath::{self, KeyError};
 use crate::matcher::ResourceMatcher;
 use crate::resource::canonical_path;
-// Defined with the other resource rules; named here too, where the filter contract lists them.
+// Defined with the other resource rules; named here too, with the other configuration keys.
 pub use crate::resource::{default_method_scopes, Resource};
 
 /// A configuration problem, always naming the key at fault.
@@ -93,6 +93,32 @@ pub enum SigningAlg {
     RS256,
     ES256,
     EdDSA,
+}
+
+impl SigningAlg {
+    /// The cargo feature of the filter this algorithm needs, when this build left it out.
+    pub fn missing_feature(self) -> Option<&'static str> {
+        match self {
+            Self::RS256 => (!cfg!(feature = "forward-rs256")).then_some("forward-rs256"),
+            Self::ES256 | Self::EdDSA => None,
+        }
+    }
+
+    /// Refuses, naming `forward.alg` and the way out, an algorithm this build left out: a module
+    /// built smaller must not load a configuration it would fail on at the first request.
+    pub fn check_built_in(self) -> Result<(), ConfigError> {
+        match self.missing_feature() {
+            None => Ok(()),
+            Some(feature) => Err(ConfigError::new(
+                "forward.alg",
+                format!(
+                    "{self:?} is not in this build of the filter: build it with the cargo feature \
+                     `{feature}` (make wasm WASM_FEATURES=\"... {feature}\"; the default build has \
+                     every algorithm), or use ES256 or EdDSA"
+                ),
+            )),
+        }
+    }
 }
 
 /// `forward`: the JWT minted for the upstream. A default value is not written back.
@@ -226,6 +252,10 @@ pub struct FilterDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_cache_ttl_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_introspections_in_flight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_facts: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_jwt_validation: Option<bool>,
     /// Absent: the dialect's default; `null`: no audience check; a string: that audience.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -270,6 +300,12 @@ pub struct PepConfig {
     pub cache_max_ttl_s: u64,
     /// How long an inactive or invalid RPT is remembered.
     pub negative_cache_ttl_s: u64,
+    /// Introspections one worker has in flight at most; a request that would start another gets
+    /// 503 with `Retry-After` (a flood of fresh tokens must not flood the AS).
+    pub max_introspections_in_flight: u32,
+    /// Put each decision's facts in the request's filter state for the access log
+    /// (`wasm.uma_pep.*`). Off saves their hostcalls (a few µs a request) where nothing logs them.
+    pub access_log_facts: bool,
     /// Validate JWT RPTs against the AS's JWKS instead of introspecting them. Off for
     /// deployments that must see revocations at once.
     pub local_jwt_validation: bool,
@@ -286,6 +322,7 @@ pub const DEFAULT_RPT_MARGIN_S: u64 = 5;
 pub const DEFAULT_CACHE_SLOTS: u32 = 8192;
 pub const DEFAULT_CACHE_MAX_TTL_S: u64 = 300;
 pub const DEFAULT_NEGATIVE_CACHE_TTL_S: u64 = 5;
+pub const DEFAULT_MAX_INTROSPECTIONS_IN_FLIGHT: u32 = 100;
 /// As Envoy's `jwt_authn` (`clock_skew_seconds`): an AS clock a little ahead must not make
 /// fresh RPTs fail (`iat` in the future) and send clients round the ticket loop.
 pub const DEFAULT_CLOCK_SKEW_S: u64 = 60;
@@ -430,6 +467,7 @@ impl PepConfig {
             if f.key_pem.trim().is_empty() {
                 return Err(ConfigError::new("forward.key_pem", "must not be empty"));
             }
+            f.alg.check_built_in()?;
             if let Some(p) = &f.jwks_path {
                 check_absolute_path(p, "forward.jwks_path")?;
             }
@@ -452,6 +490,11 @@ impl PepConfig {
             }
         }
 
+        let max_introspections_in_flight =
+            raw.max_introspections_in_flight.unwrap_or(DEFAULT_MAX_INTROSPECTIONS_IN_FLIGHT);
+        if !(1..=100_000).contains(&max_introspections_in_flight) {
+            return Err(ConfigError::new("max_introspections_in_flight", "must be between 1 and 100000"));
+        }
         let cache_slots = raw.cache_slots.unwrap_or(DEFAULT_CACHE_SLOTS);
         if !(16..=1_048_576).contains(&cache_slots) {
             return Err(ConfigError::new("cache_slots", "must be between 16 and 1048576"));
@@ -480,6 +523,8 @@ impl PepConfig {
             cache_slots,
             cache_max_ttl_s: raw.cache_max_ttl_s.unwrap_or(DEFAULT_CACHE_MAX_TTL_S),
             negative_cache_ttl_s: raw.negative_cache_ttl_s.unwrap_or(DEFAULT_NEGATIVE_CACHE_TTL_S),
+            max_introspections_in_flight,
+            access_log_facts: raw.access_log_facts.unwrap_or(true),
             local_jwt_validation: raw.local_jwt_validation.unwrap_or(true),
             rpt_audience: match raw.rpt_audience {
                 Some(explicit) => explicit.filter(|a| !a.is_empty()),
@@ -563,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_contracts() {
+    fn defaults_are_the_documented_ones() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.realm, "eoepca");
         assert_eq!(c.as_authority, "as.local:8080");
@@ -595,6 +640,13 @@ mod tests {
         assert!(parse(&with(r#""keep_method_override":true"#)).unwrap().keep_method_override);
         assert_eq!(parse(&with(r#""keep_method_override":"yes""#)).unwrap_err().key, "keep_method_override");
         assert_eq!(parse(&with(r#""cache_slots":1"#)).unwrap_err().key, "cache_slots");
+        assert_eq!(c.max_introspections_in_flight, 100);
+        assert!(c.access_log_facts);
+        assert!(!parse(&with(r#""access_log_facts":false"#)).unwrap().access_log_facts);
+        for bad in ["0", "100001", "-1"] {
+            let e = parse(&with(&format!(r#""max_introspections_in_flight":{bad}"#))).unwrap_err();
+            assert_eq!(e.key, "max_introspections_in_flight", "{bad}");
+        }
         assert_eq!(c.discovery_path(), "/realms/eoepca/.well-known/uma2-configuration");
     }
 
@@ -786,6 +838,27 @@ mod tests {
         assert_eq!(c.scope_for("GET"), Some("read"));
         assert_eq!(c.scope_for("PROPFIND"), Some("dav"));
         assert_eq!(c.scope_for("POST"), None);
+    }
+
+    /// A module built without an algorithm refuses, at load, a configuration that asks for it,
+    /// naming the key and the feature to build with; the default build takes it.
+    #[test]
+    fn an_algorithm_left_out_of_the_build_is_refused_naming_the_key_and_the_feature() {
+        for forward in [r#""forward":{"key_pem":"k","alg":"RS256"}"#, r#""forward":{"key_pem":"k"}"#] {
+            let result = parse(&with(forward));
+            if cfg!(feature = "forward-rs256") {
+                assert!(result.is_ok(), "{forward}: {result:?}");
+            } else {
+                let err = result.unwrap_err();
+                assert_eq!(err.key, "forward.alg", "{forward}");
+                assert!(err.problem.contains("cargo feature `forward-rs256`"), "{}", err.problem);
+                assert!(err.to_string().starts_with("config key `forward.alg`: RS256 is not in this build"));
+            }
+        }
+        for alg in ["ES256", "EdDSA"] {
+            assert!(parse(&with(&format!(r#""forward":{{"key_pem":"k","alg":"{alg}"}}"#))).is_ok(), "{alg}");
+        }
+        assert_eq!(SigningAlg::RS256.check_built_in().is_ok(), cfg!(feature = "forward-rs256"));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub enum Event {
         reason: String,
         count: bool,
     },
+    /// The worker has as many introspections in flight as it allows: this one is not started.
+    Overloaded,
     /// Periodic check; `introspection_in_flight` tells whether this request's RPT is still
     /// being introspected.
     Tick {
@@ -232,9 +234,12 @@ pub struct Flow {
     pub method: String,
     /// The path without its query, for the log.
     pub log_path: String,
-    /// The RPT still to be checked; `None` once a ticket is the answer.
-    rpt: Option<String>,
-    digest: Option<Digest16>,
+    /// The RPT is still to be checked; false once a ticket is the answer.
+    rpt_live: bool,
+    /// The SHA-256 digest of the RPT, computed when first needed (never on a local cache hit).
+    digest: std::cell::OnceCell<Digest16>,
+    /// The request came with an RPT (kept after it is given up, for use counts).
+    token: Option<String>,
     /// Why a ticket is asked for, for the log.
     ticket_reason: String,
     stage: Stage,
@@ -250,14 +255,15 @@ pub struct Flow {
 impl Flow {
     pub fn new(target: Target, mode: Mode, method: String, log_path: String, rpt: Option<String>) -> Self {
         let ticket_reason = if rpt.is_some() { String::new() } else { "no usable bearer token".into() };
-        let digest = rpt.as_deref().map(token_digest);
+
         Self {
             target,
             mode,
             method,
             log_path,
-            rpt,
-            digest,
+            rpt_live: rpt.is_some(),
+            token: rpt,
+            digest: std::cell::OnceCell::new(),
             ticket_reason,
             stage: Stage::Starting,
             asked: Asked::Nothing,
@@ -274,12 +280,13 @@ impl Flow {
 
     /// The RPT still being checked.
     pub fn rpt(&self) -> Option<&str> {
-        self.rpt.as_deref()
+        self.token.as_deref().filter(|_| self.rpt_live)
     }
 
     /// The digest of the request's RPT (kept after the RPT is given up, for use counts).
     pub fn digest(&self) -> Option<Digest16> {
-        self.digest
+        let token = self.token.as_deref()?;
+        Some(*self.digest.get_or_init(|| token_digest(token)))
     }
 
     /// Takes the flow one step further.
@@ -313,7 +320,7 @@ impl Flow {
             (Asked::Session, Event::SessionSeen(view)) => self.on_session(view),
             (Asked::DecisionPaused(_), Event::DecisionLookedUp(Some(result))) => self.decide(result, cx),
             (Asked::DecisionPaused(jwks), Event::DecisionLookedUp(None)) => {
-                let looks_like_jwt = self.rpt.as_deref().is_some_and(|r| r.split('.').count() == 3);
+                let looks_like_jwt = self.rpt().is_some_and(|r| r.split('.').count() == 3);
                 match jwks {
                     JwksView::On { refresh_allowed } if looks_like_jwt => {
                         self.ask(Asked::JwtPaused { refresh_allowed }, Step::CheckJwtLocally)
@@ -374,6 +381,9 @@ impl Flow {
                     }
                 }
             }
+            (Asked::Nothing, Event::Overloaded) if self.stage == Stage::Introspecting => {
+                self.finish(LocalReply::overloaded(), false)
+            }
             (Asked::Nothing, Event::TicketAnswered(answer)) if self.stage == Stage::RequestingTicket => {
                 match answer {
                     Ok(ticket) => {
@@ -413,13 +423,13 @@ impl Flow {
 
     /// From now on the answer is a ticket.
     fn needs_ticket(&mut self, reason: impl Into<String>) {
-        self.rpt = None;
+        self.rpt_live = false;
         self.ticket_reason = reason.into();
     }
 
     /// The hot path: a request decided from the caches and the keys held, with no AS call.
     fn start(&mut self, cx: &FlowContext<'_>) -> Step {
-        if self.rpt.is_none() {
+        if self.rpt().is_none() {
             return self.look_at_session();
         }
         if cx.config.rpt_max_uses > 0 {
@@ -442,7 +452,7 @@ impl Flow {
                 return self.wait(Stage::AwaitingSession, Step::WaitForSession);
             }
         }
-        if self.rpt.is_none() {
+        if self.rpt().is_none() {
             let body = permission_request_body(&self.target.resource_id, &[self.target.scope.as_str()]);
             return self.wait(Stage::RequestingTicket, Step::RequestTicket { body });
         }
@@ -478,7 +488,7 @@ impl Flow {
             return self.look_at_session();
         }
         let max = cx.config.rpt_max_uses;
-        if max > 0 && self.digest.is_some() {
+        if max > 0 && self.token.is_some() {
             // An RPT without `exp` keeps its count for as long as the Envoy runs.
             let expires_at = result.exp.unwrap_or(i64::MAX);
             return self.ask(Asked::TakeUse(result), Step::TakeUse { max, expires_at });
@@ -487,7 +497,7 @@ impl Flow {
     }
 
     fn forward(&mut self, result: Rc<IntrospectionResult>, cx: &FlowContext<'_>) -> Step {
-        if cx.forwarding && self.digest.is_some() {
+        if cx.forwarding && self.token.is_some() {
             return self.ask(Asked::Mint(Rc::clone(&result)), Step::MintIdentity { result });
         }
         self.allow(result, None)
@@ -924,6 +934,21 @@ mod tests {
         assert!(
             matches!(&step, Step::Reply { reply, count_failure: false } if reply.reason.starts_with("introspection failed"))
         );
+    }
+
+    #[test]
+    fn an_introspection_over_the_limit_is_shed_with_retry_after() {
+        let c = config(serde_json::json!({}));
+        let mut f = flow(Some("opaque"));
+        f.on(Event::Start, &cx(&c));
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        f.on(Event::JwtChecked(None), &cx(&c));
+        f.on(Event::SessionSeen(READY), &cx(&c));
+        assert!(matches!(f.on(Event::DecisionLookedUp(None), &cx(&c)), Step::Introspect));
+        let Step::Reply { reply, count_failure } = f.on(Event::Overloaded, &cx(&c)) else { unreachable!() };
+        assert_eq!(reply.status, 503);
+        assert!(reply.headers.iter().any(|(k, v)| k == "retry-after" && v == "1"));
+        assert!(!count_failure, "the AS did not fail");
     }
 
     #[test]

@@ -57,10 +57,11 @@ pub enum Counter {
     Unmatched,
     PatRequests,
     JwtMinted,
+    Overloaded,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Allowed,
         Counter::Denied,
         Counter::Tickets,
@@ -70,6 +71,7 @@ impl Counter {
         Counter::Unmatched,
         Counter::PatRequests,
         Counter::JwtMinted,
+        Counter::Overloaded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +85,7 @@ impl Counter {
             Counter::Unmatched => "uma_pep.unmatched",
             Counter::PatRequests => "uma_pep.pat_requests",
             Counter::JwtMinted => "uma_pep.jwt_minted",
+            Counter::Overloaded => "uma_pep.overloaded",
         }
     }
 

@@ -256,7 +256,7 @@ mod tests {
         v
     }
 
-    /// Issue 9, item 4: `GET /zzz` followed by `/a` × 29,000 made the matcher hash every
+    /// A path attack: `GET /zzz` followed by `/a` × 29,000 made the matcher hash every
     /// shorter prefix (~840 MB hashed). The walk hashes each byte of the path at most once,
     /// whatever the number of resources.
     #[test]

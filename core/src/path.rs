@@ -307,7 +307,7 @@ mod tests {
         true
     }
 
-    /// Issue 9, item 11: `/users/alice%40example.com` was kept encoded, so it did not match
+    /// A spelling that dodged protection: `/users/alice%40example.com` was kept encoded, so it did not match
     /// the resource `/users/alice@example.com` while the upstream, decoding `%40`, served it.
     #[test]
     fn sub_delimiters_colon_and_at_are_decoded() {

@@ -115,34 +115,50 @@ impl<V: SlotCodec> TieredCache<V> {
         format!("{}.{}", self.prefix, slot_of(digest, self.slots))
     }
 
-    /// This worker's entry first, then the shared one (decoded once, then kept here).
-    pub fn get(&self, host: &impl Host, key: &Digest16, now: i64) -> Option<V> {
-        if let Some(hit) = self.local.borrow().get(key, now) {
+    /// This worker's entry (by its `local` key) first, then the shared one (by the digest
+    /// `shared` computes only then: a hit here costs no SHA-256), decoded once and kept here.
+    pub fn get(
+        &self,
+        host: &impl Host,
+        local: &Digest16,
+        shared: impl FnOnce() -> Option<Digest16>,
+        now: i64,
+    ) -> Option<V> {
+        if let Some(hit) = self.local.borrow().get(local, now) {
             return Some(hit.clone());
         }
-        let (bytes, _) = host.shared_get(&self.slot_key(key))?;
+        let key = shared()?;
+        let (bytes, _) = host.shared_get(&self.slot_key(&key))?;
         let bytes = bytes?;
         let slot = SlotValue::decode(&bytes)?;
-        if slot.digest != *key || now >= slot.expires_at {
+        if slot.digest != key || now >= slot.expires_at {
             return None;
         }
         let expires_at = slot.expires_at;
         let value = V::decode(slot.payload.to_vec())?;
-        self.local.borrow_mut().insert(*key, expires_at, value.clone(), now);
+        self.local.borrow_mut().insert(*local, expires_at, value.clone(), now);
         Some(value)
     }
 
     /// Stores a value in both tiers (the newest entry of a shared slot wins it).
-    pub fn put(&self, host: &impl Host, key: &Digest16, expires_at: i64, value: V, now: i64) {
+    pub fn put(
+        &self,
+        host: &impl Host,
+        local: &Digest16,
+        shared: &Digest16,
+        expires_at: i64,
+        value: V,
+        now: i64,
+    ) {
         if expires_at <= now {
             return;
         }
         if let Some(payload) = value.encode() {
-            let slot = SlotValue { digest: *key, expires_at, payload: &payload }.encode();
+            let slot = SlotValue { digest: *shared, expires_at, payload: &payload }.encode();
             // A failed write only costs a later recomputation.
-            let _ = host.shared_set(&self.slot_key(key), &slot, None);
+            let _ = host.shared_set(&self.slot_key(shared), &slot, None);
         }
-        self.local.borrow_mut().insert(*key, expires_at, value, now);
+        self.local.borrow_mut().insert(*local, expires_at, value, now);
     }
 }
 
@@ -230,7 +246,7 @@ impl UseCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::token_digest;
+    use crate::cache::{token_digest, LocalKeyer};
     use crate::host::fake::FakeHost;
 
     fn keys() -> SharedKeys {
@@ -262,11 +278,23 @@ mod tests {
         let host = FakeHost::new(0);
         let one: MintedCache = TieredCache::new(&keys(), "minted", 8);
         let other: MintedCache = TieredCache::new(&keys(), "minted", 8);
+        let (k1, k2) = (LocalKeyer::default(), LocalKeyer::default());
         let d = token_digest("rpt");
-        one.put(&host, &d, 100, Rc::from("jwt"), 10);
-        assert_eq!(other.get(&host, &d, 50).as_deref(), Some("jwt"));
-        assert_eq!(other.get(&host, &d, 100), None, "expired");
-        assert_eq!(other.get(&host, &token_digest("another"), 50), None);
+        one.put(&host, &k1.key("rpt"), &d, 100, Rc::from("jwt"), 10);
+        assert_eq!(other.get(&host, &k2.key("rpt"), || Some(d), 50).as_deref(), Some("jwt"));
+        assert_eq!(other.get(&host, &k2.key("rpt"), || Some(d), 100), None, "expired");
+        let another = token_digest("another");
+        assert_eq!(other.get(&host, &k2.key("another"), || Some(another), 50), None);
+    }
+
+    #[test]
+    fn a_local_hit_computes_no_shared_digest() {
+        let host = FakeHost::new(0);
+        let cache: MintedCache = TieredCache::new(&keys(), "minted", 8);
+        let k = LocalKeyer::default();
+        cache.put(&host, &k.key("rpt"), &token_digest("rpt"), 100, Rc::from("jwt"), 10);
+        let hit = cache.get(&host, &k.key("rpt"), || unreachable!("a local hit needs no digest"), 50);
+        assert_eq!(hit.as_deref(), Some("jwt"));
     }
 
     #[test]
@@ -274,8 +302,8 @@ mod tests {
         let host = FakeHost::new(0);
         let cache: MintedCache = TieredCache::new(&keys(), "minted", 8);
         let d = token_digest("rpt");
-        cache.put(&host, &d, 10, Rc::from("jwt"), 10);
-        assert_eq!(cache.get(&host, &d, 5), None);
+        cache.put(&host, &d, &d, 10, Rc::from("jwt"), 10);
+        assert_eq!(cache.get(&host, &d, || Some(d), 5), None);
         assert!(host.shared.borrow().is_empty());
     }
 

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use log::{debug, info, warn};
 
-use crate::cache::{keyed_digest, Digest16};
+use crate::cache::{keyed_digest, Digest16, LocalKeyer};
 use crate::config::{AsProfile, PepConfig};
 use crate::decision::{plan_detailed, LocalReply, LogCode, Mode, Plan, RequestFacts};
 use crate::facts::{self, Decision};
@@ -87,7 +87,37 @@ pub struct Worker<H: Host> {
     introspecting: RefCell<HashMap<Digest16, (i64, Vec<u32>)>>,
     decisions: DecisionCache,
     minted: MintedCache,
+    /// Keys of this worker's own cache entries (see `LocalKeyer`).
+    keyer: LocalKeyer,
     uses: UseCounter,
+}
+
+/// The one decision line of a request: `<code> <method> <path> resource=<id> scope=<scope>
+/// <outcome>: <reason>` (`-` for what is not known). At `debug` (Envoy logs nothing per request
+/// at `info`), except an AS failure: an operator's business at once, at `warn`. Formatted only
+/// when the level is on.
+fn log_decision(
+    code: LogCode,
+    method: &str,
+    path: &str,
+    resource: Option<&str>,
+    scope: Option<&str>,
+    reason: &str,
+) {
+    let outcome = match code {
+        LogCode::Allowed => "allowed",
+        LogCode::TicketIssued => "401",
+        LogCode::Unmatched => "passed",
+        _ => "denied",
+    };
+    let level = if code == LogCode::AsError { log::Level::Warn } else { log::Level::Debug };
+    log::log!(
+        level,
+        "{} {method} {path} resource={} scope={} {outcome}: {reason}",
+        code.code(),
+        resource.unwrap_or("-"),
+        scope.unwrap_or("-"),
+    );
 }
 
 /// A client-chosen value as it may appear in a log line: printable ASCII, at most 64 characters.
@@ -121,6 +151,7 @@ impl<H: Host> Worker<H> {
             calls: RefCell::new(HashMap::new()),
             introspecting: RefCell::new(HashMap::new()),
             decisions: DecisionCache::new(&keys, "decision", slots),
+            keyer: LocalKeyer::default(),
             minted: MintedCache::new(&keys, "minted", slots),
             uses: UseCounter::new(&keys, slots),
             config,
@@ -209,24 +240,13 @@ impl<H: Host> Worker<H> {
             Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
             Plan::PassThrough { rewrite } => {
                 self.host.count(Counter::Unmatched);
-                match &planned.open_resource {
-                    Some(id) => {
-                        self.host.record_facts(Decision::Open, Some(id), None);
-                        debug!(
-                            "{} {} {log_path}: open resource {id}, passed through",
-                            LogCode::Unmatched.code(),
-                            subject.method
-                        );
-                    }
-                    None => {
-                        self.host.record_facts(Decision::Unmatched, None, None);
-                        debug!(
-                            "{} {} {log_path}: no resource matches, passed through",
-                            LogCode::Unmatched.code(),
-                            subject.method
-                        );
-                    }
-                }
+                let (decision, why) = match &planned.open_resource {
+                    Some(_) => (Decision::Open, "open resource"),
+                    None => (Decision::Unmatched, "no resource matches"),
+                };
+                let resource = planned.open_resource.as_deref();
+                self.record_facts(decision, resource, None);
+                log_decision(LogCode::Unmatched, &subject.method, &log_path, resource, None, why);
                 match subject.mode {
                     Mode::Partial => {
                         self.host.send_reply(&LocalReply::authorized(LogCode::Unmatched, ""));
@@ -255,10 +275,17 @@ impl<H: Host> Worker<H> {
 
     fn reply_now(&self, reply: &LocalReply, method: &str, path: &str) -> Verdict {
         self.host.count(if reply.status == 200 { Counter::Allowed } else { Counter::Denied });
-        self.host.record_facts(Decision::of_reply(reply), None, None);
-        debug!("{} {method} {path} status={}: {}", reply.code.code(), reply.status, reply.reason);
+        self.record_facts(Decision::of_reply(reply), None, None);
+        log_decision(reply.code, method, path, None, None, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause
+    }
+
+    /// The decision's facts for the access log, unless `access_log_facts` is off.
+    fn record_facts(&self, decision: Decision, resource: Option<&str>, subject: Option<&str>) {
+        if self.config.access_log_facts {
+            self.host.record_facts(decision, resource, subject);
+        }
     }
 
     /// The JWKS of the forwarding key, when `path` is `forward.jwks_path`.
@@ -296,14 +323,16 @@ impl<H: Host> Worker<H> {
         let now_s = now_ms / 1000;
         loop {
             let step = flow.on(event, &cx);
-            let digest = flow.digest();
             event = match step {
                 Step::CountUses => Event::UsesCounted {
-                    used_up: digest
+                    used_up: flow
+                        .digest()
                         .is_some_and(|d| self.uses.used_up(&self.host, &d, self.config.rpt_max_uses, now_s)),
                 },
                 Step::LookUpDecision => {
-                    let hit = digest.and_then(|d| self.decisions.get(&self.host, &d, now_s));
+                    let hit = flow.rpt().and_then(|rpt| {
+                        self.decisions.get(&self.host, &self.keyer.key(rpt), || flow.digest(), now_s)
+                    });
                     if hit.is_some() {
                         self.host.count(Counter::CacheHits);
                     }
@@ -315,16 +344,23 @@ impl<H: Host> Worker<H> {
                 Step::LookAtSession => Event::SessionSeen(self.session_view()),
                 Step::Remember { result, until_s } => {
                     let result = Rc::new(result);
-                    if let Some(d) = digest {
-                        self.decisions.put(&self.host, &d, until_s, Rc::clone(&result), now_s);
+                    if let (Some(rpt), Some(d)) = (flow.rpt(), flow.digest()) {
+                        self.decisions.put(
+                            &self.host,
+                            &self.keyer.key(rpt),
+                            &d,
+                            until_s,
+                            Rc::clone(&result),
+                            now_s,
+                        );
                     }
                     Event::Remembered(result)
                 }
                 Step::TakeUse { max, expires_at } => Event::UseTaken(
-                    digest.is_some_and(|d| self.uses.take(&self.host, &d, max, expires_at, now_s)),
+                    flow.digest().is_some_and(|d| self.uses.take(&self.host, &d, max, expires_at, now_s)),
                 ),
-                Step::MintIdentity { result } => Event::Minted(match digest {
-                    Some(d) => self.forwarded_token(&d, &flow.target.resource_id, &result, now_s),
+                Step::MintIdentity { result } => Event::Minted(match flow.rpt() {
+                    Some(_) => self.forwarded_token(&flow, &result, now_s),
                     None => Err("no token to mint an identity for".into()),
                 }),
                 Step::InvalidatePat => {
@@ -349,7 +385,7 @@ impl<H: Host> Worker<H> {
                     return Verdict::Pause;
                 }
                 Step::Introspect => {
-                    let call = digest.zip(flow.rpt().map(str::to_string));
+                    let call = flow.digest().zip(flow.rpt().map(str::to_string));
                     self.park(context_id, flow);
                     if let Some((digest, rpt)) = call {
                         self.introspect(context_id, digest, &rpt);
@@ -406,8 +442,17 @@ impl<H: Host> Worker<H> {
         }
         self.host.count(Counter::Allowed);
         let subject = facts::subject(&allowed.result);
-        self.host.record_facts(Decision::Allowed, Some(&flow.target.resource_id), subject.as_deref());
-        self.log_decision(LogCode::Allowed, flow, "RPT covers resource and scope");
+        self.record_facts(Decision::Allowed, Some(&flow.target.resource_id), subject.as_deref());
+        let target = &flow.target;
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
+        log_decision(
+            LogCode::Allowed,
+            &flow.method,
+            &flow.log_path,
+            resource,
+            scope,
+            "RPT covers resource and scope",
+        );
         let header = self.signer.as_ref().map(|s| s.header_name.as_str());
         match flow.mode {
             Mode::Full => {
@@ -444,45 +489,29 @@ impl<H: Host> Worker<H> {
             return Verdict::Pause;
         }
         self.host.count(Counter::Denied);
-        self.host.record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
-        self.log_decision(reply.code, flow, &reply.reason);
+        self.record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
+        let target = &flow.target;
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
+        log_decision(reply.code, &flow.method, &flow.log_path, resource, scope, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause
-    }
-
-    fn log_decision(&self, code: LogCode, flow: &Flow, reason: &str) {
-        let outcome = match code {
-            LogCode::Allowed => "allowed",
-            LogCode::TicketIssued => "401",
-            _ => "denied",
-        };
-        // One line per request at `debug` (Envoy logs nothing per request at `info`); a failing
-        // AS is an operator's business at once. Formatted only when the level is on.
-        let level = if code == LogCode::AsError { log::Level::Warn } else { log::Level::Debug };
-        log::log!(
-            level,
-            "{} {} {} resource={} scope={} {outcome}: {reason}",
-            code.code(),
-            flow.method,
-            flow.log_path,
-            flow.target.resource_id,
-            flow.target.scope,
-        );
     }
 
     /// The JWT for the upstream: minted once per (RPT, resource) and reused, from this worker's
     /// cache or the one all workers share, until `rpt_margin_s` before it expires.
     fn forwarded_token(
         &self,
-        rpt_digest: &Digest16,
-        resource_id: &str,
+        flow: &Flow,
         result: &IntrospectionResult,
         now_s: i64,
     ) -> Result<Rc<str>, String> {
         let signer = self.signer.as_ref().ok_or("no forwarding key configured")?;
-        let key = keyed_digest(rpt_digest, resource_id);
+        let resource_id = flow.target.resource_id.as_str();
+        let rpt = flow.rpt().ok_or("no token to mint an identity for")?;
+        let local = self.keyer.keyed(&self.keyer.key(rpt), resource_id);
+        let shared = || flow.digest().map(|d| keyed_digest(&d, resource_id));
         let clock = clock(&self.config, now_s);
-        if let Some(token) = self.minted.get(&self.host, &key, clock.now) {
+        if let Some(token) = self.minted.get(&self.host, &local, shared, clock.now) {
             return Ok(token);
         }
         let claims = signer.claims(result, resource_id, clock.now);
@@ -497,7 +526,9 @@ impl<H: Host> Worker<H> {
         }
         let exp = claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(clock.now);
         let token: Rc<str> = Rc::from(token);
-        self.minted.put(&self.host, &key, exp - clock.margin_s, Rc::clone(&token), clock.now);
+        if let Some(shared) = shared() {
+            self.minted.put(&self.host, &local, &shared, exp - clock.margin_s, Rc::clone(&token), clock.now);
+        }
         Ok(token)
     }
 
@@ -509,6 +540,12 @@ impl<H: Host> Worker<H> {
             return;
         }
         if self.deferred_to_tick(context_id, || Deferred::Introspect(context_id)) {
+            return;
+        }
+        let in_flight = self.introspecting.borrow().len();
+        if in_flight >= usize::try_from(self.config.max_introspections_in_flight).unwrap_or(usize::MAX) {
+            self.host.count(Counter::Overloaded);
+            self.resume(context_id, Event::Overloaded);
             return;
         }
         let (path, pat) = {
@@ -589,13 +626,23 @@ impl<H: Host> Worker<H> {
                 let rpt = waiting
                     .iter()
                     .find_map(|id| self.flows.borrow().get(id).and_then(|f| f.rpt().map(str::to_string)));
-                if let Some(rpt) = rpt {
-                    result.complete_identity_from_jwt(&rpt);
-                }
                 let now_s = self.host.now_ms() / 1000;
                 let until = remember_until(&self.config, &result, clock(&self.config, now_s));
+                if let Some(rpt) = &rpt {
+                    result.complete_identity_from_jwt(rpt);
+                }
                 let result = Rc::new(result);
-                self.decisions.put(&self.host, &digest, until, Rc::clone(&result), now_s);
+                // Every request that waited on it is gone: nobody to key this worker's entry by.
+                if let Some(rpt) = &rpt {
+                    self.decisions.put(
+                        &self.host,
+                        &self.keyer.key(rpt),
+                        &digest,
+                        until,
+                        Rc::clone(&result),
+                        now_s,
+                    );
+                }
                 Ok(result)
             }
             Err(e) => {
@@ -758,7 +805,8 @@ impl<H: Host> Worker<H> {
         let poll = self.table.borrow_mut().poll_due(&self.host, sync, self.config.timeout_ms);
         if let Some(call) = poll {
             if let Err(status) = self.dispatch(&call, CallKind::ResourceTable) {
-                warn!("{} resource table poll could not be dispatched ({status})", LogCode::AsError.code());
+                // pepctl's business, not the AS's: no AS log code.
+                warn!("uma-pep: resource table poll could not be dispatched ({status})");
             }
         }
     }
@@ -770,10 +818,8 @@ impl<H: Host> Worker<H> {
                 info!("resource table version {} in force: {} resources", swapped.version, swapped.resources)
             }
             Ok(None) => {}
-            Err(e) => warn!(
-                "{} resource table poll failed, keeping the last good table: {e}",
-                LogCode::AsError.code()
-            ),
+            // pepctl's business, not the AS's: no AS log code; `e` says what to do.
+            Err(e) => warn!("uma-pep: resource table poll failed, keeping the last good table: {e}"),
         }
     }
 

@@ -326,3 +326,76 @@ fn an_open_resource_passes_through_unchecked_and_says_so_in_the_facts() {
     let facts = w.host.facts.borrow();
     assert_eq!(facts.last(), Some(&(Decision::Open, Some("pub".to_string()), None)));
 }
+
+#[test]
+fn introspections_in_flight_are_capped_and_the_excess_shed_with_retry_after() {
+    let w = worker(json!({"max_introspections_in_flight": 2}));
+    ready(&w);
+    for id in [7, 8, 9] {
+        request(&w, id, "/alice", Some(&format!("token-{id}")));
+    }
+    // A request joining an RPT already in flight is no new introspection: it is not shed.
+    request(&w, 10, "/alice", Some("token-7"));
+    assert_eq!(w.host.calls_to("/introspect").len(), 2);
+    let shed = w.host.done_for(9);
+    let Some(Done::Reply(reply)) = shed.first() else { unreachable!("{shed:?}") };
+    assert_eq!(reply.status, 503);
+    assert!(reply.headers.iter().any(|(k, v)| k == "retry-after" && v == "1"));
+    assert_eq!(w.host.counter(Counter::Overloaded), 1);
+    assert!(w.host.done_for(10).is_empty(), "waiting on token-7's introspection");
+    // Once one answers, a new token may be introspected again.
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    request(&w, 11, "/alice", Some("token-11"));
+    assert_eq!(w.host.calls_to("/introspect").len(), 3);
+}
+
+#[test]
+fn access_log_facts_can_be_switched_off() {
+    for (on, facts) in [(true, 1), (false, 0)] {
+        let w = worker(json!({"access_log_facts": on}));
+        assert_eq!(request(&w, 7, "/elsewhere", None), Verdict::Continue);
+        assert_eq!(w.host.facts.borrow().len(), facts, "access_log_facts={on}");
+        assert_eq!(w.host.counter(Counter::Unmatched), 1, "counted either way");
+    }
+}
+
+/// Native cost of the hot path's own work (a cached RPT of 1 kB), with the in-memory host:
+/// `cargo test --release -p uma-pep-core hot_path_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn hot_path_cost() {
+    let w = worker(json!({}));
+    ready(&w);
+    let token = format!("bench-rpt-{}", "AbCdEfGhIj0123456789_-".repeat(45));
+    request(&w, 7, "/alice/x", Some(&token));
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    let auth = format!("Bearer {token}");
+    w.host.set_headers(&[
+        (":method", "GET"),
+        (":path", "/alice/x"),
+        ("authorization", &auth),
+        ("user-agent", "wrk"),
+    ]);
+    let rounds = 200_000u32;
+    let start = std::time::Instant::now();
+    for i in 0..rounds {
+        assert_eq!(w.on_request_headers(100 + i), Verdict::Continue);
+        if i % 1000 == 0 {
+            w.host.facts.borrow_mut().clear();
+            w.host.done.borrow_mut().clear();
+        }
+    }
+    let per = start.elapsed() / rounds;
+    let keyer = LocalKeyer::default();
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(keyer.key(std::hint::black_box(&token)));
+    }
+    let key = start.elapsed() / rounds;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(crate::cache::token_digest(std::hint::black_box(&token)));
+    }
+    let sha = start.elapsed() / rounds;
+    println!("cached request: {per:?}; local key of 1 kB: {key:?}; SHA-256 of 1 kB: {sha:?}");
+}

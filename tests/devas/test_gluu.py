@@ -291,3 +291,14 @@ def test_janssen_ships_with_uma_switched_off(jans_server):
     assert control(jans, "config", {"uma_feature_enabled": True}).json()["uma_feature_enabled"] is True
     assert requests.get(jans.issuer + "/.well-known/uma2-configuration", timeout=T).status_code == 200
     assert requests.get(jans.issuer + "/.well-known/uma2-configuration", timeout=T).json()["issuer"] == jans.issuer
+
+
+def test_a_resource_registered_through_the_api_is_owned_by_nobody(gluu):
+    # oxAuth keeps no owner for a resource registered through its API: only a policy opens it,
+    # and no grant row names this one, so nobody gets it (umaGrantAccessIfNoPolicies=false).
+    h = bearer(get_pat(gluu))
+    r = requests.post(rs(gluu), json={"name": "Orphan", "resource_scopes": ["protected_get"], "owner": "alice"},
+                      headers=h, timeout=T)
+    assert r.status_code == 201
+    ticket = ticket_for(gluu, rid=r.json()["_id"])
+    assert error_of(uma_grant(gluu, ticket)) == (403, "forbidden_by_policy")

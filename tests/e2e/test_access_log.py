@@ -119,6 +119,39 @@ def test_unmatched_deny_is_denied_in_the_access_log(uma2_as, echo):
         envoy.stop()
 
 
+def test_an_open_resource_is_named_in_the_access_log(uma2_as, echo):
+    def with_open(text: str) -> str:
+        old = '{"id": "res-bob", "uri": "/bob"}'
+        assert text.count(old) == 1
+        return text.replace(old, old + ', {"id": "res-open", "uri": "/open", "scopes": ["open"]}')
+
+    envoy = ShippedEnvoy(uma2_as, echo.port, edit=with_open)
+    try:
+        assert requests.get(envoy.url("/open/x"), timeout=10).status_code == 200
+        assert requests.get(envoy.url("/elsewhere"), timeout=10).status_code == 200
+        first, second = envoy.entries(2)
+        assert facts(first) == ("open", "2105", "res-open", None)
+        assert facts(second) == ("unmatched", "2105", None, None)
+    finally:
+        envoy.stop()
+
+
+def test_facts_switched_off_are_not_recorded(uma2_as, echo):
+    def facts_off(text: str) -> str:
+        assert text.count('"timeout_ms": 2000,') == 1
+        return text.replace('"timeout_ms": 2000,', '"timeout_ms": 2000, "access_log_facts": false,')
+
+    envoy = ShippedEnvoy(uma2_as, echo.port, edit=facts_off)
+    try:
+        assert requests.get(envoy.url("/alice/x"), headers={"Authorization": f"Bearer {rpt(uma2_as)}"},
+                            timeout=10).status_code == 200
+        assert requests.get(envoy.url("/bob/x"), timeout=10).status_code == 401
+        entries = envoy.entries(2)
+        assert [facts(e) for e in entries] == [(None, None, None, None)] * 2, entries
+    finally:
+        envoy.stop()
+
+
 def test_decision_lines_follow_a_log_level_raised_at_run_time(uma2_as, echo):
     envoy = ShippedEnvoy(uma2_as, echo.port)
     try:

@@ -2,7 +2,9 @@
 
 * a flood of distinct valid RPTs must not lock fresh RPTs out of `rpt_max_uses` counting,
 * a PAT lifetime of any size from the AS must give a PAT that is used (no overflow),
-* a huge AS answer must not be buffered whole: bounded memory, fail closed, Envoy stays up.
+* a huge AS answer must not be buffered whole: bounded memory, fail closed, Envoy stays up,
+* a flood of fresh tokens must not flood the AS: introspections in flight are capped per worker,
+  the excess gets a fast 503 with `Retry-After`, and nothing is forwarded.
 """
 
 from __future__ import annotations
@@ -52,6 +54,41 @@ def test_a_flood_of_distinct_rpts_cannot_lock_out_a_fresh_one(envoy_factory, uma
     assert get(envoy, "/alice", flood[0]).status_code == 200
     assert get(envoy, "/alice", flood[0]).status_code == 401
     assert len(echo.log()) == 60 + 2 + 1
+
+
+# ---- introspections in flight -----------------------------------------------------------
+
+def test_a_flood_of_fresh_tokens_is_shed_not_sent_to_the_as(envoy_factory, uma2_as, echo):
+    # Slow enough that every introspection is still in flight when the flood has arrived, well
+    # within the filter's timeout (the introspected tokens are inactive: a ticket and 401).
+    uma2_as.fault("introspection", "delay", delay_ms=2500)
+    config = filter_config(uma2_as, resources=RESOURCES, max_introspections_in_flight=3, timeout_ms=8000)
+    envoy = envoy_factory(config, uma2_as.port, echo.port, concurrency=2)
+    assert get(envoy, "/alice").status_code == 401  # the session is up before the flood
+    results: list[tuple[int, str | None, float]] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        start = time.time()
+        r = get(envoy, "/alice", f"flood-token-{i}")
+        with lock:
+            results.append((r.status_code, r.headers.get("retry-after"), time.time() - start))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shed = [r for r in results if r[0] == 503]
+    introspected = uma2_as.calls("introspection")
+    # Two workers, three each: the AS sees six at most; the others are refused at once.
+    assert len(introspected) <= 6, len(introspected)
+    assert len(shed) >= 40 - 6, sorted(r[0] for r in results)
+    assert all(retry == "1" for _, retry, _ in shed)
+    assert all(took < 2.0 for _, _, took in shed), sorted(took for _, _, took in shed)
+    assert {status for status, _, _ in results} <= {401, 503}
+    assert echo.log() == []
+    assert envoy.counters().get("overloaded", 0) == len(shed)
 
 
 # ---- PAT lifetime -------------------------------------------------------------------

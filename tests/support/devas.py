@@ -77,6 +77,9 @@ class DevAs(Service):
             "endpoint": endpoint, "kind": kind, "times": times, "delay_ms": delay_ms}, timeout=5)
         r.raise_for_status()
 
+    def clear_faults(self) -> None:
+        requests.delete(f"{self.base}/_devas/faults", timeout=5).raise_for_status()
+
     def configure(self, **settings) -> dict:
         r = requests.post(f"{self.base}/_devas/config", json=settings, timeout=5)
         r.raise_for_status()
