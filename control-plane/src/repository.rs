@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
@@ -32,6 +32,13 @@ pub enum RepoError {
     TooNew(i64, i64),
     #[error("stored scopes are not a JSON array: {0}")]
     Scopes(serde_json::Error),
+    #[error(
+        "journal entry {seq} holds an unreadable resource ({problem}); the database was changed by hand: \
+         delete the row from table intents once the AS and the repository agree"
+    )]
+    Intent { seq: i64, problem: String },
+    #[error("cannot write the resource to the intent journal: {0}")]
+    Journal(serde_json::Error),
     #[error("no randomness for a resource id: {0}")]
     Random(String),
     #[error(
@@ -62,7 +69,7 @@ pub fn local_resource_id() -> Result<String, RepoError> {
 
 /// Where a resource came from: `file` ones are reconciled (and pruned) by `resources apply`,
 /// `api` ones belong to users and are never pruned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     File,
@@ -85,7 +92,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredResource {
     /// The AS resource id (`_id`): the key everywhere. An open resource is not registered at
     /// the AS and has a local id instead (`local_resource_id`).
@@ -140,7 +147,60 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE resources_by_owner RENAME TO resources;
     CREATE INDEX resources_name ON resources(name);
     CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // The intent journal: a change about to be made at the AS, committed before the AS call
+    // and removed in the transaction that writes its result here, so that a crash between the
+    // two leaves a row that `serve` finishes or rolls back at its next start.
+    "CREATE TABLE intents (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL CHECK (op IN ('create','update','delete')),
+        resource_id TEXT,
+        name TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
+
+/// What a journal entry was about to do at the AS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentOp {
+    Create,
+    Update,
+    Delete,
+}
+
+impl IntentOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            IntentOp::Create => "create",
+            IntentOp::Update => "update",
+            IntentOp::Delete => "delete",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "create" => Some(IntentOp::Create),
+            "update" => Some(IntentOp::Update),
+            "delete" => Some(IntentOp::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A change begun at the AS and not (yet) written here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub seq: i64,
+    pub op: IntentOp,
+    /// The resource's id (the AS id); `None` for a create, whose id the AS had not given yet.
+    pub resource_id: Option<String>,
+    /// The name and path the AS was about to hold.
+    pub name: String,
+    pub uri: String,
+    /// A create: the resource as it was to be stored (its id empty). An update or a delete:
+    /// the resource as the repository held it before.
+    pub state: StoredResource,
+}
 
 pub fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -379,14 +439,93 @@ impl Repository {
 
     /// Deletes by id; `false` when there was nothing to delete.
     pub fn delete(&self, id: &str) -> Result<bool, RepoError> {
+        self.delete_settling(id, None)
+    }
+
+    /// Deletes by id and, in the same transaction, the journal entry `seq` that announced it.
+    pub fn delete_settling(&self, id: &str, seq: Option<i64>) -> Result<bool, RepoError> {
         self.with(|c| {
             let tx = c.transaction()?;
             let n = tx.execute("DELETE FROM resources WHERE id = ?1", [id])?;
             if n > 0 {
                 bump_version(&tx)?;
             }
+            if let Some(seq) = seq {
+                tx.execute("DELETE FROM intents WHERE seq = ?1", [seq])?;
+            }
             tx.commit()?;
             Ok(n > 0)
+        })
+    }
+
+    /// Inserts or replaces a resource and, in the same transaction, removes the journal entry
+    /// `seq` that announced the change: either both are on disk or neither is.
+    pub fn upsert_settling(&self, r: &StoredResource, seq: i64) -> Result<(), RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            write_record(&tx, r)?;
+            bump_version(&tx)?;
+            tx.execute("DELETE FROM intents WHERE seq = ?1", [seq])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Journals a change about to be made at the AS, committed (and synced) before the call;
+    /// its sequence number.
+    pub fn record_intent(
+        &self,
+        op: IntentOp,
+        resource_id: Option<&str>,
+        name: &str,
+        uri: &str,
+        state: &StoredResource,
+    ) -> Result<i64, RepoError> {
+        let state = serde_json::to_string(state).map_err(RepoError::Journal)?;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO intents (op, resource_id, name, uri, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![op.as_str(), resource_id, name, uri, state, now_s()],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
+    /// Forgets a journal entry whose change the AS refused or that was undone there.
+    pub fn clear_intent(&self, seq: i64) -> Result<(), RepoError> {
+        self.with(|c| {
+            c.execute("DELETE FROM intents WHERE seq = ?1", [seq])?;
+            Ok(())
+        })
+    }
+
+    /// The journal entries not settled, oldest first.
+    pub fn pending_intents(&self) -> Result<Vec<Intent>, RepoError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT seq, op, resource_id, name, uri, state FROM intents ORDER BY seq")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (seq, op, resource_id, name, uri, state) = row?;
+                let op = IntentOp::parse(&op)
+                    .ok_or_else(|| RepoError::Intent { seq, problem: format!("unknown op {op:?}") })?;
+                let state = serde_json::from_str(&state)
+                    .map_err(|e| RepoError::Intent { seq, problem: e.to_string() })?;
+                Ok(Intent { seq, op, resource_id, name, uri, state })
+            })
+            .collect()
         })
     }
 }
@@ -484,6 +623,27 @@ mod tests {
         assert_eq!(snapshot.resources.len(), 1);
         assert_eq!(snapshot.version, 5);
         assert_eq!(snapshot.generation, repo.generation().unwrap());
+    }
+
+    #[test]
+    fn an_intent_is_settled_with_the_write_it_announced() {
+        let repo = Repository::open_in_memory().unwrap();
+        let a = res("a1", "A", "/a", "alice");
+        let seq = repo.record_intent(IntentOp::Create, None, "A", "/a", &a).unwrap();
+        let pending = repo.pending_intents().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].seq, pending[0].op, &pending[0].state), (seq, IntentOp::Create, &a));
+        assert_eq!(pending[0].resource_id, None);
+        // A write that fails leaves the entry (and no record).
+        let clash = repo.record_intent(IntentOp::Create, None, "B", "/a", &a).unwrap();
+        repo.upsert_settling(&a, seq).unwrap();
+        assert!(repo.upsert_settling(&res("b1", "B", "/a", "bob"), clash).is_err());
+        assert_eq!(repo.pending_intents().unwrap().iter().map(|i| i.seq).collect::<Vec<_>>(), [clash]);
+        repo.clear_intent(clash).unwrap();
+        let del = repo.record_intent(IntentOp::Delete, Some("a1"), "A", "/a", &a).unwrap();
+        assert!(repo.delete_settling("a1", Some(del)).unwrap());
+        assert!(repo.pending_intents().unwrap().is_empty());
+        assert!(repo.get("a1").unwrap().is_none());
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub enum ResourceSetError {
     NotFound(String),
     #[error("AS answered: {0}")]
     Refused(String),
+    /// Keycloak refused the owner of a new resource: no user of the realm has that id or
+    /// username. The caller's mistake, not the AS's failure.
+    #[error(
+        "{detail}; the owner {owner:?} is not the id or username of a user of the realm: fix the resource's \
+         owner (default_owner in the resources file, `uuid` or `ownership_id` in the Resource API; \"{nobody}\" \
+         lets the resource server own it)",
+        nobody = crate::repository::NOBODY
+    )]
+    UnknownOwner { owner: String, detail: String },
     #[error("AS answer is unusable: {0}")]
     Garbage(String),
 }
@@ -254,13 +263,10 @@ impl ResourceSetClient {
             // Keycloak refuses an owner that is no user of the realm (a RuntimeException in
             // `RepresentationToModel.toModel`: a 500 on a real server).
             400 | 500 if self.profile == AsProfile::Keycloak && d.owner.is_some() => {
-                Err(ResourceSetError::Refused(format!(
-                    "{}; if the owner {:?} is not the id or username of a user of the realm, fix the resource's \
-                     owner (default_owner in the resources file; \"{}\" lets the resource server own it)",
-                    Refusal::parse(status, &bytes).explained(self.profile),
-                    d.owner.as_deref().unwrap_or_default(),
-                    crate::repository::NOBODY
-                )))
+                Err(ResourceSetError::UnknownOwner {
+                    owner: d.owner.clone().unwrap_or_default(),
+                    detail: Refusal::parse(status, &bytes).explained(self.profile),
+                })
             }
             _ => Err(self.refused(status, &bytes)),
         }
@@ -378,6 +384,24 @@ impl ResourceSetClient {
             .append_pair("exactName", "true")
             .append_pair("deep", "true");
         Ok(self.read_listing(url).await?.into_iter().find(|r| r.name.as_deref() == Some(name)))
+    }
+
+    /// Every resource of ours of exactly that name: Keycloak filters (`ResourceSetService.find`
+    /// with `name` and `exactName=true`); the spec and Gluu list ids only, each then read.
+    pub async fn list_named(&self, name: &str) -> Result<Vec<Registered>, ResourceSetError> {
+        let listed = match self.profile {
+            AsProfile::Keycloak => {
+                let mut url = self.endpoint.clone();
+                url.query_pairs_mut()
+                    .append_pair("name", name)
+                    .append_pair("exactName", "true")
+                    .append_pair("deep", "true")
+                    .append_pair("max", "-1");
+                self.read_listing(url).await?
+            }
+            AsProfile::Uma2 => self.list_registered().await?,
+        };
+        Ok(listed.into_iter().filter(|r| r.name.as_deref() == Some(name)).collect())
     }
 
     /// Every resource of ours at the AS (UMA federated authz §3.2.5 list, then reads).

@@ -108,6 +108,12 @@ impl From<ResourceSetError> for ApiError {
             ResourceSetError::Conflict(name) => {
                 ApiError::unprocessable(format!("a resource named {name:?} already exists at the AS"))
             }
+            // Only a create carries the owner to the AS (a PUT cannot change it there): the field
+            // at fault is the create's `uuid`.
+            ResourceSetError::UnknownOwner { owner, .. } => ApiError::unprocessable(format!(
+                "uuid: the authorization server knows no user {owner:?}; give the id (sub) or username of a \
+                 user of the realm, or leave uuid out to own the resource yourself"
+            )),
             other => {
                 tracing::warn!(error = %other, "AS call failed");
                 ApiError::upstream(format!("authorization server: {other}"))

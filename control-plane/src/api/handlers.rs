@@ -54,7 +54,8 @@ pub async fn list(
         (status = 400, description = "the body is not JSON", body = ErrorBody),
         (status = 401, description = "no or invalid token", body = ErrorBody),
         (status = 403, description = "not allowed here", body = ErrorBody),
-        (status = 422, description = "invalid or duplicate", body = ErrorBody),
+        (status = 422, description = "invalid or duplicate, or a `uuid` the AS knows no user of; nothing created",
+            body = ErrorBody),
         (status = 502, description = "the AS or the PDP failed; nothing created", body = ErrorBody),
         (status = 503, description = "the AS has not been reached yet", body = ErrorBody),
     ))]

@@ -7,18 +7,21 @@
 //!
 //! The server starts without the AS: `/filter-config` and `/healthz` answer at once (the
 //! filter keeps enforcing the table it has), the AS is reached in the background, retried
-//! until it answers, and `/readyz` says 503 with the cause until then. Calls that need the
+//! until it answers (and the changes a stop interrupted are settled there: `reconcile`), and
+//! `/readyz` says 503 with the cause until then. Calls that need the
 //! AS (every call with a token: its JWKS or userinfo verifies the caller) answer 503 meanwhile.
 //!
 //! One module per concern: `state` (what handlers share), `error` (the one error shape),
 //! `extract` (caller and body), `views` (bodies and representations), `service` (the rules
 //! and their AS/PDP/repository steps), `handlers`, `openapi` (the generated document),
-//! `serve` (flags, AS connection, refresher, signals).
+//! `reconcile` (the intent journal settled at start), `serve` (flags, AS connection, refresher,
+//! signals).
 
 mod error;
 mod extract;
 mod handlers;
 mod openapi;
+mod reconcile;
 mod serve;
 mod service;
 mod state;
@@ -29,6 +32,7 @@ use axum::Router;
 
 pub use error::{ApiError, ErrorBody};
 pub use openapi::document as openapi_document;
+pub use reconcile::{settle_journal, ReconcileError};
 pub use serve::{serve, ServeArgs, ServeError};
 pub use service::{PolicyPoint, Registry, ResourceService, ServiceError};
 pub use state::{AppState, AsLink, Connected, Shared};

@@ -18,6 +18,7 @@ use crate::transport::checked_url;
 use uma_pep_core::jwt_rpt::JwtKeys;
 use uma_pep_core::wire::AsResponse;
 
+use super::reconcile::settle_journal;
 use super::router;
 use super::state::{AppState, AsLink, Connected, Shared};
 
@@ -158,8 +159,10 @@ fn spawn_refresher(state: Shared, resource_set: Arc<ResourceSetClient>, interval
 const AS_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 const AS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reaches the AS (discovery), retrying with a pause that doubles up to `AS_RETRY_MAX`; then
-/// the Resource API is ready and renewals start.
+/// Reaches the AS (discovery) and settles the intent journal (changes a stop interrupted),
+/// retrying both with a pause that doubles up to `AS_RETRY_MAX`; then the Resource API is
+/// ready and renewals start. Until then `/filter-config` is served from the repository, and
+/// calls with a token answer 503: no write can meet an unsettled journal.
 async fn connect_until_ready(
     common: Common,
     client: ClientFile,
@@ -172,12 +175,21 @@ async fn connect_until_ready(
     let mut last_cause = String::new();
     let ctx = loop {
         attempts = attempts.saturating_add(1);
-        match AsContext::with_client(&common, client.clone()).await {
+        let attempt = async {
+            let ctx = AsContext::with_client(&common, client.clone()).await.map_err(|e| e.to_string())?;
+            let _write = state.write_lock.lock().await;
+            let settled =
+                settle_journal(&state.repo, ctx.resource_set.as_ref()).await.map_err(|e| e.to_string())?;
+            if settled > 0 {
+                tracing::info!(settled, "settled the changes a stop interrupted");
+            }
+            Ok::<_, String>(ctx)
+        };
+        match attempt.await {
             Ok(ctx) => break ctx,
-            Err(e) => {
-                let cause = e.to_string();
+            Err(cause) => {
                 if cause != last_cause {
-                    tracing::warn!(error = %cause, attempts, "authorization server not reached; retrying (GET /readyz)");
+                    tracing::warn!(error = %cause, attempts, "authorization server not reached, or interrupted changes not settled; retrying (GET /readyz)");
                 } else {
                     tracing::debug!(error = %cause, attempts, "authorization server still not reached");
                 }

@@ -18,7 +18,7 @@ use crate::apply::as_owner;
 use crate::expiry::description_of;
 use crate::identity::Caller;
 use crate::pdp::{PdpClient, PdpError};
-use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
+use crate::repository::{local_resource_id, now_s, IntentOp, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
 
 use super::views::{NewResource, ResourceUpdate};
@@ -30,6 +30,11 @@ pub trait Registry: Send + Sync {
     fn get(&self, id: &str) -> impl Future<Output = Result<Option<Registered>, ResourceSetError>> + Send;
     fn update(&self, id: &str, d: &Description) -> impl Future<Output = Result<(), ResourceSetError>> + Send;
     fn delete(&self, id: &str) -> impl Future<Output = Result<bool, ResourceSetError>> + Send;
+    /// Every registration of exactly that name.
+    fn list_named(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<Registered>, ResourceSetError>> + Send;
 }
 
 impl Registry for ResourceSetClient {
@@ -48,6 +53,19 @@ impl Registry for ResourceSetClient {
     fn delete(&self, id: &str) -> impl Future<Output = Result<bool, ResourceSetError>> + Send {
         ResourceSetClient::delete(self, id)
     }
+    fn list_named(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<Registered>, ResourceSetError>> + Send {
+        ResourceSetClient::list_named(self, name)
+    }
+}
+
+/// Did the AS's answer say what it did? A transport failure (no answer, or one cut short) or
+/// an unreadable success leaves it unknown whether the AS carried the change out: its journal
+/// entry then stays for the next start to settle.
+pub(crate) fn outcome_known(e: &ResourceSetError) -> bool {
+    !matches!(e, ResourceSetError::Call(_) | ResourceSetError::Garbage(_))
 }
 
 /// What the service needs from the PDP: the default ownership policies of a new resource.
@@ -205,54 +223,72 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
                 return Err(ServiceError::Invalid(format!("{owner} already owns a resource named {name:?}")));
             }
         }
-        let open = is_open(&scopes);
-        let (id, as_expires_at) = if open {
-            (local_resource_id()?, None)
-        } else {
-            let description = Description {
-                name: name.clone(),
-                uri: uri.clone(),
-                scopes: scopes.clone(),
-                description: body.description.clone(),
-                owner: as_owner(&owner),
-            };
-            self.register(&description, &owner, authorization).await?
-        };
-
         let now = now_s();
-        let stored = StoredResource {
-            id: id.clone(),
+        let mut stored = StoredResource {
+            id: String::new(),
             name,
             uri,
             owner,
             scopes,
             description: body.description,
             source: Source::Api,
-            as_expires_at,
+            as_expires_at: None,
             created_at: now,
             updated_at: now,
         };
-        let to_store = stored.clone();
-        if let Err(e) = self.repo.run(move |r| r.upsert(&to_store)).await {
-            if !open {
-                self.rollback(&id).await;
+        if is_open(&stored.scopes) {
+            stored.id = local_resource_id()?;
+            let to_store = stored.clone();
+            self.repo.run(move |r| r.upsert(&to_store)).await?;
+        } else {
+            // Journalled before the AS call: a crash after the AS registered it and before the
+            // repository has it leaves this entry, from which the next start finds the
+            // registration and removes it.
+            let planned = stored.clone();
+            let seq = self
+                .repo
+                .run(move |r| r.record_intent(IntentOp::Create, None, &planned.name, &planned.uri, &planned))
+                .await?;
+            let description = Description {
+                name: stored.name.clone(),
+                uri: stored.uri.clone(),
+                scopes: stored.scopes.clone(),
+                description: stored.description.clone(),
+                owner: as_owner(&stored.owner),
+            };
+            let (id, as_expires_at) = self.register(&description, &stored.owner, authorization, seq).await?;
+            stored.id = id.clone();
+            stored.as_expires_at = as_expires_at;
+            let to_store = stored.clone();
+            if let Err(e) = self.repo.run(move |r| r.upsert_settling(&to_store, seq)).await {
+                self.rollback(&id, seq).await;
+                return Err(e.into());
             }
-            return Err(e.into());
         }
-        tracing::info!(resource = %id, owner = %stored.owner, caller = %caller.sub, "resource created");
+        tracing::info!(resource = %stored.id, owner = %stored.owner, caller = %caller.sub, "resource created");
         Ok(stored)
     }
 
-    /// Registers at the AS (and the PDP's policies); the id and the AS's expiry.
+    /// Registers at the AS (and the PDP's policies); the id and the AS's expiry. On failure,
+    /// journal entry `seq` is settled when the AS is known to hold nothing of it.
     async fn register(
         &self,
         description: &Description,
         owner: &str,
         authorization: &str,
+        seq: i64,
     ) -> Result<(String, Option<i64>), ServiceError> {
         // An API create never adopts an AS resource of the same name (that is apply's job for
         // its own file): a 409 is a conflict for the caller.
-        let registered = self.registry.create(description).await?;
+        let registered = match self.registry.create(description).await {
+            Ok(r) => r,
+            Err(e) => {
+                if outcome_known(&e) {
+                    self.settle(seq).await?;
+                }
+                return Err(e.into());
+            }
+        };
         let id = registered.id.clone();
         // Gluu's create answer has no exp: read it back so the registration is renewed in time.
         let as_expires_at = match (registered.exp, self.registry.profile()) {
@@ -263,17 +299,32 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         if let (Some(pdp), false) = (self.pdp, has_open_marker(&description.scopes)) {
             if let Err(e) = pdp.register_defaults(&id, owner, &description.scopes, authorization).await {
                 tracing::warn!(resource = %id, error = %e, "PDP policy failed; rolling back the AS registration");
-                self.rollback(&id).await;
+                self.rollback(&id, seq).await;
                 return Err(ServiceError::Pdp(e.to_string()));
             }
         }
         Ok((id, as_expires_at))
     }
 
-    async fn rollback(&self, id: &str) {
-        if let Err(e) = self.registry.delete(id).await {
-            tracing::error!(resource = %id, error = %e, "rollback failed: the AS keeps a resource pepctl does not know");
+    /// Removes a registration the repository will not hold; its journal entry `seq` goes once
+    /// the AS has let it go, and stays (for the next start to finish) if it has not.
+    async fn rollback(&self, id: &str, seq: i64) {
+        match self.registry.delete(id).await {
+            Ok(_) => {
+                if let Err(e) = self.settle(seq).await {
+                    tracing::warn!(resource = %id, error = %e, "rolled back; the journal entry stays until the next start");
+                }
+            }
+            Err(e) => tracing::error!(
+                resource = %id, error = %e,
+                "rollback failed: the AS keeps a resource pepctl does not know until the next start removes it"
+            ),
         }
+    }
+
+    /// Forgets journal entry `seq`: the AS refused its change, or it was undone there.
+    async fn settle(&self, seq: i64) -> Result<(), RepoError> {
+        self.repo.run(move |r| r.clear_intent(seq)).await
     }
 
     /// Changes a resource: every field given (`full`: a PUT, which needs name and scopes and
@@ -348,12 +399,26 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             || next.uri != current.uri
             || next.scopes != current.scopes
             || next.description != current.description;
-        if at_as_changed && !open {
-            self.registry.update(&current.id, &description_of(&next)).await?;
-        }
         next.updated_at = now_s();
         let to_store = next.clone();
-        self.repo.run(move |r| r.upsert(&to_store)).await?;
+        if at_as_changed && !open {
+            // Journalled with the state before: a crash after the AS applied it and before the
+            // repository has it is rolled back at the next start (the caller had no answer).
+            let (before, n, u) = (current.clone(), next.name.clone(), next.uri.clone());
+            let seq = self
+                .repo
+                .run(move |r| r.record_intent(IntentOp::Update, Some(&before.id), &n, &u, &before))
+                .await?;
+            if let Err(e) = self.registry.update(&current.id, &description_of(&next)).await {
+                if outcome_known(&e) {
+                    self.settle(seq).await?;
+                }
+                return Err(e.into());
+            }
+            self.repo.run(move |r| r.upsert_settling(&to_store, seq)).await?;
+        } else {
+            self.repo.run(move |r| r.upsert(&to_store)).await?;
+        }
         if next.owner != current.owner {
             tracing::info!(resource = %next.id, from = %current.owner, to = %next.owner, caller = %caller.sub, "ownership transferred");
         }
@@ -364,11 +429,27 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
     pub async fn delete(&self, caller: &Caller, id: String) -> Result<(), ServiceError> {
         let _write = self.write_lock.lock().await;
         let r = managed(caller, load(self.repo, id).await?)?;
+        let mut seq = None;
         if !is_open(&r.scopes) {
-            self.registry.delete(&r.id).await?;
+            // Journalled: a crash after the AS deleted it and before the repository has is
+            // finished at the next start (the id cannot come back at the AS).
+            let before = r.clone();
+            let s = self
+                .repo
+                .run(move |repo| {
+                    repo.record_intent(IntentOp::Delete, Some(&before.id), &before.name, &before.uri, &before)
+                })
+                .await?;
+            seq = Some(s);
+            if let Err(e) = self.registry.delete(&r.id).await {
+                if outcome_known(&e) {
+                    self.settle(s).await?;
+                }
+                return Err(e.into());
+            }
         }
         let rid = r.id.clone();
-        self.repo.run(move |repo| repo.delete(&rid)).await?;
+        self.repo.run(move |repo| repo.delete_settling(&rid, seq)).await?;
         tracing::info!(resource = %r.id, caller = %caller.sub, "resource deleted");
         Ok(())
     }
@@ -424,6 +505,10 @@ mod tests {
         async fn delete(&self, id: &str) -> Result<bool, ResourceSetError> {
             self.record(format!("delete {id}"));
             Ok(true)
+        }
+        async fn list_named(&self, name: &str) -> Result<Vec<Registered>, ResourceSetError> {
+            self.record(format!("list {name}"));
+            Ok(Vec::new())
         }
     }
 
@@ -486,6 +571,7 @@ mod tests {
         let svc = ResourceService { repo: &repo, registry: &fake, pdp: Some(&pdp), write_lock: &lock };
         let r = svc.create(&operator(), "Bearer t", new("A", "/a", None)).await.unwrap();
         assert_eq!(r.id, "as-A");
+        assert!(repo.pending_intents().unwrap().is_empty(), "settled with the write");
         assert_eq!(r.scopes.len(), 6, "method scopes completed");
         assert_eq!(fake.calls(), vec!["create /a A"]);
         assert_eq!(*pdp.calls.lock().unwrap(), vec!["as-A Bearer t"]);
@@ -505,6 +591,7 @@ mod tests {
         assert!(matches!(e, ServiceError::Pdp(_)), "{e:?}");
         assert_eq!(fake.calls(), vec!["create /a A", "delete as-A"]);
         assert!(repo.list().unwrap().is_empty());
+        assert!(repo.pending_intents().unwrap().is_empty(), "rolled back: nothing left to settle");
         // A public resource needs no policy: the PDP is not asked.
         svc.create(&operator(), "Bearer t", new("P", "/p", Some(&["public_access"]))).await.unwrap();
         assert_eq!(pdp.calls.lock().unwrap().len(), 1);
@@ -520,6 +607,7 @@ mod tests {
         let e = svc.create(&operator(), "", new("A", "/a", None)).await.unwrap_err();
         assert!(matches!(e, ServiceError::As(_)), "{e:?}");
         assert!(repo.list().unwrap().is_empty());
+        assert!(repo.pending_intents().unwrap().is_empty(), "the AS said no: nothing left to settle");
     }
 
     #[tokio::test]
