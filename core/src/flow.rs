@@ -581,6 +581,17 @@ mod tests {
         Flow::new(target(), Mode::Full, "GET".into(), "/alice".into(), rpt.map(str::to_string))
     }
 
+    /// A flow with `rpt` past the hot path (no decision cached, no keys held), having seen the
+    /// session as `view`, and the step it took then.
+    fn paused(c: &PepConfig, rpt: &str, view: SessionView) -> (Flow, Step) {
+        let mut f = flow(Some(rpt));
+        f.on(Event::Start, &cx(c));
+        f.on(Event::DecisionLookedUp(None), &cx(c));
+        f.on(Event::JwtChecked(None), &cx(c));
+        let step = f.on(Event::SessionSeen(view), &cx(c));
+        (f, step)
+    }
+
     fn granting(scope: &str) -> Rc<IntrospectionResult> {
         let mut r = refused();
         r.active = true;
@@ -709,22 +720,14 @@ mod tests {
     #[test]
     fn a_decision_brought_by_another_request_meanwhile_is_used() {
         let c = config(serde_json::json!({}));
-        let mut f = flow(Some("opaque"));
-        f.on(Event::Start, &cx(&c));
-        f.on(Event::DecisionLookedUp(None), &cx(&c));
-        f.on(Event::JwtChecked(None), &cx(&c));
-        f.on(Event::SessionSeen(READY), &cx(&c));
+        let (mut f, _) = paused(&c, "opaque", READY);
         assert!(matches!(f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c)), Step::Allow(_)));
     }
 
     #[test]
     fn a_jwt_with_no_keys_held_waits_for_the_jwks_then_is_checked() {
         let c = config(serde_json::json!({}));
-        let mut f = flow(Some("a.b.c"));
-        f.on(Event::Start, &cx(&c));
-        f.on(Event::DecisionLookedUp(None), &cx(&c));
-        f.on(Event::JwtChecked(None), &cx(&c));
-        f.on(Event::SessionSeen(READY_JWKS), &cx(&c));
+        let (mut f, _) = paused(&c, "a.b.c", READY_JWKS);
         assert!(matches!(f.on(Event::DecisionLookedUp(None), &cx(&c)), Step::CheckJwtLocally));
         assert!(matches!(f.on(Event::JwtChecked(None), &cx(&c)), Step::FetchJwks { refresh: false }));
         assert_eq!(f.stage(), Stage::AwaitingJwks);
@@ -778,11 +781,7 @@ mod tests {
     #[test]
     fn an_uncheckable_jwt_is_introspected() {
         let c = config(serde_json::json!({}));
-        let mut f = flow(Some("a.b.c"));
-        f.on(Event::Start, &cx(&c));
-        f.on(Event::DecisionLookedUp(None), &cx(&c));
-        f.on(Event::JwtChecked(None), &cx(&c));
-        f.on(Event::SessionSeen(READY_JWKS), &cx(&c));
+        let (mut f, _) = paused(&c, "a.b.c", READY_JWKS);
         f.on(Event::DecisionLookedUp(None), &cx(&c));
         let step = f.on(Event::JwtChecked(Some(JwtCheck::Uncheckable("HS256".into()))), &cx(&c));
         assert!(matches!(step, Step::Introspect));
@@ -901,11 +900,7 @@ mod tests {
         let refused = || AsError::CredentialsRefused { status: 403, error: String::new() };
         for (profile, retries) in [("uma2", true), ("keycloak", false)] {
             let c = config(serde_json::json!({"as_profile": profile}));
-            let mut f = flow(Some("opaque"));
-            f.on(Event::Start, &cx(&c));
-            f.on(Event::DecisionLookedUp(None), &cx(&c));
-            f.on(Event::JwtChecked(None), &cx(&c));
-            f.on(Event::SessionSeen(READY), &cx(&c));
+            let (mut f, _) = paused(&c, "opaque", READY);
             f.on(Event::DecisionLookedUp(None), &cx(&c));
             let step = f.on(Event::Introspected(Err(refused())), &cx(&c));
             assert_eq!(matches!(step, Step::InvalidatePat), retries, "{profile}");
@@ -924,11 +919,7 @@ mod tests {
     #[test]
     fn a_garbage_introspection_denies_without_counting_twice() {
         let c = config(serde_json::json!({}));
-        let mut f = flow(Some("opaque"));
-        f.on(Event::Start, &cx(&c));
-        f.on(Event::DecisionLookedUp(None), &cx(&c));
-        f.on(Event::JwtChecked(None), &cx(&c));
-        f.on(Event::SessionSeen(READY), &cx(&c));
+        let (mut f, _) = paused(&c, "opaque", READY);
         f.on(Event::DecisionLookedUp(None), &cx(&c));
         let step = f.on(Event::Introspected(Err(AsError::Garbage("x".into()))), &cx(&c));
         assert!(
@@ -939,11 +930,7 @@ mod tests {
     #[test]
     fn an_introspection_over_the_limit_is_shed_with_retry_after() {
         let c = config(serde_json::json!({}));
-        let mut f = flow(Some("opaque"));
-        f.on(Event::Start, &cx(&c));
-        f.on(Event::DecisionLookedUp(None), &cx(&c));
-        f.on(Event::JwtChecked(None), &cx(&c));
-        f.on(Event::SessionSeen(READY), &cx(&c));
+        let (mut f, _) = paused(&c, "opaque", READY);
         assert!(matches!(f.on(Event::DecisionLookedUp(None), &cx(&c)), Step::Introspect));
         let Step::Reply { reply, count_failure } = f.on(Event::Overloaded, &cx(&c)) else { unreachable!() };
         assert_eq!(reply.status, 503);
