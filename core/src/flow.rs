@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use crate::cache::{token_digest, Digest16};
+use crate::cache::{token_digest, Digest16, LocalKeyer};
 use crate::challenge::Challenge;
 use crate::config::{AsProfile, PepConfig};
 use crate::decision::{LocalReply, Mode, Target};
@@ -238,6 +238,8 @@ pub struct Flow {
     rpt_live: bool,
     /// The SHA-256 digest of the RPT, computed when first needed (never on a local cache hit).
     digest: std::cell::OnceCell<Digest16>,
+    /// The key of this worker's cache entries for the RPT (`LocalKeyer`), computed once.
+    local_key: std::cell::OnceCell<Digest16>,
     /// The request came with an RPT (kept after it is given up, for use counts).
     token: Option<String>,
     /// Why a ticket is asked for, for the log.
@@ -264,6 +266,7 @@ impl Flow {
             rpt_live: rpt.is_some(),
             token: rpt,
             digest: std::cell::OnceCell::new(),
+            local_key: std::cell::OnceCell::new(),
             ticket_reason,
             stage: Stage::Starting,
             asked: Asked::Nothing,
@@ -281,6 +284,13 @@ impl Flow {
     /// The RPT still being checked.
     pub fn rpt(&self) -> Option<&str> {
         self.token.as_deref().filter(|_| self.rpt_live)
+    }
+
+    /// The key of the request's RPT in this worker's caches: hashed once per request, however
+    /// many caches are asked.
+    pub fn local_key(&self, keyer: &LocalKeyer) -> Option<Digest16> {
+        let token = self.token.as_deref()?;
+        Some(*self.local_key.get_or_init(|| keyer.key(token)))
     }
 
     /// The digest of the request's RPT (kept after the RPT is given up, for use counts).
@@ -612,6 +622,17 @@ mod tests {
 
     fn is_reply(step: &Step, status: u32) -> bool {
         matches!(step, Step::Reply { reply, .. } if reply.status == status)
+    }
+
+    #[test]
+    fn the_tokens_keys_are_computed_once_and_kept() {
+        let keyer = LocalKeyer::default();
+        let f = flow(Some("opaque"));
+        assert_eq!(f.local_key(&keyer), Some(keyer.key("opaque")));
+        // Another keyer would give another key: the first one is kept for the request.
+        assert_eq!(f.local_key(&LocalKeyer::default()), Some(keyer.key("opaque")));
+        assert_eq!(f.digest(), Some(token_digest("opaque")));
+        assert_eq!(flow(None).local_key(&keyer), None);
     }
 
     #[test]

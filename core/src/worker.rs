@@ -330,9 +330,9 @@ impl<H: Host> Worker<H> {
                         .is_some_and(|d| self.uses.used_up(&self.host, &d, self.config.rpt_max_uses, now_s)),
                 },
                 Step::LookUpDecision => {
-                    let hit = flow.rpt().and_then(|rpt| {
-                        self.decisions.get(&self.host, &self.keyer.key(rpt), || flow.digest(), now_s)
-                    });
+                    let hit = flow
+                        .local_key(&self.keyer)
+                        .and_then(|local| self.decisions.get(&self.host, &local, || flow.digest(), now_s));
                     if hit.is_some() {
                         self.host.count(Counter::CacheHits);
                     }
@@ -344,15 +344,8 @@ impl<H: Host> Worker<H> {
                 Step::LookAtSession => Event::SessionSeen(self.session_view()),
                 Step::Remember { result, until_s } => {
                     let result = Rc::new(result);
-                    if let (Some(rpt), Some(d)) = (flow.rpt(), flow.digest()) {
-                        self.decisions.put(
-                            &self.host,
-                            &self.keyer.key(rpt),
-                            &d,
-                            until_s,
-                            Rc::clone(&result),
-                            now_s,
-                        );
+                    if let (Some(local), Some(d)) = (flow.local_key(&self.keyer), flow.digest()) {
+                        self.decisions.put(&self.host, &local, &d, until_s, Rc::clone(&result), now_s);
                     }
                     Event::Remembered(result)
                 }
@@ -507,8 +500,8 @@ impl<H: Host> Worker<H> {
     ) -> Result<Rc<str>, String> {
         let signer = self.signer.as_ref().ok_or("no forwarding key configured")?;
         let resource_id = flow.target.resource_id.as_str();
-        let rpt = flow.rpt().ok_or("no token to mint an identity for")?;
-        let local = self.keyer.keyed(&self.keyer.key(rpt), resource_id);
+        let rpt_key = flow.local_key(&self.keyer).ok_or("no token to mint an identity for")?;
+        let local = self.keyer.keyed(&rpt_key, resource_id);
         let shared = || flow.digest().map(|d| keyed_digest(&d, resource_id));
         let clock = clock(&self.config, now_s);
         if let Some(token) = self.minted.get(&self.host, &local, shared, clock.now) {
@@ -623,25 +616,21 @@ impl<H: Host> Worker<H> {
         let waiting = self.introspecting.borrow_mut().remove(&digest).map(|(_, w)| w).unwrap_or_default();
         let answer = match IntrospectionResult::parse(&response.as_response()) {
             Ok(mut result) => {
-                let rpt = waiting
-                    .iter()
-                    .find_map(|id| self.flows.borrow().get(id).and_then(|f| f.rpt().map(str::to_string)));
+                // A request still waiting has the token (for the identity) and its local key.
+                let waiter = waiting.iter().find_map(|id| {
+                    let flows = self.flows.borrow();
+                    let flow = flows.get(id)?;
+                    Some((flow.rpt()?.to_string(), flow.local_key(&self.keyer)?))
+                });
                 let now_s = self.host.now_ms() / 1000;
                 let until = remember_until(&self.config, &result, clock(&self.config, now_s));
-                if let Some(rpt) = &rpt {
+                if let Some((rpt, _)) = &waiter {
                     result.complete_identity_from_jwt(rpt);
                 }
                 let result = Rc::new(result);
                 // Every request that waited on it is gone: nobody to key this worker's entry by.
-                if let Some(rpt) = &rpt {
-                    self.decisions.put(
-                        &self.host,
-                        &self.keyer.key(rpt),
-                        &digest,
-                        until,
-                        Rc::clone(&result),
-                        now_s,
-                    );
+                if let Some((_, local)) = &waiter {
+                    self.decisions.put(&self.host, local, &digest, until, Rc::clone(&result), now_s);
                 }
                 Ok(result)
             }
