@@ -83,15 +83,18 @@ def test_foreign_issuer_is_refused(server, devas):
 
 @pytest.mark.parametrize("devas", ["keycloak"], indirect=True)
 def test_expired_token_is_refused(tmp_path, devas):
-    short = DevAs("keycloak", seed=_seed(tmp_path, user_token_lifetime_s=1))
+    # Long enough that a slow machine still uses the token before it lapses (a 1 s token, with
+    # exp counted in whole seconds, could be stale by its first use); then wait past its own exp.
+    short = DevAs("keycloak", seed=_seed(tmp_path, user_token_lifetime_s=6))
     try:
         p = Pepctl(tmp_path, short)
         p.use_seeded_client()
         server = p.serve("--leeway-s", "0")
         try:
             token = short.user_token("admin")
-            assert server.request("GET", "/resources", token).status_code == 200
-            time.sleep(2.5)
+            r = server.request("GET", "/resources", token)
+            assert r.status_code == 200, r.text
+            time.sleep(max(0.0, claims_of(token)["exp"] - time.time()) + 1.5)
             r = server.request("GET", "/resources", token)
             assert r.status_code == 401, r.text
         finally:
