@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use uma_pep_core::config::RETURNED_RPT_HEADER;
 use uma_pep_core::worker::{Verdict, Worker};
 
 use crate::proxy_host::{call_response, ProxyWasmHost};
@@ -31,5 +32,13 @@ impl HttpContext for RequestContext {
             Verdict::Continue => Action::Continue,
             Verdict::Pause => Action::Pause,
         }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // `access_tokens.return_rpt`: the RPT the AS issued for this request's access token.
+        if let Some(rpt) = self.worker.take_returned_rpt(self.id) {
+            self.set_http_response_header(RETURNED_RPT_HEADER, Some(&rpt));
+        }
+        Action::Continue
     }
 }

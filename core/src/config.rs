@@ -66,6 +66,37 @@ pub enum ChallengeStyle {
     Compact,
 }
 
+/// What a Bearer token that is not an RPT granting the request becomes (`access_tokens.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessTokenMode {
+    /// It is refused with a ticket (401): only RPTs are tokens here.
+    #[default]
+    Uma,
+    /// It is taken as the requesting party's access token, and the AS is asked for a decision.
+    Decide,
+}
+
+/// `access_tokens`: decisions for clients that hold an ordinary OIDC access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccessTokens {
+    #[serde(default)]
+    pub mode: AccessTokenMode,
+    /// uma2: the RPT the AS gave for the user's token goes back to the client in `x-uma-rpt`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_rpt: bool,
+}
+
+impl AccessTokens {
+    pub fn decide(&self) -> bool {
+        self.mode == AccessTokenMode::Decide
+    }
+}
+
+/// The response header that carries the RPT obtained for a user's token (`return_rpt`).
+pub const RETURNED_RPT_HEADER: &str = "x-uma-rpt";
+
 /// AS endpoints that override discovery; each a path on `as_cluster` or an absolute URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +293,8 @@ pub struct FilterDocument {
     pub rpt_audience: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_method_override: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_tokens: Option<AccessTokens>,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
@@ -314,6 +347,8 @@ pub struct PepConfig {
     /// Let `X-HTTP-Method-Override` and its kin through (FULL) and vouch for checks that carry
     /// them (PARTIAL). Off by default: the upstream may run the overriding method.
     pub keep_method_override: bool,
+    /// What an ordinary access token (not an RPT granting the request) becomes.
+    pub access_tokens: AccessTokens,
 }
 
 pub const DEFAULT_REALM: &str = "eoepca";
@@ -500,6 +535,15 @@ impl PepConfig {
             return Err(ConfigError::new("cache_slots", "must be between 16 and 1048576"));
         }
 
+        let access_tokens = raw.access_tokens.unwrap_or_default();
+        if access_tokens.return_rpt && !(access_tokens.decide() && raw.as_profile == AsProfile::Uma2) {
+            // Keycloak's decision (`response_mode=decision`) carries no RPT to return.
+            return Err(ConfigError::new(
+                "access_tokens.return_rpt",
+                "needs \"mode\": \"decide\" and as_profile uma2 (a Keycloak decision carries no RPT)",
+            ));
+        }
+
         Ok(Self {
             realm,
             issuer,
@@ -538,6 +582,7 @@ impl PepConfig {
             },
             client_id,
             keep_method_override: raw.keep_method_override,
+            access_tokens,
         })
     }
 

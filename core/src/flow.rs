@@ -10,7 +10,8 @@
 
 use std::rc::Rc;
 
-use crate::cache::{token_digest, Digest16, LocalKeyer};
+use crate::access_decision::{decision_key_extra, Denial};
+use crate::cache::{keyed_digest, token_digest, Digest16, LocalKeyer};
 use crate::challenge::Challenge;
 use crate::config::{AsProfile, PepConfig};
 use crate::decision::{LocalReply, Mode, Target};
@@ -29,6 +30,8 @@ pub enum Stage {
     /// Paused until the AS's JWKS has been fetched.
     AwaitingJwks,
     Introspecting,
+    /// Paused until the AS has decided on the party's access token (`access_tokens: decide`).
+    Deciding,
     RequestingTicket,
     Finished,
 }
@@ -68,6 +71,13 @@ pub enum Event {
     UseTaken(bool),
     Minted(Result<Rc<str>, String>),
     Introspected(Result<Rc<IntrospectionResult>, AsError>),
+    /// The AS's decision on the access token, as cached (a grant covering the request, or a
+    /// `Denial`), with the ticket the AS gave on the way (uma2) and the RPT it issued (uma2).
+    AccessDecided {
+        answer: Result<Rc<IntrospectionResult>, AsError>,
+        ticket: Option<String>,
+        rpt: Option<Rc<str>>,
+    },
     TicketAnswered(Result<String, AsError>),
     /// The session could not be made ready, or a call for this request could not be made;
     /// `count` when the failure is not in `as_failures` yet.
@@ -77,10 +87,10 @@ pub enum Event {
     },
     /// The worker has as many introspections in flight as it allows: this one is not started.
     Overloaded,
-    /// Periodic check; `introspection_in_flight` tells whether this request's RPT is still
-    /// being introspected.
+    /// Periodic check; `call_in_flight` tells whether the call this request waits on (its
+    /// RPT's introspection, its token's decision) is still in flight.
     Tick {
-        introspection_in_flight: bool,
+        call_in_flight: bool,
     },
 }
 
@@ -92,6 +102,8 @@ pub enum Step {
     CountUses,
     /// `DecisionLookedUp`.
     LookUpDecision,
+    /// `DecisionLookedUp`, for the AS's decision on the access token (`Flow::decision_keys`).
+    LookUpAccessDecision,
     /// `JwtChecked`, against the keys held now.
     CheckJwtLocally,
     /// `SessionSeen`.
@@ -121,6 +133,9 @@ pub enum Step {
     },
     /// Introspect this RPT (one call serves every request with it); `Introspected`.
     Introspect,
+    /// Ask the AS whether the access token may have the resource and scope (one call serves
+    /// every request with the same token, resource and scope); `AccessDecided`.
+    AskAccessDecision,
     /// Ask the permission endpoint for a ticket with `body`; `TicketAnswered`.
     RequestTicket {
         body: Vec<u8>,
@@ -144,6 +159,8 @@ pub struct Allowed {
     pub identity: Option<Rc<str>>,
     /// The request was paused: it must be resumed (FULL), not continued.
     pub resume: bool,
+    /// The RPT the AS issued for the party's access token, for the client (`return_rpt`).
+    pub rpt_for_client: Option<Rc<str>>,
 }
 
 /// Where an answer to a question goes.
@@ -158,6 +175,7 @@ enum Asked {
     JwtPaused { refresh_allowed: bool },
     Remembered,
     RememberedInvalid(String),
+    AccessDecision,
     TakeUse(Rc<IntrospectionResult>),
     Mint(Rc<IntrospectionResult>),
     InvalidatedPat,
@@ -214,16 +232,7 @@ pub fn retries_refused_introspection(profile: AsProfile) -> bool {
 
 /// A JWT this filter refused: remembered as the AS's refusal would be.
 pub fn refused() -> IntrospectionResult {
-    IntrospectionResult {
-        active: false,
-        exp: None,
-        iat: None,
-        nbf: None,
-        sub: None,
-        client_id: None,
-        permissions: Vec::new(),
-        claims: serde_json::Map::new(),
-    }
+    IntrospectionResult::inactive()
 }
 
 /// A request the PEP is deciding.
@@ -244,6 +253,12 @@ pub struct Flow {
     token: Option<String>,
     /// Why a ticket is asked for, for the log.
     ticket_reason: String,
+    /// The token is taken as the party's access token and the AS decides (`decide` mode).
+    deciding: bool,
+    /// The AS refused the party (not its token): the challenge goes with 403, not 401.
+    party_refused: bool,
+    /// The RPT the AS issued on the way (uma2, `return_rpt`).
+    rpt_for_client: Option<Rc<str>>,
     stage: Stage,
     asked: Asked,
     retried_credentials: bool,
@@ -268,6 +283,9 @@ impl Flow {
             digest: std::cell::OnceCell::new(),
             local_key: std::cell::OnceCell::new(),
             ticket_reason,
+            deciding: false,
+            party_refused: false,
+            rpt_for_client: None,
             stage: Stage::Starting,
             asked: Asked::Nothing,
             retried_credentials: false,
@@ -293,6 +311,25 @@ impl Flow {
         Some(*self.local_key.get_or_init(|| keyer.key(token)))
     }
 
+    /// The token the AS is asked to decide on (`decide` mode), once the flow has taken it as an
+    /// access token.
+    pub fn access_token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|_| self.deciding)
+    }
+
+    /// The keys of the AS's decision on (token, resource, scope): this worker's, and (computed
+    /// only when called) the one all workers share.
+    pub fn decision_keys(
+        &self,
+        keyer: &LocalKeyer,
+    ) -> Option<(Digest16, impl Fn() -> Option<Digest16> + '_)> {
+        let local = self.local_key(keyer)?;
+        let extra = decision_key_extra(&self.target.resource_id, &self.target.scope);
+        let local = keyer.keyed(&local, &extra);
+        let shared = move || self.digest().map(|d| keyed_digest(&d, &extra));
+        Some((local, shared))
+    }
+
     /// The digest of the request's RPT (kept after the RPT is given up, for use counts).
     pub fn digest(&self) -> Option<Digest16> {
         let token = self.token.as_deref()?;
@@ -301,8 +338,8 @@ impl Flow {
 
     /// Takes the flow one step further.
     pub fn on(&mut self, event: Event, cx: &FlowContext<'_>) -> Step {
-        if let Event::Tick { introspection_in_flight } = event {
-            return self.on_tick(introspection_in_flight, cx);
+        if let Event::Tick { call_in_flight } = event {
+            return self.on_tick(call_in_flight, cx);
         }
         let asked = std::mem::replace(&mut self.asked, Asked::Nothing);
         match (asked, event) {
@@ -353,9 +390,10 @@ impl Flow {
                 }
             },
             (Asked::Remembered, Event::Remembered(result)) => self.decide(result, cx),
-            (Asked::RememberedInvalid(reason), Event::Remembered(_)) => {
-                self.needs_ticket(reason);
-                self.look_at_session()
+            (Asked::RememberedInvalid(reason), Event::Remembered(_)) => self.refuse_token(reason, cx),
+            (Asked::AccessDecision, Event::DecisionLookedUp(None)) => self.look_at_session(),
+            (Asked::AccessDecision, Event::DecisionLookedUp(Some(result))) => {
+                self.on_access_answer(result, None, cx)
             }
             (Asked::TakeUse(result), Event::UseTaken(taken)) => {
                 if !taken {
@@ -391,19 +429,28 @@ impl Flow {
                     }
                 }
             }
-            (Asked::Nothing, Event::Overloaded) if self.stage == Stage::Introspecting => {
+            (Asked::Nothing, Event::AccessDecided { answer, ticket, rpt })
+                if self.stage == Stage::Deciding =>
+            {
+                match answer {
+                    Ok(result) => {
+                        self.rpt_for_client = rpt;
+                        self.on_access_answer(result, ticket, cx)
+                    }
+                    // The worker counts a failed decision once, whatever waits on it.
+                    Err(e) => {
+                        self.finish(LocalReply::as_unreachable(format!("access decision failed: {e}")), false)
+                    }
+                }
+            }
+            (Asked::Nothing, Event::Overloaded)
+                if matches!(self.stage, Stage::Introspecting | Stage::Deciding) =>
+            {
                 self.finish(LocalReply::overloaded(), false)
             }
             (Asked::Nothing, Event::TicketAnswered(answer)) if self.stage == Stage::RequestingTicket => {
                 match answer {
-                    Ok(ticket) => {
-                        let challenge =
-                            Challenge { realm: &cx.config.realm, as_uri: &cx.config.issuer, ticket: &ticket };
-                        let reason = std::mem::take(&mut self.ticket_reason);
-                        let reply =
-                            LocalReply::challenge(challenge.header_value(cx.config.challenge_style), reason);
-                        self.finish(reply, false)
-                    }
+                    Ok(ticket) => self.challenge(&ticket, cx),
                     Err(AsError::CredentialsRefused { .. }) if !self.retried_credentials => {
                         self.retry_with_new_pat()
                     }
@@ -437,6 +484,51 @@ impl Flow {
         self.ticket_reason = reason.into();
     }
 
+    /// The answer with `ticket`: 401, or 403 when the AS refused the party.
+    fn challenge(&mut self, ticket: &str, cx: &FlowContext<'_>) -> Step {
+        let challenge = Challenge { realm: &cx.config.realm, as_uri: &cx.config.issuer, ticket };
+        let reason = std::mem::take(&mut self.ticket_reason);
+        let mut reply = LocalReply::challenge(challenge.header_value(cx.config.challenge_style), reason);
+        if self.party_refused {
+            reply.status = 403;
+        }
+        self.finish(reply, false)
+    }
+
+    /// The token is not an RPT that grants the request. In `decide` mode it is then taken as
+    /// the party's access token, and the AS decides; otherwise (or once the AS has decided)
+    /// the answer is a ticket.
+    fn refuse_token(&mut self, reason: impl Into<String>, cx: &FlowContext<'_>) -> Step {
+        if cx.config.access_tokens.decide() && !self.deciding && self.rpt().is_some() {
+            self.deciding = true;
+            return self.ask(Asked::AccessDecision, Step::LookUpAccessDecision);
+        }
+        self.needs_ticket(reason);
+        self.look_at_session()
+    }
+
+    /// The AS's decision on the access token (fresh, or as cached).
+    fn on_access_answer(
+        &mut self,
+        result: Rc<IntrospectionResult>,
+        ticket: Option<String>,
+        cx: &FlowContext<'_>,
+    ) -> Step {
+        if result.active {
+            return self.decide(result, cx);
+        }
+        let denial = Denial::of(&result);
+        self.party_refused = denial == Denial::Party;
+        self.needs_ticket(match denial {
+            Denial::Party => "the AS denied the access token's party",
+            Denial::Token => "the AS does not accept the access token",
+        });
+        match ticket {
+            Some(ticket) => self.challenge(&ticket, cx),
+            None => self.look_at_session(),
+        }
+    }
+
     /// The hot path: a request decided from the caches and the keys held, with no AS call.
     fn start(&mut self, cx: &FlowContext<'_>) -> Step {
         if self.rpt().is_none() {
@@ -466,6 +558,9 @@ impl Flow {
             let body = permission_request_body(&self.target.resource_id, &[self.target.scope.as_str()]);
             return self.wait(Stage::RequestingTicket, Step::RequestTicket { body });
         }
+        if self.deciding {
+            return self.wait(Stage::Deciding, Step::AskAccessDecision);
+        }
         // Another request may have brought the answer meanwhile.
         let jwks = match view.jwks {
             JwksView::On { .. } => view.jwks,
@@ -494,11 +589,11 @@ impl Flow {
         let verdict =
             result.covers(&self.target.resource_id, &self.target.scope, cx.clock(), cx.config.as_profile);
         if let Err(insufficiency) = verdict {
-            self.needs_ticket(insufficiency.as_str());
-            return self.look_at_session();
+            return self.refuse_token(insufficiency.as_str(), cx);
         }
         let max = cx.config.rpt_max_uses;
-        if max > 0 && self.token.is_some() {
+        // Uses are counted for RPTs; an access token's grant is the AS's, for as long as it lives.
+        if max > 0 && self.token.is_some() && !self.deciding {
             // An RPT without `exp` keeps its count for as long as the Envoy runs.
             let expires_at = result.exp.unwrap_or(i64::MAX);
             return self.ask(Asked::TakeUse(result), Step::TakeUse { max, expires_at });
@@ -515,7 +610,12 @@ impl Flow {
 
     fn allow(&mut self, result: Rc<IntrospectionResult>, identity: Option<Rc<str>>) -> Step {
         self.stage = Stage::Finished;
-        Step::Allow(Allowed { result, identity, resume: self.paused })
+        Step::Allow(Allowed {
+            result,
+            identity,
+            resume: self.paused,
+            rpt_for_client: self.rpt_for_client.take(),
+        })
     }
 
     fn finish(&mut self, reply: LocalReply, count_failure: bool) -> Step {
@@ -535,12 +635,12 @@ impl Flow {
     /// How long a paused request may wait: the session and the JWKS within `timeout_ms`; an
     /// introspection as long as its call is in flight; a ticket request for as long as its call
     /// may take after the session, and a little more.
-    fn on_tick(&mut self, introspection_in_flight: bool, cx: &FlowContext<'_>) -> Step {
+    fn on_tick(&mut self, call_in_flight: bool, cx: &FlowContext<'_>) -> Step {
         let now = cx.now_ms;
         let timeout = cx.timeout_ms();
         let expired = match self.stage {
             Stage::AwaitingSession | Stage::AwaitingJwks => now > self.deadline_ms,
-            Stage::Introspecting => !introspection_in_flight,
+            Stage::Introspecting | Stage::Deciding => !call_in_flight,
             Stage::RequestingTicket => {
                 now > self.deadline_ms.saturating_add(timeout.saturating_mul(2)).saturating_add(1000)
             }
@@ -622,6 +722,152 @@ mod tests {
 
     fn is_reply(step: &Step, status: u32) -> bool {
         matches!(step, Step::Reply { reply, .. } if reply.status == status)
+    }
+
+    fn decide_config() -> PepConfig {
+        config(serde_json::json!({"access_tokens": {"mode": "decide"}}))
+    }
+
+    /// A flow in decide mode whose token the caches know as not granting: where it goes next.
+    fn refused_at_start(c: &PepConfig) -> (Flow, Step) {
+        let mut f = flow(Some("user-token"));
+        f.on(Event::Start, &cx(c));
+        let step = f.on(Event::DecisionLookedUp(Some(Rc::new(refused()))), &cx(c));
+        (f, step)
+    }
+
+    #[test]
+    fn uma_mode_answers_an_access_token_with_a_ticket() {
+        let c = config(serde_json::json!({}));
+        let (f, step) = refused_at_start(&c);
+        assert!(matches!(step, Step::LookAtSession), "{step:?}");
+        assert_eq!(f.rpt(), None);
+        assert_eq!(f.access_token(), None);
+    }
+
+    #[test]
+    fn decide_mode_looks_up_then_asks_the_as_about_the_access_token() {
+        let c = decide_config();
+        let (mut f, step) = refused_at_start(&c);
+        assert!(matches!(step, Step::LookUpAccessDecision), "{step:?}");
+        assert_eq!(f.access_token(), Some("user-token"));
+        assert!(matches!(f.on(Event::DecisionLookedUp(None), &cx(&c)), Step::LookAtSession));
+        assert!(matches!(f.on(Event::SessionSeen(READY), &cx(&c)), Step::AskAccessDecision));
+        assert_eq!(f.stage(), Stage::Deciding);
+        let answer =
+            Event::AccessDecided { answer: Ok(granting("get")), ticket: None, rpt: Some("rpt-1".into()) };
+        match f.on(answer, &cx(&c)) {
+            Step::Allow(a) => {
+                assert!(a.resume);
+                assert_eq!(a.rpt_for_client.as_deref(), Some("rpt-1"));
+            }
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cached_grant_allows_without_pausing() {
+        let c = decide_config();
+        let (mut f, _) = refused_at_start(&c);
+        match f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c)) {
+            Step::Allow(a) => assert!(!a.resume),
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_for_another_scope_is_no_grant_and_asks_nothing_more_of_the_as() {
+        let c = decide_config();
+        let (mut f, _) = refused_at_start(&c);
+        // Once decided on, the token is never decided on again in this request: a ticket.
+        let step = f.on(Event::DecisionLookedUp(Some(granting("put"))), &cx(&c));
+        assert!(matches!(step, Step::LookAtSession), "{step:?}");
+        assert!(matches!(f.on(Event::SessionSeen(READY), &cx(&c)), Step::RequestTicket { .. }));
+        let step = f.on(Event::TicketAnswered(Ok("t".into())), &cx(&c));
+        assert!(is_reply(&step, 401), "{step:?}");
+    }
+
+    #[test]
+    fn the_party_refused_is_403_with_a_ticket_and_the_token_refused_401() {
+        let c = decide_config();
+        for (denial, status) in [(Denial::Party, 403), (Denial::Token, 401)] {
+            // A ticket from the AS's answer (uma2) is used as it is.
+            let (mut f, _) = refused_at_start(&c);
+            f.on(Event::DecisionLookedUp(None), &cx(&c));
+            f.on(Event::SessionSeen(READY), &cx(&c));
+            let answer = Event::AccessDecided {
+                answer: Ok(Rc::new(denial.cached())),
+                ticket: Some("from-grant".into()),
+                rpt: None,
+            };
+            let step = f.on(answer, &cx(&c));
+            assert!(is_reply(&step, status), "{denial:?}: {step:?}");
+            let Step::Reply { reply, .. } = step else { unreachable!() };
+            assert_eq!(reply.code, LogCode::TicketIssued);
+            assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate" && v.contains("from-grant")));
+            // Without one (keycloak, or a cached denial), a ticket is asked for.
+            let (mut f, _) = refused_at_start(&c);
+            let step = f.on(Event::DecisionLookedUp(Some(Rc::new(denial.cached()))), &cx(&c));
+            assert!(matches!(step, Step::LookAtSession));
+            assert!(matches!(f.on(Event::SessionSeen(READY), &cx(&c)), Step::RequestTicket { .. }));
+            let step = f.on(Event::TicketAnswered(Ok("t".into())), &cx(&c));
+            assert!(is_reply(&step, status), "{denial:?}: {step:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_or_overloaded_decision_denies_with_the_warning() {
+        let c = decide_config();
+        let (mut f, _) = refused_at_start(&c);
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        f.on(Event::SessionSeen(READY), &cx(&c));
+        let failed = Event::AccessDecided { answer: Err(AsError::Unreachable), ticket: None, rpt: None };
+        let step = f.on(failed, &cx(&c));
+        let Step::Reply { reply, count_failure } = step else { unreachable!("{step:?}") };
+        assert_eq!((reply.status, reply.code), (403, LogCode::AsError));
+        assert!(!count_failure, "the worker counts it once per call");
+        let (mut f, _) = refused_at_start(&c);
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        f.on(Event::SessionSeen(READY), &cx(&c));
+        assert!(is_reply(&f.on(Event::Overloaded, &cx(&c)), 503));
+        // A decision whose call is gone times out on the tick.
+        let (mut f, _) = refused_at_start(&c);
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        f.on(Event::SessionSeen(READY), &cx(&c));
+        assert!(matches!(f.on(Event::Tick { call_in_flight: true }, &cx(&c)), Step::KeepWaiting));
+        assert!(is_reply(&f.on(Event::Tick { call_in_flight: false }, &cx(&c)), 403));
+    }
+
+    #[test]
+    fn an_rpt_that_grants_is_never_decided_on_and_uses_are_counted_for_rpts_only() {
+        let c = config(serde_json::json!({"access_tokens": {"mode": "decide"}, "rpt_max_uses": 3}));
+        let mut f = flow(Some("rpt"));
+        assert!(matches!(f.on(Event::Start, &cx(&c)), Step::CountUses));
+        f.on(Event::UsesCounted { used_up: false }, &cx(&c));
+        let step = f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c));
+        assert!(matches!(step, Step::TakeUse { .. }), "{step:?}");
+        let (mut f, _) = {
+            let mut f = flow(Some("user-token"));
+            f.on(Event::Start, &cx(&c));
+            f.on(Event::UsesCounted { used_up: false }, &cx(&c));
+            let step = f.on(Event::DecisionLookedUp(Some(Rc::new(refused()))), &cx(&c));
+            (f, step)
+        };
+        assert!(matches!(f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c)), Step::Allow(_)));
+    }
+
+    #[test]
+    fn decision_keys_differ_by_resource_and_scope_and_from_the_tokens_own() {
+        let keyer = LocalKeyer::default();
+        let f = flow(Some("user-token"));
+        let (local, shared) = f.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
+        assert_ne!(Some(local), f.local_key(&keyer));
+        assert_ne!(shared(), f.digest());
+        let mut other = flow(Some("user-token"));
+        other.target.scope = "put".into();
+        let (other_local, other_shared) = other.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
+        assert_ne!(local, other_local);
+        assert_ne!(shared(), other_shared());
     }
 
     #[test]
@@ -963,8 +1209,7 @@ mod tests {
     fn waits_are_bounded_per_stage() {
         let c = config(serde_json::json!({"timeout_ms": 500}));
         let at = |ms| FlowContext { config: &c, forwarding: false, now_ms: ms };
-        let tick =
-            |f: &mut Flow, ms, in_flight| f.on(Event::Tick { introspection_in_flight: in_flight }, &at(ms));
+        let tick = |f: &mut Flow, ms, in_flight| f.on(Event::Tick { call_in_flight: in_flight }, &at(ms));
 
         let mut session = flow(None);
         session.on(Event::Start, &at(0));

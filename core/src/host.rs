@@ -58,10 +58,12 @@ pub enum Counter {
     PatRequests,
     JwtMinted,
     Overloaded,
+    /// Calls asking the AS to decide on an access token (`access_tokens: decide`).
+    Decisions,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Allowed,
         Counter::Denied,
         Counter::Tickets,
@@ -72,6 +74,7 @@ impl Counter {
         Counter::PatRequests,
         Counter::JwtMinted,
         Counter::Overloaded,
+        Counter::Decisions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Counter {
             Counter::PatRequests => "uma_pep.pat_requests",
             Counter::JwtMinted => "uma_pep.jwt_minted",
             Counter::Overloaded => "uma_pep.overloaded",
+            Counter::Decisions => "uma_pep.decisions",
         }
     }
 

@@ -163,6 +163,20 @@ fn take_string(claims: &mut Map<String, Value>, key: &str) -> Option<String> {
 }
 
 impl IntrospectionResult {
+    /// An inactive answer with nothing in it.
+    pub fn inactive() -> Self {
+        Self {
+            active: false,
+            exp: None,
+            iat: None,
+            nbf: None,
+            sub: None,
+            client_id: None,
+            permissions: Vec::new(),
+            claims: Map::new(),
+        }
+    }
+
     /// Reads an introspection answer (or the claims of a JWT RPT) from JSON.
     pub fn from_json(body: &[u8]) -> Result<Self, AsError> {
         let value: Value =

@@ -5,6 +5,7 @@
 //! The filter (`src/`) turns host events into calls here and the answers into host actions;
 //! `pepctl` shares the configuration and resource types.
 
+pub mod access_decision;
 pub mod cache;
 pub mod challenge;
 pub mod config;

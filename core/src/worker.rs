@@ -17,7 +17,7 @@ use std::rc::Rc;
 use log::{debug, info, warn};
 
 use crate::cache::{keyed_digest, Digest16, LocalKeyer};
-use crate::config::{AsProfile, PepConfig};
+use crate::config::{AsProfile, PepConfig, RETURNED_RPT_HEADER};
 use crate::decision::{plan_detailed, LocalReply, LogCode, Mode, Plan, RequestFacts};
 use crate::facts::{self, Decision};
 use crate::flow::{
@@ -39,6 +39,10 @@ use crate::shared_data::{DecisionCache, MintedCache, SharedKeys, UseCounter};
 use crate::table_sync::TableSync;
 use crate::wire::{basic_authorization, parse_ticket, AsError};
 
+#[path = "access_decider.rs"]
+mod access_decider;
+use access_decider::{DecisionCall, PendingDecision};
+
 /// What the host does with the request whose callback is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -55,6 +59,8 @@ enum CallKind {
     Introspection(Digest16),
     Permission(u32),
     ResourceTable,
+    /// One call of the AS's decision on an access token (`access_decider`).
+    AccessDecision(Digest16, DecisionCall),
 }
 
 /// A call for a request that could not be dispatched from the callback running (another
@@ -63,6 +69,7 @@ enum CallKind {
 enum Deferred {
     Introspect(u32),
     Ticket(u32, Vec<u8>),
+    Decide(u32),
 }
 
 pub struct Worker<H: Host> {
@@ -86,6 +93,11 @@ pub struct Worker<H: Host> {
     /// Requests waiting on the introspection of each RPT in flight, and when it was sent.
     introspecting: RefCell<HashMap<Digest16, (i64, Vec<u32>)>>,
     decisions: DecisionCache,
+    /// Decisions on access tokens in flight, or awaited from another worker.
+    access_deciding: RefCell<HashMap<Digest16, PendingDecision>>,
+    /// RPTs to hand back on a request's response (`access_tokens.return_rpt`, FULL).
+    returned_rpts: RefCell<HashMap<u32, Rc<str>>>,
+    keys: SharedKeys,
     minted: MintedCache,
     /// Keys of this worker's own cache entries (see `LocalKeyer`).
     keyer: LocalKeyer,
@@ -98,6 +110,7 @@ pub struct Worker<H: Host> {
 /// when the level is on.
 fn log_decision(
     code: LogCode,
+    status: u32,
     method: &str,
     path: &str,
     resource: Option<&str>,
@@ -106,6 +119,8 @@ fn log_decision(
 ) {
     let outcome = match code {
         LogCode::Allowed => "allowed",
+        // A ticket with 403: the AS refused the party of an access token (`decide` mode).
+        LogCode::TicketIssued if status == 403 => "403",
         LogCode::TicketIssued => "401",
         LogCode::Unmatched => "passed",
         _ => "denied",
@@ -151,9 +166,12 @@ impl<H: Host> Worker<H> {
             calls: RefCell::new(HashMap::new()),
             introspecting: RefCell::new(HashMap::new()),
             decisions: DecisionCache::new(&keys, "decision", slots),
+            access_deciding: RefCell::new(HashMap::new()),
+            returned_rpts: RefCell::new(HashMap::new()),
             keyer: LocalKeyer::default(),
             minted: MintedCache::new(&keys, "minted", slots),
             uses: UseCounter::new(&keys, slots),
+            keys,
             config,
         };
         if worker.config.rpt_max_uses > 0 {
@@ -246,7 +264,7 @@ impl<H: Host> Worker<H> {
                 };
                 let resource = planned.open_resource.as_deref();
                 self.record_facts(decision, resource, None);
-                log_decision(LogCode::Unmatched, &subject.method, &log_path, resource, None, why);
+                log_decision(LogCode::Unmatched, 200, &subject.method, &log_path, resource, None, why);
                 match subject.mode {
                     Mode::Partial => {
                         self.host.send_reply(&LocalReply::authorized(LogCode::Unmatched, ""));
@@ -276,7 +294,7 @@ impl<H: Host> Worker<H> {
     fn reply_now(&self, reply: &LocalReply, method: &str, path: &str) -> Verdict {
         self.host.count(if reply.status == 200 { Counter::Allowed } else { Counter::Denied });
         self.record_facts(Decision::of_reply(reply), None, None);
-        log_decision(reply.code, method, path, None, None, &reply.reason);
+        log_decision(reply.code, reply.status, method, path, None, None, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause
     }
@@ -304,6 +322,12 @@ impl<H: Host> Worker<H> {
     /// The request went away (client reset, stream end): nothing more to do for it.
     pub fn forget(&self, context_id: u32) {
         self.flows.borrow_mut().remove(&context_id);
+        self.returned_rpts.borrow_mut().remove(&context_id);
+    }
+
+    /// The RPT to hand back on this request's response (`x-uma-rpt`), once.
+    pub fn take_returned_rpt(&self, context_id: u32) -> Option<Rc<str>> {
+        self.returned_rpts.borrow_mut().remove(&context_id)
     }
 
     // ---- running a flow ------------------------------------------------------------------------
@@ -337,6 +361,20 @@ impl<H: Host> Worker<H> {
                         self.host.count(Counter::CacheHits);
                     }
                     Event::DecisionLookedUp(hit)
+                }
+                Step::LookUpAccessDecision => {
+                    let hit = flow
+                        .decision_keys(&self.keyer)
+                        .and_then(|(local, shared)| self.decisions.get(&self.host, &local, shared, now_s));
+                    if hit.is_some() {
+                        self.host.count(Counter::CacheHits);
+                    }
+                    Event::DecisionLookedUp(hit)
+                }
+                Step::AskAccessDecision => {
+                    self.park(context_id, flow);
+                    self.ask_access_decision(context_id);
+                    return Verdict::Pause;
                 }
                 Step::CheckJwtLocally => {
                     Event::JwtChecked(flow.rpt().and_then(|rpt| self.check_jwt_now(rpt)))
@@ -440,15 +478,24 @@ impl<H: Host> Worker<H> {
         let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
         log_decision(
             LogCode::Allowed,
+            200,
             &flow.method,
             &flow.log_path,
             resource,
             scope,
-            "RPT covers resource and scope",
+            if flow.access_token().is_some() {
+                "the AS granted the access token"
+            } else {
+                "RPT covers resource and scope"
+            },
         );
         let header = self.signer.as_ref().map(|s| s.header_name.as_str());
+        let rpt_for_client = allowed.rpt_for_client.filter(|_| self.config.access_tokens.return_rpt);
         match flow.mode {
             Mode::Full => {
+                if let Some(rpt) = rpt_for_client {
+                    self.returned_rpts.borrow_mut().insert(context_id, rpt);
+                }
                 if let Some(path) = &flow.target.rewrite {
                     self.host.set_request_header(":path", Some(path));
                 }
@@ -470,6 +517,9 @@ impl<H: Host> Worker<H> {
                 if let (Some(header), Some(token)) = (header, allowed.identity) {
                     reply.headers.push((header.to_string(), token.to_string()));
                 }
+                if let Some(rpt) = rpt_for_client {
+                    reply.headers.push((RETURNED_RPT_HEADER.to_string(), rpt.to_string()));
+                }
                 self.host.send_reply(&reply);
                 Verdict::Pause
             }
@@ -485,7 +535,7 @@ impl<H: Host> Worker<H> {
         self.record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
         let target = &flow.target;
         let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
-        log_decision(reply.code, &flow.method, &flow.log_path, resource, scope, &reply.reason);
+        log_decision(reply.code, reply.status, &flow.method, &flow.log_path, resource, scope, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause
     }
@@ -535,10 +585,7 @@ impl<H: Host> Worker<H> {
         if self.deferred_to_tick(context_id, || Deferred::Introspect(context_id)) {
             return;
         }
-        let in_flight = self.introspecting.borrow().len();
-        if in_flight >= usize::try_from(self.config.max_introspections_in_flight).unwrap_or(usize::MAX) {
-            self.host.count(Counter::Overloaded);
-            self.resume(context_id, Event::Overloaded);
+        if self.shed_when_overloaded(context_id) {
             return;
         }
         let (path, pat) = {
@@ -573,6 +620,18 @@ impl<H: Host> Worker<H> {
             }
             Err(status) => self.dispatch_failed(context_id, &status),
         }
+    }
+
+    /// True (and the request answered 503) when this worker has as many calls in flight as
+    /// `max_introspections_in_flight` allows.
+    fn shed_when_overloaded(&self, context_id: u32) -> bool {
+        let max = usize::try_from(self.config.max_introspections_in_flight).unwrap_or(usize::MAX);
+        if self.calls_in_flight() < max {
+            return false;
+        }
+        self.host.count(Counter::Overloaded);
+        self.resume(context_id, Event::Overloaded);
+        true
     }
 
     fn request_ticket(&self, context_id: u32, body: Vec<u8>) {
@@ -840,6 +899,7 @@ impl<H: Host> Worker<H> {
                         self.request_ticket(id, body);
                     }
                 }
+                Deferred::Decide(id) => self.ask_access_decision(id),
             }
         }
         let now = self.host.now_ms();
@@ -848,10 +908,13 @@ impl<H: Host> Worker<H> {
         let overdue = now - self.timeout_ms() - 1000;
         self.introspecting.borrow_mut().retain(|_, (sent, _)| *sent > overdue);
         self.calls.borrow_mut().retain(|_, (_, sent)| *sent > overdue);
-        let in_flight: Vec<u32> = self.introspecting.borrow().values().flat_map(|(_, w)| w.clone()).collect();
+        self.tick_decisions(now);
+        let mut in_flight: Vec<u32> =
+            self.introspecting.borrow().values().flat_map(|(_, w)| w.clone()).collect();
+        in_flight.extend(self.waiting_on_decisions());
         let ids: Vec<u32> = self.flows.borrow().keys().copied().collect();
         for id in ids {
-            self.resume(id, Event::Tick { introspection_in_flight: in_flight.contains(&id) });
+            self.resume(id, Event::Tick { call_in_flight: in_flight.contains(&id) });
         }
         self.drive_session();
         self.sync_resources();
@@ -898,6 +961,7 @@ impl<H: Host> Worker<H> {
             CallKind::Introspection(digest) => self.on_introspection(digest, response),
             CallKind::Permission(id) => self.on_ticket(id, response),
             CallKind::ResourceTable => self.on_resource_table(response),
+            CallKind::AccessDecision(digest, step) => self.on_decision_answer(digest, step, response),
         }
     }
 }

@@ -158,6 +158,173 @@ fn one_introspection_serves_every_request_with_the_same_rpt() {
     assert_eq!(w.host.counter(Counter::CacheHits), 1);
 }
 
+fn inactive() -> CallResponse {
+    ok(json!({"active": false}))
+}
+
+fn header_of(call: &HttpCall, name: &str) -> Option<String> {
+    call.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+}
+
+/// Three requests with one user token, past its (inactive) introspection: where the worker is.
+fn deciding(w: &Worker<FakeHost>, token: &str) {
+    ready(w);
+    for id in [7, 8, 9] {
+        assert_eq!(request(w, id, "/alice", Some(token)), Verdict::Pause);
+    }
+    w.on_call_response(7, token_of(w, "/introspect"), &inactive());
+}
+
+#[test]
+fn keycloak_decides_once_for_every_request_with_the_token_and_the_grant_is_cached() {
+    let w = worker(json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}}));
+    deciding(&w, "user-token");
+    let asked: Vec<HttpCall> = w
+        .host
+        .calls_to("/token")
+        .into_iter()
+        .filter(|c| header_of(c, "authorization").is_some_and(|a| a.starts_with("Bearer")))
+        .collect();
+    assert_eq!(asked.len(), 1, "one decision call for three requests");
+    assert_eq!(header_of(&asked[0], "authorization").as_deref(), Some("Bearer user-token"));
+    let body = String::from_utf8_lossy(&asked[0].body).to_string();
+    assert!(
+        body.contains("permission=r1%23protected_get") && body.contains("response_mode=decision"),
+        "{body}"
+    );
+    assert_eq!(w.host.counter(Counter::Decisions), 1);
+    w.on_call_response(7, token_of(&w, "/token"), &ok(json!({"result": true})));
+    for id in [7, 8, 9] {
+        assert_eq!(w.host.done_for(id), vec![Done::Resumed], "request {id}");
+    }
+    // The next request with the token is decided from the caches, in its own callback.
+    let calls = w.host.calls.borrow().len();
+    assert_eq!(request(&w, 10, "/alice", Some("user-token")), Verdict::Continue);
+    assert_eq!(w.host.calls.borrow().len(), calls);
+    // Another scope of the same resource is another decision.
+    w.host.set_headers(&[(":method", "DELETE"), (":path", "/alice"), ("authorization", "Bearer user-token")]);
+    w.host.context.set(11);
+    assert_eq!(w.on_request_headers(11), Verdict::Pause);
+    assert_eq!(w.host.counter(Counter::Decisions), 2);
+}
+
+#[test]
+fn keycloak_refusing_the_party_is_a_403_challenge_and_is_cached() {
+    let w = worker(json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}}));
+    deciding(&w, "user-token");
+    let denied = CallResponse {
+        status: Some(403),
+        body: br#"{"error":"access_denied","error_description":"not_authorized"}"#.to_vec(),
+    };
+    w.on_call_response(7, token_of(&w, "/token"), &denied);
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(w.host.calls_to("/perm").len(), 3, "each waiting request asks for its ticket");
+    for (id, call) in
+        [7, 8, 9].into_iter().zip(w.host.calls.borrow().iter().filter(|c| c.2.path.contains("/perm")))
+    {
+        w.on_call_response(id, call.0, &ok(json!({"ticket": format!("t-{id}")})));
+        assert_eq!(reply_status(&w, id), Some(403), "request {id}");
+    }
+    // Remembered: the next request asks for a ticket only.
+    let decisions = w.host.counter(Counter::Decisions);
+    request(&w, 10, "/alice", Some("user-token"));
+    assert_eq!(w.host.counter(Counter::Decisions), decisions);
+    assert_eq!(w.host.calls_to("/perm").len(), 4);
+}
+
+#[test]
+fn uma2_gets_a_ticket_then_an_rpt_for_the_claim_token_and_can_return_it() {
+    let w = worker(json!({"as_profile": "uma2", "access_tokens": {"mode": "decide", "return_rpt": true}}));
+    deciding(&w, "id-token");
+    assert_eq!(w.host.calls_to("/perm").len(), 1, "one ticket for three requests");
+    w.on_call_response(7, token_of(&w, "/perm"), &ok(json!({"ticket": "tk-1"})));
+    let grant = w.host.calls_to("/token").pop().unwrap_or_else(|| unreachable!());
+    assert!(header_of(&grant, "authorization").is_some_and(|a| a.starts_with("Basic ")), "the PEP's client");
+    let body = String::from_utf8_lossy(&grant.body).to_string();
+    assert!(body.contains("ticket=tk-1") && body.contains("claim_token=id-token"), "{body}");
+    w.on_call_response(
+        7,
+        token_of(&w, "/token"),
+        &ok(json!({"access_token": "rpt-9", "token_type": "Bearer"})),
+    );
+    let introspected = w.host.calls_to("/introspect").pop().unwrap_or_else(|| unreachable!());
+    assert_eq!(introspected.body, b"token=rpt-9".to_vec());
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    for id in [7, 8, 9] {
+        assert_eq!(w.host.done_for(id), vec![Done::Resumed], "request {id}");
+        assert_eq!(w.take_returned_rpt(id).as_deref(), Some("rpt-9"), "request {id}");
+    }
+    assert_eq!(w.take_returned_rpt(7), None, "once");
+    assert_eq!(w.host.counter(Counter::Decisions), 1);
+}
+
+#[test]
+fn uma2_need_info_answers_403_with_the_new_ticket() {
+    let w = worker(json!({"as_profile": "uma2", "access_tokens": {"mode": "decide"}}));
+    deciding(&w, "id-token");
+    w.on_call_response(7, token_of(&w, "/perm"), &ok(json!({"ticket": "tk-1"})));
+    let need_info =
+        CallResponse { status: Some(403), body: br#"{"error":"need_info","ticket":"tk-2"}"#.to_vec() };
+    w.on_call_response(7, token_of(&w, "/token"), &need_info);
+    for id in [7, 8, 9] {
+        let reply = w.host.done_for(id).into_iter().find_map(|d| match d {
+            Done::Reply(r) => Some(r),
+            Done::Resumed => None,
+        });
+        let reply = reply.unwrap_or_else(|| unreachable!("request {id}"));
+        assert_eq!(reply.status, 403);
+        assert!(reply.headers.iter().any(|(k, v)| k == "www-authenticate" && v.contains("tk-2")));
+    }
+    assert_eq!(w.host.calls_to("/perm").len(), 1, "the grant's ticket is used");
+}
+
+/// Another worker of the same Envoy, seeing what `a` put in shared data (lease and session).
+fn second_worker(a: &Worker<FakeHost>) -> Worker<FakeHost> {
+    let extra = json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}});
+    let b = Worker::new(FakeHost::new(NOW_MS), config(extra), None, ROOT, "f00d");
+    *b.host.shared.borrow_mut() = a.host.shared.borrow().clone();
+    b.enter_callback(ROOT);
+    b.tick();
+    b
+}
+
+#[test]
+fn a_decision_another_worker_makes_is_awaited_not_repeated() {
+    let a = worker(json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}}));
+    deciding(&a, "user-token");
+    assert_eq!(a.host.counter(Counter::Decisions), 1);
+    // Worker B of the same Envoy sees A's lease (and session) in shared data.
+    let b = second_worker(&a);
+    assert_eq!(request(&b, 20, "/alice", Some("user-token")), Verdict::Pause);
+    assert!(b.host.calls_to("/introspect").is_empty(), "A's introspection is shared");
+    assert_eq!(b.host.counter(Counter::Decisions), 0, "A holds the lease");
+    b.enter_callback(ROOT);
+    b.tick();
+    assert_eq!(b.host.done_for(20), vec![], "still waiting");
+    a.on_call_response(7, token_of(&a, "/token"), &ok(json!({"result": true})));
+    *b.host.shared.borrow_mut() = a.host.shared.borrow().clone();
+    b.enter_callback(ROOT);
+    b.tick();
+    assert_eq!(b.host.done_for(20), vec![Done::Resumed]);
+    assert_eq!(b.host.counter(Counter::Decisions), 0);
+}
+
+#[test]
+fn a_lapsed_lease_lets_the_waiting_worker_decide_itself() {
+    let a = worker(json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}}));
+    deciding(&a, "user-token");
+    let b = second_worker(&a);
+    request(&b, 20, "/alice", Some("user-token"));
+    assert!(b.host.calls_to("/introspect").is_empty(), "A's introspection is shared");
+    assert_eq!(b.host.counter(Counter::Decisions), 0);
+    // A never answers (its Envoy worker is stuck): past the lease, B asks itself.
+    b.host.advance(3 * 2000 + 1500);
+    b.enter_callback(ROOT);
+    b.tick();
+    assert_eq!(b.host.counter(Counter::Decisions), 1);
+}
+
 #[test]
 fn a_call_for_a_request_woken_from_another_context_waits_for_the_root() {
     let w = worker(json!({}));
