@@ -1,6 +1,7 @@
 //! Discovery, token (PAT) and permission (ticket) answers (`core/src/wire.rs`), the error
-//! bodies of any AS answer, and what a worker makes of a discovery document
-//! (`core/src/session.rs` `Endpoints::from_discovery`).
+//! bodies of any AS answer, what a worker makes of a discovery document
+//! (`core/src/session.rs` `Endpoints::from_discovery`), and the answers to decisions on access
+//! tokens (`core/src/access_decision.rs`), with the input also as the user's token.
 //!
 //! Input: the answer body. Each parser sees it with 200 (201 for tickets) and with error
 //! statuses. Properties:
@@ -9,12 +10,17 @@
 //! - a PAT is non-empty printable ASCII (it goes into an `Authorization` header);
 //! - a ticket is safe to quote in `WWW-Authenticate`;
 //! - discovery endpoints are used only when the issuer is the configured one byte for byte,
-//!   and are then paths on `as_cluster` (they start with '/').
+//!   and are then paths on `as_cluster` (they start with '/');
+//! - a Keycloak decision grants only on 200 with `{"result": true}`; a UMA grant's RPT goes
+//!   into an introspection body and a header (printable ASCII) and its ticket into a challenge;
+//! - whatever the user's token holds, a grant cached for it covers its one resource and scope.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use uma_pep_core::access_decision::{granted_by_keycloak, parse_keycloak_decision, parse_uma_grant, GrantAnswer};
 use uma_pep_core::challenge::{is_safe_ticket, Challenge};
-use uma_pep_core::config::{ChallengeStyle, PepConfig};
+use uma_pep_core::config::{AsProfile, ChallengeStyle, PepConfig};
+use uma_pep_core::introspection::Clock;
 use uma_pep_core::session::Endpoints;
 use uma_pep_core::wire::{parse_ticket, AccessToken, AsError, AsResponse, Discovery};
 
@@ -61,6 +67,34 @@ fuzz_target!(|data: &[u8]| {
         if let Some(s) = status {
             check_error(&AsError::from_status(s, data), status);
         }
+    }
+
+    for status in [None, Some(200), Some(400), Some(401), Some(403), Some(500)] {
+        let r = AsResponse { status, body: data };
+        match parse_keycloak_decision(&r) {
+            Ok(None) => assert_eq!(status, Some(200), "a grant without 200"),
+            Ok(Some(_)) => assert!(matches!(status, Some(200 | 401 | 403))),
+            Err(e) => check_error(&e, status),
+        }
+        match parse_uma_grant(&r) {
+            Ok(GrantAnswer::Rpt(rpt)) => {
+                assert_eq!(status, Some(200));
+                assert!(!rpt.is_empty() && rpt.bytes().all(|b| b.is_ascii_graphic()), "RPT {rpt:?}");
+            }
+            Ok(GrantAnswer::Denied { ticket, .. }) => {
+                assert!(matches!(status, Some(400 | 403)));
+                assert!(ticket.is_none_or(|t| is_safe_ticket(&t)));
+            }
+            Err(AsError::Garbage(_)) => assert_eq!(status, Some(200)),
+            Err(e) => check_error(&e, status),
+        }
+    }
+    if let Ok(token) = std::str::from_utf8(data) {
+        let granted = granted_by_keycloak(token, "r1", "read");
+        let clock = Clock { now: 0, margin_s: 0, skew_s: 0 };
+        assert!(granted.covers("r2", "read", clock, AsProfile::Keycloak).is_err());
+        assert!(granted.covers("r1", "write", clock, AsProfile::Keycloak).is_err());
+        assert!(granted.permissions.len() == 1, "the token's own permissions are never taken");
     }
 
     let ok = AsResponse { status: Some(200), body: data };
