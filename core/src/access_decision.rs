@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::challenge::is_safe_ticket;
+use crate::config::AsProfile;
 use crate::introspection::{IntrospectionResult, Permission};
 use crate::wire::{form_body, AsError, AsResponse};
 
@@ -26,8 +27,11 @@ pub const UMA_TICKET_GRANT: &str = "urn:ietf:params:oauth:grant-type:uma-ticket"
 /// The only `claim_token_format` oxAuth and Janssen accept.
 pub const ID_TOKEN_FORMAT: &str = "http://openid.net/specs/openid-connect-core-1_0.html#IDToken";
 
-/// A claim of a cached denial that says which; never forwarded (only active results are).
+/// A claim of a cached refusal that says what was refused; never forwarded (only active results
+/// are).
 const DENIAL_CLAIM: &str = "uma_pep_denial";
+/// Its value for a token verified as the AS's own JWT that is not an RPT: an access token.
+const NOT_AN_RPT: &str = "not_an_rpt";
 
 /// Why the AS did not grant a token the resource and scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,28 @@ impl Denial {
             Some("party") => Denial::Party,
             _ => Denial::Token,
         }
+    }
+}
+
+/// What a token is cached as when its signature and issuer are the AS's but it is no RPT for
+/// this PEP (`JwtCheck::NotAnRpt`): refused as an RPT, and an access token the AS may decide on.
+pub fn verified_access_token() -> IntrospectionResult {
+    let mut result = IntrospectionResult::inactive();
+    result.claims.insert(DENIAL_CLAIM.into(), Value::from(NOT_AN_RPT));
+    result
+}
+
+/// Whether the AS may be asked to decide on a token whose own answer (as an RPT) is `result`.
+/// Never on a token refused outright here (a forged signature, another issuer: `Denial::Token`).
+/// Keycloak checks the Bearer token it is given, so any other token may go to it. Gluu and
+/// Janssen take the claim token as an ID token, without checking its signature unless
+/// `umaValidateClaimToken` is on, and the party forwarded upstream is read from it: only a
+/// token this filter has verified against the AS's JWKS goes there.
+pub fn decidable(result: &IntrospectionResult, profile: AsProfile) -> bool {
+    match result.claims.get(DENIAL_CLAIM).and_then(Value::as_str) {
+        Some(NOT_AN_RPT) => true,
+        Some(_) => false,
+        None => profile == AsProfile::Keycloak,
     }
 }
 
@@ -208,7 +234,6 @@ fn token_exp(token: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AsProfile;
     use crate::introspection::Clock;
 
     fn response(status: u16, body: &str) -> AsResponse<'_> {
@@ -352,5 +377,18 @@ mod tests {
             assert_eq!(Denial::of(&back), denial);
         }
         assert_eq!(Denial::of(&IntrospectionResult::inactive()), Denial::Token);
+    }
+
+    #[test]
+    fn what_may_be_decided_on() {
+        for profile in [AsProfile::Keycloak, AsProfile::Uma2] {
+            assert!(decidable(&verified_access_token(), profile));
+            assert!(!decidable(&Denial::Token.cached(), profile), "a forged token");
+            assert!(!decidable(&Denial::Party.cached(), profile));
+        }
+        // Inactive at introspection, or an RPT without the permission: Keycloak checks the
+        // token itself; Gluu would take an unverified claim token.
+        assert!(decidable(&IntrospectionResult::inactive(), AsProfile::Keycloak));
+        assert!(!decidable(&IntrospectionResult::inactive(), AsProfile::Uma2));
     }
 }

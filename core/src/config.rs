@@ -536,6 +536,17 @@ impl PepConfig {
         }
 
         let access_tokens = raw.access_tokens.unwrap_or_default();
+        if access_tokens.decide()
+            && raw.as_profile == AsProfile::Uma2
+            && raw.local_jwt_validation == Some(false)
+        {
+            // Gluu takes the claim token without checking it (`umaValidateClaimToken` is off by
+            // default), and the party forwarded upstream is read from it: the filter verifies it.
+            return Err(ConfigError::new(
+                "access_tokens.mode",
+                "\"decide\" with as_profile uma2 needs local_jwt_validation (the ID token is verified against the AS's JWKS before Gluu sees it)",
+            ));
+        }
         if access_tokens.return_rpt && !(access_tokens.decide() && raw.as_profile == AsProfile::Uma2) {
             // Keycloak's decision (`response_mode=decision`) carries no RPT to return.
             return Err(ConfigError::new(
@@ -650,6 +661,34 @@ mod tests {
 
     fn with(extra: &str) -> String {
         format!("{},{extra}}}", MINIMAL.trim_end_matches('}'))
+    }
+
+    #[test]
+    fn access_tokens_keys() {
+        assert_eq!(parse(MINIMAL).unwrap().access_tokens, AccessTokens::default());
+        let decide = parse(&with(r#""access_tokens":{"mode":"decide"}"#)).unwrap();
+        assert!(decide.access_tokens.decide() && !decide.access_tokens.return_rpt);
+        assert!(!parse(&with(r#""access_tokens":{"mode":"uma"}"#)).unwrap().access_tokens.decide());
+        let uma2_rpt = r#""as_profile":"uma2","access_tokens":{"mode":"decide","return_rpt":true}"#;
+        assert!(parse(&with(uma2_rpt)).unwrap().access_tokens.return_rpt);
+        for (bad, key) in [
+            (r#""access_tokens":{"mode":"rpt"}"#, "access_tokens.mode"),
+            (r#""access_tokens":{"mode":"decide","extra":1}"#, "access_tokens"),
+            (
+                r#""as_profile":"keycloak","access_tokens":{"mode":"decide","return_rpt":true}"#,
+                "access_tokens.return_rpt",
+            ),
+            (r#""as_profile":"uma2","access_tokens":{"return_rpt":true}"#, "access_tokens.return_rpt"),
+            (
+                r#""as_profile":"uma2","local_jwt_validation":false,"access_tokens":{"mode":"decide"}"#,
+                "access_tokens.mode",
+            ),
+        ] {
+            let err = parse(&with(bad)).unwrap_err();
+            assert!(err.key.starts_with(key), "{bad}: {err}");
+        }
+        let kc = r#""as_profile":"keycloak","local_jwt_validation":false,"access_tokens":{"mode":"decide"}"#;
+        assert!(parse(&with(kc)).is_ok(), "Keycloak checks the Bearer token itself");
     }
 
     #[test]

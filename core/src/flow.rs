@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use crate::access_decision::{decision_key_extra, Denial};
+use crate::access_decision::{decidable, decision_key_extra, verified_access_token, Denial};
 use crate::cache::{keyed_digest, token_digest, Digest16, LocalKeyer};
 use crate::challenge::Challenge;
 use crate::config::{AsProfile, PepConfig};
@@ -172,9 +172,15 @@ enum Asked {
     JwtAtStart,
     Session,
     DecisionPaused(JwksView),
-    JwtPaused { refresh_allowed: bool },
+    JwtPaused {
+        refresh_allowed: bool,
+    },
     Remembered,
-    RememberedInvalid(String),
+    /// The token was refused as an RPT; whether the AS may still decide on it.
+    RememberedInvalid {
+        reason: String,
+        decidable: bool,
+    },
     AccessDecision,
     TakeUse(Rc<IntrospectionResult>),
     Mint(Rc<IntrospectionResult>),
@@ -360,7 +366,10 @@ impl Flow {
             }
             (Asked::JwtAtStart, Event::JwtChecked(check)) => match check {
                 Some(JwtCheck::Valid(result)) => self.remember(result, cx),
-                Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, cx),
+                Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, Denial::Token.cached(), cx),
+                Some(JwtCheck::NotAnRpt(reason)) => {
+                    self.remember_refusal(reason, verified_access_token(), cx)
+                }
                 // Anything else waits for the session: the JWKS or the AS decides.
                 _ => self.look_at_session(),
             },
@@ -378,7 +387,10 @@ impl Flow {
             (Asked::JwtPaused { refresh_allowed }, Event::JwtChecked(check)) => match check {
                 None => self.wait(Stage::AwaitingJwks, Step::FetchJwks { refresh: false }),
                 Some(JwtCheck::Valid(result)) => self.remember(result, cx),
-                Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, cx),
+                Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, Denial::Token.cached(), cx),
+                Some(JwtCheck::NotAnRpt(reason)) => {
+                    self.remember_refusal(reason, verified_access_token(), cx)
+                }
                 Some(JwtCheck::UnknownKey(_)) if !self.jwks_refreshed && refresh_allowed => {
                     self.jwks_refreshed = true;
                     self.wait(Stage::AwaitingJwks, Step::FetchJwks { refresh: true })
@@ -390,7 +402,9 @@ impl Flow {
                 }
             },
             (Asked::Remembered, Event::Remembered(result)) => self.decide(result, cx),
-            (Asked::RememberedInvalid(reason), Event::Remembered(_)) => self.refuse_token(reason, cx),
+            (Asked::RememberedInvalid { reason, decidable }, Event::Remembered(_)) => {
+                self.refuse_token(reason, decidable, cx)
+            }
             (Asked::AccessDecision, Event::DecisionLookedUp(None)) => self.look_at_session(),
             (Asked::AccessDecision, Event::DecisionLookedUp(Some(result))) => {
                 self.on_access_answer(result, None, cx)
@@ -498,8 +512,8 @@ impl Flow {
     /// The token is not an RPT that grants the request. In `decide` mode it is then taken as
     /// the party's access token, and the AS decides; otherwise (or once the AS has decided)
     /// the answer is a ticket.
-    fn refuse_token(&mut self, reason: impl Into<String>, cx: &FlowContext<'_>) -> Step {
-        if cx.config.access_tokens.decide() && !self.deciding && self.rpt().is_some() {
+    fn refuse_token(&mut self, reason: impl Into<String>, decidable: bool, cx: &FlowContext<'_>) -> Step {
+        if decidable && cx.config.access_tokens.decide() && !self.deciding && self.rpt().is_some() {
             self.deciding = true;
             return self.ask(Asked::AccessDecision, Step::LookUpAccessDecision);
         }
@@ -578,10 +592,17 @@ impl Flow {
         self.ask(Asked::Remembered, Step::Remember { result, until_s })
     }
 
-    fn remember_refusal(&mut self, reason: String, cx: &FlowContext<'_>) -> Step {
-        let result = refused();
+    /// A JWT refused as an RPT, remembered as `result` (which says whether the AS may still
+    /// decide on it as an access token).
+    fn remember_refusal(
+        &mut self,
+        reason: String,
+        result: IntrospectionResult,
+        cx: &FlowContext<'_>,
+    ) -> Step {
         let until_s = remember_until(cx.config, &result, cx.clock());
-        self.ask(Asked::RememberedInvalid(reason), Step::Remember { result, until_s })
+        let decidable = decidable(&result, cx.config.as_profile);
+        self.ask(Asked::RememberedInvalid { reason, decidable }, Step::Remember { result, until_s })
     }
 
     /// Allows when the RPT covers the resource and scope; otherwise the answer is a ticket.
@@ -589,7 +610,8 @@ impl Flow {
         let verdict =
             result.covers(&self.target.resource_id, &self.target.scope, cx.clock(), cx.config.as_profile);
         if let Err(insufficiency) = verdict {
-            return self.refuse_token(insufficiency.as_str(), cx);
+            let decidable = decidable(&result, cx.config.as_profile);
+            return self.refuse_token(insufficiency.as_str(), decidable, cx);
         }
         let max = cx.config.rpt_max_uses;
         // Uses are counted for RPTs; an access token's grant is the AS's, for as long as it lives.
@@ -732,7 +754,7 @@ mod tests {
     fn refused_at_start(c: &PepConfig) -> (Flow, Step) {
         let mut f = flow(Some("user-token"));
         f.on(Event::Start, &cx(c));
-        let step = f.on(Event::DecisionLookedUp(Some(Rc::new(refused()))), &cx(c));
+        let step = f.on(Event::DecisionLookedUp(Some(Rc::new(verified_access_token()))), &cx(c));
         (f, step)
     }
 
@@ -850,10 +872,41 @@ mod tests {
             let mut f = flow(Some("user-token"));
             f.on(Event::Start, &cx(&c));
             f.on(Event::UsesCounted { used_up: false }, &cx(&c));
-            let step = f.on(Event::DecisionLookedUp(Some(Rc::new(refused()))), &cx(&c));
+            let step = f.on(Event::DecisionLookedUp(Some(Rc::new(verified_access_token()))), &cx(&c));
             (f, step)
         };
         assert!(matches!(f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c)), Step::Allow(_)));
+    }
+
+    #[test]
+    fn a_forged_token_is_never_decided_on_and_gluu_gets_only_verified_tokens() {
+        for profile in ["keycloak", "uma2"] {
+            let c = config(serde_json::json!({"as_profile": profile, "access_tokens": {"mode": "decide"}}));
+            let mut f = flow(Some("a.b.c"));
+            f.on(Event::Start, &cx(&c));
+            f.on(Event::DecisionLookedUp(None), &cx(&c));
+            let step = f.on(Event::JwtChecked(Some(JwtCheck::Invalid("bad signature".into()))), &cx(&c));
+            assert!(matches!(step, Step::Remember { .. }));
+            let step = f.on(Event::Remembered(Rc::new(Denial::Token.cached())), &cx(&c));
+            assert!(matches!(step, Step::LookAtSession), "{profile}: {step:?}");
+            assert_eq!(f.access_token(), None, "{profile}");
+            // The AS's own JWT that is no RPT: decided on in either dialect.
+            let mut f = flow(Some("a.b.c"));
+            f.on(Event::Start, &cx(&c));
+            f.on(Event::DecisionLookedUp(None), &cx(&c));
+            let step = f.on(Event::JwtChecked(Some(JwtCheck::NotAnRpt("no permissions".into()))), &cx(&c));
+            let Step::Remember { result, .. } = step else { unreachable!("{step:?}") };
+            let step = f.on(Event::Remembered(Rc::new(result)), &cx(&c));
+            assert!(matches!(step, Step::LookUpAccessDecision), "{profile}: {step:?}");
+        }
+        // Inactive at introspection (not verified here): Keycloak checks it, Gluu would not.
+        for (profile, decided) in [("keycloak", true), ("uma2", false)] {
+            let c = config(serde_json::json!({"as_profile": profile, "access_tokens": {"mode": "decide"}}));
+            let (mut f, _) = paused(&c, "opaque", READY);
+            assert!(matches!(f.on(Event::DecisionLookedUp(None), &cx(&c)), Step::Introspect));
+            let step = f.on(Event::Introspected(Ok(Rc::new(refused()))), &cx(&c));
+            assert_eq!(matches!(step, Step::LookUpAccessDecision), decided, "{profile}: {step:?}");
+        }
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub enum JwtCheck {
     Uncheckable(String),
     /// A JWT that must be refused; why, for the log.
     Invalid(String),
+    /// The AS's own JWT (signature and issuer check out) that is not an RPT for this PEP (its
+    /// audience, `exp` or shape): refused as an RPT, but the party's access token to decide on
+    /// with `access_tokens: decide`.
+    NotAnRpt(String),
     /// Signature, issuer, audience and RPT shape check out; times are for the caller to check.
     Valid(IntrospectionResult),
 }
@@ -284,8 +288,11 @@ impl JwtKeys {
         if let Err(reason) = low_s(token, alg) {
             return JwtCheck::Invalid(reason);
         }
-        if let Err(reason) = check_claims(&claims, issuer, audience, profile) {
+        if let Err(reason) = check_issuer(&claims, issuer) {
             return JwtCheck::Invalid(reason);
+        }
+        if let Err(reason) = check_claims(&claims, issuer, audience, profile) {
+            return JwtCheck::NotAnRpt(reason);
         }
         match serde_json::to_vec(&claims)
             .map_err(|e| AsError::Garbage(e.to_string()))
@@ -390,12 +397,7 @@ impl JwtKeys {
 /// `iss` exactly `issuer`, `aud` holding `audience` when one is required, and an `exp`: what
 /// every JWT this project accepts must say, whoever signed it.
 pub fn check_issuer_and_audience(claims: &Value, issuer: &str, audience: Option<&str>) -> Result<(), String> {
-    match claims.get("iss") {
-        Some(Value::String(iss)) if iss == issuer => {}
-        Some(Value::String(_)) => return Err("JWT of another issuer".into()),
-        Some(_) => return Err("JWT with an `iss` that is not a string".into()),
-        None => return Err("JWT without iss".into()),
-    }
+    check_issuer(claims, issuer)?;
     if let Some(wanted) = audience {
         let ok = match claims.get("aud") {
             Some(Value::String(aud)) => aud == wanted,
@@ -410,6 +412,16 @@ pub fn check_issuer_and_audience(claims: &Value, issuer: &str, audience: Option<
         return Err("JWT without exp".into());
     }
     Ok(())
+}
+
+/// `iss` exactly `issuer`.
+fn check_issuer(claims: &Value, issuer: &str) -> Result<(), String> {
+    match claims.get("iss") {
+        Some(Value::String(iss)) if iss == issuer => Ok(()),
+        Some(Value::String(_)) => Err("JWT of another issuer".into()),
+        Some(_) => Err("JWT with an `iss` that is not a string".into()),
+        None => Err("JWT without iss".into()),
+    }
 }
 
 /// [`check_issuer_and_audience`], and the dialect's RPT shape.
@@ -532,10 +544,11 @@ mod tests {
         let mut c = keycloak_claims();
         c["iss"] = json!("http://evil");
         assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::Invalid(_)));
-        assert!(matches!(keys.check(&good, ISSUER, Some("other"), KC), JwtCheck::Invalid(_)));
+        // The AS's own tokens that are no RPT here: refused as RPTs, left to a decision.
+        assert!(matches!(keys.check(&good, ISSUER, Some("other"), KC), JwtCheck::NotAnRpt(_)));
         let mut c = keycloak_claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::Invalid(_)));
+        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::NotAnRpt(_)));
         // Tampered payload.
         let parts: Vec<&str> = good.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -648,8 +661,9 @@ eLIe6QxkDy8uH4h1YP1xytqbHufwAYtjsvfxZy/t6Gok+IgaHJVareex
         encode(&h, claims, enc).unwrap()
     }
 
+    /// Refused as an RPT: forged or foreign (`Invalid`), or the AS's own but no RPT (`NotAnRpt`).
     fn invalid(check: JwtCheck) -> bool {
-        matches!(check, JwtCheck::Invalid(_))
+        matches!(check, JwtCheck::Invalid(_) | JwtCheck::NotAnRpt(_))
     }
 
     /// Keycloak's permission ticket (`PermissionTicketToken`): top-level `permissions`, no `typ`,
@@ -953,7 +967,7 @@ mod signature_tests {
         let token = sign(&enc, Some("k1"), Algorithm::EdDSA, &claims);
         let Signed::Verified { claims: got, alg } = keys.verify_signature(&token) else { panic!() };
         assert_eq!((got, alg), (claims.clone(), Algorithm::EdDSA));
-        assert!(matches!(keys.check(&token, "https://as", None, AsProfile::Uma2), JwtCheck::Invalid(_)));
+        assert!(matches!(keys.check(&token, "https://as", None, AsProfile::Uma2), JwtCheck::NotAnRpt(_)));
         assert!(check_issuer_and_audience(&claims, "https://as", Some("api")).is_ok());
         assert!(check_issuer_and_audience(&claims, "https://as", None).is_ok());
         assert!(check_issuer_and_audience(&claims, "https://as", Some("other")).is_err());
