@@ -367,9 +367,7 @@ impl Flow {
             (Asked::JwtAtStart, Event::JwtChecked(check)) => match check {
                 Some(JwtCheck::Valid(result)) => self.remember(result, cx),
                 Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, Denial::Token.cached(), cx),
-                Some(JwtCheck::NotAnRpt(reason)) => {
-                    self.remember_refusal(reason, verified_access_token(), cx)
-                }
+                Some(JwtCheck::NotAnRpt { reason, exp }) => self.remember_not_an_rpt(reason, exp, cx),
                 // Anything else waits for the session: the JWKS or the AS decides.
                 _ => self.look_at_session(),
             },
@@ -388,9 +386,7 @@ impl Flow {
                 None => self.wait(Stage::AwaitingJwks, Step::FetchJwks { refresh: false }),
                 Some(JwtCheck::Valid(result)) => self.remember(result, cx),
                 Some(JwtCheck::Invalid(reason)) => self.remember_refusal(reason, Denial::Token.cached(), cx),
-                Some(JwtCheck::NotAnRpt(reason)) => {
-                    self.remember_refusal(reason, verified_access_token(), cx)
-                }
+                Some(JwtCheck::NotAnRpt { reason, exp }) => self.remember_not_an_rpt(reason, exp, cx),
                 Some(JwtCheck::UnknownKey(_)) if !self.jwks_refreshed && refresh_allowed => {
                     self.jwks_refreshed = true;
                     self.wait(Stage::AwaitingJwks, Step::FetchJwks { refresh: true })
@@ -590,6 +586,18 @@ impl Flow {
     fn remember(&mut self, result: IntrospectionResult, cx: &FlowContext<'_>) -> Step {
         let until_s = remember_until(cx.config, &result, cx.clock());
         self.ask(Asked::Remembered, Step::Remember { result, until_s })
+    }
+
+    /// The AS's own JWT that is no RPT: an access token to decide on while it lives (the AS
+    /// may not check its `exp`: Gluu takes a claim token as it is); an expired one is refused.
+    fn remember_not_an_rpt(&mut self, reason: String, exp: Option<i64>, cx: &FlowContext<'_>) -> Step {
+        let clock = cx.clock();
+        match exp {
+            Some(exp) if exp > clock.now.saturating_add(clock.margin_s) => {
+                self.remember_refusal(reason, verified_access_token(), cx)
+            }
+            _ => self.remember_refusal(format!("{reason}; expired"), Denial::Token.cached(), cx),
+        }
     }
 
     /// A JWT refused as an RPT, remembered as `result` (which says whether the AS may still
@@ -894,11 +902,29 @@ mod tests {
             let mut f = flow(Some("a.b.c"));
             f.on(Event::Start, &cx(&c));
             f.on(Event::DecisionLookedUp(None), &cx(&c));
-            let step = f.on(Event::JwtChecked(Some(JwtCheck::NotAnRpt("no permissions".into()))), &cx(&c));
+            let step = f.on(
+                Event::JwtChecked(Some(JwtCheck::NotAnRpt {
+                    reason: "no permissions".into(),
+                    exp: Some(2_000_000),
+                })),
+                &cx(&c),
+            );
             let Step::Remember { result, .. } = step else { unreachable!("{step:?}") };
             let step = f.on(Event::Remembered(Rc::new(result)), &cx(&c));
             assert!(matches!(step, Step::LookUpAccessDecision), "{profile}: {step:?}");
         }
+        // Expired: refused here, whatever the AS would say.
+        let c = config(serde_json::json!({"as_profile": "uma2", "access_tokens": {"mode": "decide"}}));
+        let mut f = flow(Some("a.b.c"));
+        f.on(Event::Start, &cx(&c));
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        let expired = JwtCheck::NotAnRpt { reason: "no permissions".into(), exp: Some(1_000) };
+        let Step::Remember { result, .. } = f.on(Event::JwtChecked(Some(expired)), &cx(&c)) else {
+            unreachable!()
+        };
+        assert!(!decidable(&result, AsProfile::Uma2));
+        let step = f.on(Event::Remembered(Rc::new(result)), &cx(&c));
+        assert!(matches!(step, Step::LookAtSession), "{step:?}");
         // Inactive at introspection (not verified here): Keycloak checks it, Gluu would not.
         for (profile, decided) in [("keycloak", true), ("uma2", false)] {
             let c = config(serde_json::json!({"as_profile": profile, "access_tokens": {"mode": "decide"}}));

@@ -103,8 +103,8 @@ pub enum JwtCheck {
     Invalid(String),
     /// The AS's own JWT (signature and issuer check out) that is not an RPT for this PEP (its
     /// audience, `exp` or shape): refused as an RPT, but the party's access token to decide on
-    /// with `access_tokens: decide`.
-    NotAnRpt(String),
+    /// with `access_tokens: decide`, while it lives (`exp`, for the caller to check).
+    NotAnRpt { reason: String, exp: Option<i64> },
     /// Signature, issuer, audience and RPT shape check out; times are for the caller to check.
     Valid(IntrospectionResult),
 }
@@ -292,7 +292,8 @@ impl JwtKeys {
             return JwtCheck::Invalid(reason);
         }
         if let Err(reason) = check_claims(&claims, issuer, audience, profile) {
-            return JwtCheck::NotAnRpt(reason);
+            let exp = claims.get("exp").and_then(Value::as_i64);
+            return JwtCheck::NotAnRpt { reason, exp };
         }
         match serde_json::to_vec(&claims)
             .map_err(|e| AsError::Garbage(e.to_string()))
@@ -545,10 +546,10 @@ mod tests {
         c["iss"] = json!("http://evil");
         assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::Invalid(_)));
         // The AS's own tokens that are no RPT here: refused as RPTs, left to a decision.
-        assert!(matches!(keys.check(&good, ISSUER, Some("other"), KC), JwtCheck::NotAnRpt(_)));
+        assert!(matches!(keys.check(&good, ISSUER, Some("other"), KC), JwtCheck::NotAnRpt { .. }));
         let mut c = keycloak_claims();
         c.as_object_mut().unwrap().remove("exp");
-        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::NotAnRpt(_)));
+        assert!(matches!(keys.check(&sign(&enc, "k1", c), ISSUER, None, KC), JwtCheck::NotAnRpt { .. }));
         // Tampered payload.
         let parts: Vec<&str> = good.split('.').collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -663,7 +664,7 @@ eLIe6QxkDy8uH4h1YP1xytqbHufwAYtjsvfxZy/t6Gok+IgaHJVareex
 
     /// Refused as an RPT: forged or foreign (`Invalid`), or the AS's own but no RPT (`NotAnRpt`).
     fn invalid(check: JwtCheck) -> bool {
-        matches!(check, JwtCheck::Invalid(_) | JwtCheck::NotAnRpt(_))
+        matches!(check, JwtCheck::Invalid(_) | JwtCheck::NotAnRpt { .. })
     }
 
     /// Keycloak's permission ticket (`PermissionTicketToken`): top-level `permissions`, no `typ`,
@@ -967,7 +968,7 @@ mod signature_tests {
         let token = sign(&enc, Some("k1"), Algorithm::EdDSA, &claims);
         let Signed::Verified { claims: got, alg } = keys.verify_signature(&token) else { panic!() };
         assert_eq!((got, alg), (claims.clone(), Algorithm::EdDSA));
-        assert!(matches!(keys.check(&token, "https://as", None, AsProfile::Uma2), JwtCheck::NotAnRpt(_)));
+        assert!(matches!(keys.check(&token, "https://as", None, AsProfile::Uma2), JwtCheck::NotAnRpt { .. }));
         assert!(check_issuer_and_audience(&claims, "https://as", Some("api")).is_ok());
         assert!(check_issuer_and_audience(&claims, "https://as", None).is_ok());
         assert!(check_issuer_and_audience(&claims, "https://as", Some("other")).is_err());
