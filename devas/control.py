@@ -219,6 +219,22 @@ def mint_rpt(app: "App", req: Request) -> Response:
     return json_response(200, {"rpt": rec.token, "jti": rec.claims.get("jti"), "exp": rec.exp, "jwt": rec.jwt})
 
 
+def mint_id_token(app: "App", req: Request) -> Response:
+    """An ID token signed with the AS's key (the JWKS key) holding exactly the claims given, over
+    `iss` (the issuer), `iat` (now) and `exp` (now + `exp_in`, default user_token_lifetime_s); a
+    claim given as null is left out. For a PEP's tests: what a login would never give (no `sub`,
+    a past `exp`, another `aud`), genuinely signed."""
+    body = _body(req)
+    claims = body.get("claims", {})
+    if not isinstance(claims, dict):
+        raise _bad("claims must be an object")
+    at = now()
+    exp_in = _int(body, "exp_in", app.store.settings.user_token_lifetime_s) or 0
+    merged = {"iss": app.dialect.issuer, "iat": at, "exp": at + exp_in, **claims}
+    token = app.key.sign({k: v for k, v in merged.items() if v is not None})
+    return json_response(200, {"id_token": token})
+
+
 def initial_access_token(app: "App", req: Request) -> Response:
     """What a Keycloak admin creates in the console (Clients > Initial access token): a token
     with a use count for /clients-registrations/*."""
@@ -295,6 +311,7 @@ ROUTES: dict[tuple[str, str], Callable[["App", Request], Response]] = {
     ("DELETE", "faults"): clear_faults,
     ("POST", "fault"): fault,
     ("POST", "rpt"): mint_rpt,
+    ("POST", "id-token"): mint_id_token,
     ("GET", "config"): config,
     ("POST", "config"): config,
     ("POST", "grant"): grant,

@@ -223,9 +223,14 @@ class Dialect:
         if user is None:
             raise self.error(self.bad_user_credentials_status, "invalid_grant", "Invalid user credentials",
                              section="token")
-        access, id_token, rec = self.app.tokens.issue_user_tokens(client, user)
-        return {"access_token": access, "id_token": id_token, "token_type": "Bearer",
+        access, id_token, rec = self.app.tokens.issue_user_tokens(client, user,
+                                                                  access_as_jwt=client.access_token_as_jwt)
+        body = {"access_token": access, "id_token": id_token, "token_type": "Bearer",
                 "expires_in": rec.exp - rec.iat, "scope": "openid profile"}
+        if not self.settings.openid_scope_backward_compatibility:
+            # TokenRestWebServiceImpl (ROPC): an ID token only with openidScopeBackwardCompatibility.
+            del body["id_token"]
+        return body
 
     # ---- helpers shared by the dialects -----------------------------------------------------
     @staticmethod

@@ -64,6 +64,9 @@ class Settings:
     restrict_resource_to_associated_client: bool = False  # Gluu umaRestrictResourceToAssociatedClient
     keep_expired_permissions: bool = False        # lenient: Gluu drops expired RPT permissions
     uma_validate_claim_token: bool = False        # Gluu umaValidateClaimToken (templates: false)
+    # Gluu openidScopeBackwardCompatibility: an ID token from the password grant. Lenient, devas
+    # only: the CE and Jans setups write false (then only a login through /authorize gives one).
+    openid_scope_backward_compatibility: bool = True
     owner_has_access: bool = True                 # the seed realm's owner policy (see README)
 
     @classmethod
@@ -112,6 +115,7 @@ class Client:
     introspection_without_aud_check: bool = False  # Keycloak client attribute
     rpt_as_jwt: bool = False                  # Gluu
     access_token_signing_alg: str = "RS256"   # Gluu: the alg of its JWT RPTs
+    access_token_as_jwt: bool = True          # Gluu accessTokenAsJwt (the real default is false: see README)
     dynamic: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -391,7 +395,8 @@ def client_from_seed(c: dict[str, Any]) -> Client:
         client_scopes=tuple(client_scopes) if client_scopes is not None else None,
         introspection_without_aud_check=bool(c.get("allow_introspection_without_audience_check", False)),
         rpt_as_jwt=bool(c.get("rpt_as_jwt", False)),
-        access_token_signing_alg=c.get("access_token_signing_alg", "RS256"))
+        access_token_signing_alg=c.get("access_token_signing_alg", "RS256"),
+        access_token_as_jwt=bool(c.get("access_token_as_jwt", True)))
 
 
 def initial_access_token_from_seed(raw: Any) -> InitialAccessToken:

@@ -31,15 +31,17 @@ class Tokens:
         return token
 
     def issue_user_tokens(self, client: Client, user: User, scope: str = "openid profile",
-                          sid: str | None = None) -> tuple[str, str, TokenRecord]:
+                          sid: str | None = None, access_as_jwt: bool = True) -> tuple[str, str, TokenRecord]:
         """An access token (recorded: usable at userinfo and as Keycloak's grant bearer) and an
         ID token (stateless: only ever used as a claim token, checked by signature and time).
-        `sid` names the login session (Keycloak's `session_state`)."""
+        `sid` names the login session (Keycloak's `session_state`). Without `access_as_jwt` the
+        access token is an opaque UUID (Gluu/Janssen `AuthorizationGrant.createAccessToken` for a
+        client whose `accessTokenAsJwt` is off); its record keeps the claims for userinfo."""
         at = now()
         exp = at + self.store.settings.user_token_lifetime_s
         common = {"iss": self.issuer, "aud": client.client_id, "azp": client.client_id,
                   "iat": at, "exp": exp, **({"sid": sid} if sid else {}), **user.claims()}
-        rec = TokenRecord(kind="user", key=new_id(), jwt=True, client_id=client.client_id, sub=user.sub,
+        rec = TokenRecord(kind="user", key=new_id(), jwt=access_as_jwt, client_id=client.client_id, sub=user.sub,
                           username=user.username, iat=at, exp=exp, scopes=frozenset(scope.split()))
         rec.claims = {**common, "jti": rec.key, "typ": "Bearer", "acr": "1", "scope": scope}
         id_token = self.key.sign({**common, "jti": new_id(), "typ": "ID", "user_name": user.username})

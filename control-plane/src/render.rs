@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use thiserror::Error;
 use uma_pep_core::config::{
-    AsProfile, ChallengeStyle, FilterDocument, ForwardConfig, PepConfig, Resource, ResourceSync, SigningAlg,
-    UnmatchedPolicy,
+    AccessTokenMode, AccessTokens, AsProfile, ChallengeStyle, FilterDocument, ForwardConfig, PepConfig,
+    Resource, ResourceSync, SigningAlg, UnmatchedPolicy,
 };
 use url::Url;
 
@@ -89,6 +89,7 @@ where
 pub const UNMATCHED_VALUES: &[&str] = &["allow", "deny"];
 pub const CHALLENGE_STYLE_VALUES: &[&str] = &["uma2", "compact"];
 pub const PROFILE_VALUES: &[&str] = &["uma2", "keycloak"];
+pub const ACCESS_TOKEN_MODE_VALUES: &[&str] = &["uma", "decide"];
 
 /// The RPT use limit of `--eoepca-compat`: `configMap.limitUses` of the EOEPCA PEP's Helm chart
 /// (EOEPCA/helm-charts `charts/pep-engine/values.yaml`), what its deployments run with.
@@ -103,6 +104,15 @@ impl RenderArgs {
     /// The RPT use limit in force: the flag, else the EOEPCA chart's under `--eoepca-compat`.
     fn rpt_max_uses_in_force(&self) -> Option<u32> {
         self.rpt_max_uses.or(self.eoepca_compat.then_some(EOEPCA_RPT_LIMIT_USES))
+    }
+
+    /// `access_tokens`, when a flag sets it: `--access-tokens` (the mode; `uma` when only
+    /// `--return-rpt` is given, which the filter's parser then refuses, naming that flag).
+    fn access_tokens(&self) -> Option<AccessTokens> {
+        (self.access_tokens.is_some() || self.return_rpt).then(|| AccessTokens {
+            mode: self.access_tokens.unwrap_or_default(),
+            return_rpt: self.return_rpt,
+        })
     }
 
     /// Whether the prefix is stripped before the upstream: asked for, or implied by
@@ -151,6 +161,14 @@ pub struct RenderArgs {
     /// Limit of each AS call made by the filter
     #[arg(long)]
     pub filter_timeout_ms: Option<u64>,
+    /// What a Bearer token that is no RPT granting the request becomes (`access_tokens.mode`):
+    /// `uma` (401 with a ticket) or `decide` (the AS decides for the user's access token; docs/access-tokens.md)
+    #[arg(long, value_parser = core_enum::<AccessTokenMode>(ACCESS_TOKEN_MODE_VALUES))]
+    pub access_tokens: Option<AccessTokenMode>,
+    /// `--access-tokens decide` with `--profile uma2`: return the RPT the AS gave for the user's
+    /// token to the client in `x-uma-rpt` (`access_tokens.return_rpt`)
+    #[arg(long)]
+    pub return_rpt: bool,
     /// pepctl's base URL for the filter's resource polling (`resource_sync`), e.g. http://127.0.0.1:5576
     #[arg(long)]
     pub sync_url: Option<String>,
@@ -339,6 +357,7 @@ pub fn filter_document(
         resources: filter_resources(resources),
         forward,
         resource_sync,
+        access_tokens: args.access_tokens(),
         ..FilterDocument::default()
     };
     PepConfig::from_document(doc.clone()).map_err(|e| match flag_of_key(&e.key) {
@@ -368,6 +387,8 @@ fn flag_of_key(key: &str) -> Option<&'static str> {
         ("authorize_path", _) => "authorize-path",
         ("timeout_ms", _) => "filter-timeout-ms",
         ("resource_sync", _) => "sync-url",
+        (_, "access_tokens.return_rpt") => "return-rpt",
+        ("access_tokens", _) => "access-tokens",
         _ => return None,
     })
 }
@@ -1134,6 +1155,39 @@ mod tests {
         // An enum flag is refused by the command line itself, naming the flag and its values.
         let bad = Wrap::try_parse_from(["x", "filter-config", "--challenge-style", "fancy"]).err().unwrap();
         assert!(bad.to_string().contains("--challenge-style") && bad.to_string().contains("uma2"), "{bad}");
+    }
+
+    #[test]
+    fn access_tokens_flags_set_the_key_and_a_refusal_names_the_flag() {
+        // No flag: no key (the filter's default, `uma`).
+        let (_d, common, args) = setup("filter-config", &[]);
+        assert!(filter_config(&common, &stored(), &args).unwrap().get("access_tokens").is_none());
+        let (_d, common, args) = setup("filter-config", &["--access-tokens", "decide"]);
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["access_tokens"], json!({"mode": "decide"}));
+        assert!(PepConfig::from_json(v.to_string().as_bytes()).unwrap().access_tokens.decide());
+        // return_rpt: uma2 only (a Keycloak decision carries no RPT), and only in decide mode.
+        let (_d, mut common, args) = setup("filter-config", &["--access-tokens", "decide", "--return-rpt"]);
+        common.profile = AsProfile::Uma2;
+        common.issuer = Some("https://as.example.org".into());
+        let v = filter_config(&common, &stored(), &args).unwrap();
+        assert_eq!(v["access_tokens"], json!({"mode": "decide", "return_rpt": true}));
+        common.profile = AsProfile::Keycloak;
+        common.issuer = Some("https://as.example.org/realms/eo".into());
+        let err = filter_config(&common, &stored(), &args).unwrap_err();
+        assert!(matches!(err, RenderError::FlagRefused { flag: "return-rpt", .. }), "{err}");
+        assert!(err.to_string().starts_with("--return-rpt: "), "{err}");
+        let (_d, mut common, args) = setup("filter-config", &["--return-rpt"]);
+        common.profile = AsProfile::Uma2;
+        common.issuer = Some("https://as.example.org".into());
+        let err = filter_config(&common, &stored(), &args).unwrap_err();
+        assert!(matches!(err, RenderError::FlagRefused { flag: "return-rpt", .. }), "{err}");
+        for v in ACCESS_TOKEN_MODE_VALUES {
+            let (_d, _c, args) = setup("filter-config", &["--access-tokens", v]);
+            assert_eq!(serde_json::to_value(args.access_tokens.unwrap()).unwrap(), json!(v));
+        }
+        let bad = Wrap::try_parse_from(["x", "filter-config", "--access-tokens", "rpt"]).err().unwrap();
+        assert!(bad.to_string().contains("--access-tokens") && bad.to_string().contains("decide"), "{bad}");
     }
 
     const RSA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa.pem");

@@ -212,23 +212,38 @@ pub fn granted_by_keycloak(token: &str, resource_id: &str, scope: &str) -> Intro
 }
 
 /// uma2: what a grant is cached as: the RPT's introspection, naming the party of the claim
-/// token (Gluu's RPTs name nobody), and kept no longer than the claim token lives.
+/// token (Gluu's RPTs name nobody) and its client (the RPT's `client_id` is the PEP, which asked
+/// for it), and kept no longer than the claim token lives.
 pub fn granted_by_uma2(mut rpt_result: IntrospectionResult, claim_token: &str) -> IntrospectionResult {
     if let Some(exp) = token_exp(claim_token) {
         rpt_result.exp = Some(rpt_result.exp.map_or(exp, |e| e.min(exp)));
     }
+    rpt_result.client_id = None;
     rpt_result.complete_identity_from_jwt(claim_token);
+    if rpt_result.client_id.is_none() {
+        // An ID token names its client in `aud` (OIDC Core §2) when it has no `azp`.
+        rpt_result.client_id = jwt_claim(claim_token, "aud").and_then(|aud| match aud {
+            Value::String(s) => Some(s),
+            _ => None,
+        });
+    }
     rpt_result
 }
 
 /// The `exp` of a JWT's payload, read without a signature check (only after the AS vouched for
 /// the token).
 fn token_exp(token: &str) -> Option<i64> {
+    jwt_claim(token, "exp")?.as_i64()
+}
+
+/// A claim of a JWT's payload, read without a signature check (only of a token the AS vouched
+/// for, or this filter verified).
+fn jwt_claim(token: &str, name: &str) -> Option<Value> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_i64()
+    let mut claims: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.remove(name)
 }
 
 #[cfg(test)]
@@ -357,13 +372,17 @@ mod tests {
     #[test]
     fn a_uma2_grant_lives_no_longer_than_the_claim_token() {
         let rpt = IntrospectionResult::from_json(
-            br#"{"active":true,"exp":5000,"permissions":[{"resource_id":"r1","resource_scopes":["read"]}],"sub":null}"#,
+            br#"{"active":true,"exp":5000,"client_id":"pep","permissions":[{"resource_id":"r1","resource_scopes":["read"]}],"sub":null}"#,
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
-        let id_token = jwt(serde_json::json!({"sub": "bob", "exp": 3000}));
-        let result = granted_by_uma2(rpt, &id_token);
+        let id_token = jwt(serde_json::json!({"sub": "bob", "exp": 3000, "aud": "demo-app"}));
+        let result = granted_by_uma2(rpt.clone(), &id_token);
         assert_eq!(result.exp, Some(3000));
         assert_eq!(result.sub.as_deref(), Some("bob"));
+        // The party's client, not the PEP that asked for the RPT.
+        assert_eq!(result.client_id.as_deref(), Some("demo-app"));
+        let with_azp = jwt(serde_json::json!({"sub": "bob", "exp": 3000, "aud": ["x", "y"], "azp": "app-2"}));
+        assert_eq!(granted_by_uma2(rpt, &with_azp).client_id.as_deref(), Some("app-2"));
     }
 
     #[test]

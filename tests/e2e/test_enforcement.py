@@ -51,14 +51,6 @@ def stack(request, envoy_factory, echo) -> Stack:
     return Stack(devas, echo, envoy)
 
 
-@pytest.fixture(autouse=True)
-def _reset_stack(request):
-    if "stack" in request.fixturenames:
-        s = request.getfixturevalue("stack")
-        s.as_.reset()
-        s.echo.reset()
-
-
 def assert_challenge(resp: requests.Response, stack: Stack) -> str:
     assert resp.status_code == 401, resp.text
     challenge = parse_challenge(resp.headers["www-authenticate"])
