@@ -262,6 +262,7 @@ pub fn filter_resources(list: &[StoredResource]) -> Vec<Resource> {
             uri: r.uri.clone(),
             scopes: r.scopes.clone(),
             name: Some(r.name.clone()),
+            ..Resource::default()
         })
         .collect()
 }

@@ -2,7 +2,8 @@
 //! `pluginConfig`), parsed and validated into `PepConfig`. Every key documented in docs/configuration.md,
 //! with its default; an error names the key and what is wrong with it.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -11,6 +12,7 @@ use url::Url;
 use crate::keypath::{self, KeyError};
 use crate::matcher::ResourceMatcher;
 use crate::resource::canonical_path;
+use crate::uri_pattern::UriPattern;
 // Defined with the other resource rules; named here too, with the other configuration keys.
 pub use crate::resource::{default_method_scopes, Resource};
 
@@ -384,7 +386,8 @@ fn check_absolute_path(value: &str, key: &str) -> Result<String, ConfigError> {
 
 /// Checks a resource table (also used for tables polled from pepctl) and normalises each uri.
 pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, ConfigError> {
-    let mut seen = std::collections::HashSet::new();
+    // Shape (what a pattern matches, and at which precedence) → the entry that has it.
+    let mut shapes: HashMap<String, (usize, String)> = HashMap::new();
     let mut out = Vec::with_capacity(resources.len());
     for (i, mut r) in resources.into_iter().enumerate() {
         let key = format!("resources[{i}]");
@@ -392,13 +395,53 @@ pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, C
             return Err(ConfigError::new(format!("{key}.id"), "must not be empty"));
         }
         check_header_safe(&r.id, &format!("{key}.id"))?;
-        r.uri = check_absolute_path(&r.uri, &format!("{key}.uri"))?;
-        if !seen.insert(r.uri.clone()) {
-            return Err(ConfigError::new(format!("{key}.uri"), format!("{:?} is listed twice", r.uri)));
+        let (uri, pattern) = UriPattern::parse(&r.uri, r.exact)
+            .map_err(|e| ConfigError::new(format!("{key}.uri"), format!("{:?}: {e}", r.uri)))?;
+        r.uri = uri;
+        match shapes.entry(pattern.shape() + if pattern.rest { "" } else { " (exact)" }) {
+            Entry::Occupied(first) => {
+                let (j, first_uri) = first.get();
+                let problem = if *first_uri == r.uri {
+                    format!("{:?} is listed twice (resources[{j}])", r.uri)
+                } else {
+                    format!(
+                        "{:?} and resources[{j}] {first_uri:?} match the same paths with the same precedence: keep one",
+                        r.uri
+                    )
+                };
+                return Err(ConfigError::new(format!("{key}.uri"), problem));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert((i, r.uri.clone()));
+            }
         }
+        check_resource_rules(&r, &key)?;
         out.push(r);
     }
     Ok(ResourceMatcher::new(out))
+}
+
+/// A resource's `methods`: method names as HTTP has them (RFC 9110 `token`), each with at least
+/// one scope.
+fn check_resource_rules(r: &Resource, key: &str) -> Result<(), ConfigError> {
+    for (method, scopes) in r.methods.iter().flatten() {
+        let at = format!("{key}.methods.{method}");
+        if !is_method_name(method) {
+            return Err(ConfigError::new(at, "not an HTTP method name (RFC 9110 token characters)"));
+        }
+        if scopes.is_empty() || scopes.iter().any(|s| s.trim().is_empty()) {
+            return Err(ConfigError::new(
+                at,
+                "list at least one scope, none blank (or leave the method out: 405)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 §5.6.2 `token`: what a method name is made of (`PROPFIND`, `VERSION-CONTROL`, …).
+pub fn is_method_name(method: &str) -> bool {
+    !method.is_empty() && method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl PepConfig {
@@ -481,8 +524,11 @@ impl PepConfig {
                 let mut out = BTreeMap::new();
                 for (method, scope) in map {
                     let key = format!("method_scopes.{method}");
-                    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        return Err(ConfigError::new(key, "method must be letters only"));
+                    if !is_method_name(&method) {
+                        return Err(ConfigError::new(
+                            key,
+                            "not an HTTP method name (RFC 9110 token characters)",
+                        ));
                     }
                     if scope.trim().is_empty() {
                         return Err(ConfigError::new(key, "scope must not be empty"));
@@ -661,6 +707,35 @@ mod tests {
 
     fn with(extra: &str) -> String {
         format!("{},{extra}}}", MINIMAL.trim_end_matches('}'))
+    }
+
+    #[test]
+    fn resource_patterns_and_their_conflicts() {
+        let ok = parse(&with(
+            r#""resources":[{"id":"o","uri":"/orders"},{"id":"i","uri":"/orders/{id}"},{"id":"n","uri":"/orders/new","exact":true},{"id":"a","uri":"/a/**"},{"id":"ae","uri":"/a","exact":true}]"#,
+        ))
+        .unwrap();
+        assert_eq!(ok.resources.find("/orders/9").map(|r| r.id.as_str()), Some("i"));
+        for (table, key, says) in [
+            (r#"[{"id":"x","uri":"/a/{id}"},{"id":"y","uri":"/a/*"}]"#, "resources[1].uri", "resources[0]"),
+            (r#"[{"id":"x","uri":"/a"},{"id":"y","uri":"/a/**"}]"#, "resources[1].uri", "\"/a\""),
+            (
+                r#"[{"id":"x","uri":"/a/{id}","exact":true},{"id":"y","uri":"/a/{n}"}]"#,
+                "resources[1].uri",
+                "same",
+            ),
+            (r#"[{"id":"x","uri":"/a/x*"}]"#, "resources[0].uri", "whole segment"),
+            (r#"[{"id":"x","uri":"/a/**/b"}]"#, "resources[0].uri", "last"),
+            (r#"[{"id":"x","uri":"/a/**","exact":true}]"#, "resources[0].uri", "contradict"),
+            (r#"[{"id":"x","uri":"/a","methods":{"GET":[]}}]"#, "resources[0].methods.GET", "at least one"),
+            (r#"[{"id":"x","uri":"/a","methods":{"G T":["s"]}}]"#, "resources[0].methods.G T", "method"),
+            (r#"[{"id":"x","uri":"/a","scopes_mode":"some"}]"#, "resources[0].scopes_mode", ""),
+            (r#"[{"id":"x","uri":"/a","enforcement":"off"}]"#, "resources[0].enforcement", ""),
+        ] {
+            let err = parse(&with(&format!(r#""resources":{table}"#))).unwrap_err();
+            assert_eq!(err.key, key, "{table}: {err}");
+            assert!(err.to_string().contains(says), "{table}: {err}");
+        }
     }
 
     #[test]
@@ -900,7 +975,12 @@ mod tests {
             parse(&with(r#""resources":[{"id":"x","uri":"/a"},{"id":"y","uri":"/a/"}]"#)).unwrap_err().key,
             "resources[1].uri"
         );
-        assert_eq!(parse(&with(r#""method_scopes":{"G-T":"x"}"#)).unwrap_err().key, "method_scopes.G-T");
+        assert_eq!(parse(&with(r#""method_scopes":{"G T":"x"}"#)).unwrap_err().key, "method_scopes.G T");
+        assert_eq!(parse(&with(r#""method_scopes":{"G:T":"x"}"#)).unwrap_err().key, "method_scopes.G:T");
+        // WebDAV's methods are methods (RFC 4918, RFC 3253's `VERSION-CONTROL`).
+        let dav =
+            parse(&with(r#""method_scopes":{"PROPFIND":"dav_read","VERSION-CONTROL":"dav_admin"}"#)).unwrap();
+        assert_eq!(dav.method_scopes.get("VERSION-CONTROL").map(String::as_str), Some("dav_admin"));
         assert_eq!(parse(&with(r#""endpoints":{"token":"ftp://x/y"}"#)).unwrap_err().key, "endpoints.token");
         assert_eq!(parse(&with(r#""forward":{"key_pem":" "}"#)).unwrap_err().key, "forward.key_pem");
     }

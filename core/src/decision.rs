@@ -415,7 +415,7 @@ mod tests {
             id: "r-o".into(),
             uri: "/o".into(),
             scopes: vec!["open".into()],
-            name: None,
+            ..Default::default()
         }])
         .unwrap();
         assert_eq!(plan(&c, &polled, facts("DELETE", "/o", &[])), Plan::PassThrough { rewrite: None });
@@ -437,7 +437,7 @@ mod tests {
             id: "r-new".into(),
             uri: "/fresh".into(),
             scopes: vec![],
-            name: None,
+            ..Default::default()
         }])
         .unwrap();
         let (t, _) = protected(plan(&c, &polled, facts("GET", "/fresh/x", &[])));

@@ -30,5 +30,6 @@ pub mod session;
 pub mod session_keeper;
 pub mod shared_data;
 pub mod table_sync;
+pub mod uri_pattern;
 pub mod wire;
 pub mod worker;

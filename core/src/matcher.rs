@@ -1,26 +1,35 @@
 //! `ResourceMatcher`: which protected resource a normalised path belongs to.
 //!
-//! The rule is the seed's (EOEPCA `get_id_from_uri`) made safe: the resource whose `uri` is the
-//! longest whole-segment prefix of the path wins (`/a` covers `/a` and `/a/b`, not `/ab`),
-//! case-sensitive; a `/` resource covers every path.
+//! A resource's `uri` is a path (it covers that path and everything below it, the seed's
+//! `get_id_from_uri` rule made safe: whole segments, case-sensitive; `exact` covers the path
+//! only) or a pattern (`uri_pattern`: `{name}` and `*` for one segment, a last `**` for any
+//! number). Where several match, the one of highest precedence wins: segment by segment from the
+//! left, a literal before `{}`/`*` before `**`, and at equal rank the longer pattern.
 //!
-//! The table is a segment trie: one node per distinct uri prefix, each holding a map from the
-//! next segment to its child. Lookup walks the path's segments once, left to right, and stops at
-//! the first segment no uri continues with, so each byte of the path is hashed at most once: the
-//! cost is linear in the path's length and independent of the number of resources (a path of
-//! 29,000 segments under no resource costs one lookup). Nodes live in one arena, so neither a
-//! deep uri nor a deep path recurses.
+//! The table is a segment trie: a node per distinct pattern prefix, with a map from the next
+//! literal segment to its child, one child for a one-segment wildcard, and the resources that
+//! end there (exactly, or with the rest). Lookup walks the path's segments left to right, trying
+//! at each node the literal child, then the wildcard child, then a resource taking the rest:
+//! the first resource found this way is the one of highest precedence. Each node sits at one
+//! depth, so a lookup visits a node at most once and hashes each segment of the path at most
+//! once per node of that depth it can reach: with literal uris, once; the cost does not grow
+//! with the number of resources (a path of 29,000 segments under no resource costs one lookup).
+//! Nodes live in one arena, and the walk keeps its own stack: neither a deep uri nor a deep path
+//! recurses.
 
 use std::collections::HashMap;
 
 use crate::resource::Resource;
+use crate::uri_pattern::{Segment, UriPattern};
 
-/// One uri prefix: the resource registered exactly there, if any, and the segments that
-/// continue it (indices into the arena).
+/// One pattern prefix: the resource whose pattern ends exactly here, the one whose pattern ends
+/// here with `**` (or is a plain uri), and the segments that continue it (arena indices).
 #[derive(Debug, Clone, Default)]
 struct Node {
-    resource: Option<usize>,
-    children: HashMap<Box<str>, usize>,
+    exact: Option<usize>,
+    rest: Option<usize>,
+    literal: HashMap<Box<str>, usize>,
+    one: Option<usize>,
 }
 
 /// The work one lookup did, for the tests that pin its cost.
@@ -35,7 +44,7 @@ struct Work {
 #[derive(Debug, Clone)]
 pub struct ResourceMatcher {
     resources: Vec<Resource>,
-    /// The trie; `nodes[0]` is the root (the uri `/`).
+    /// The trie; `nodes[0]` is the root.
     nodes: Vec<Node>,
 }
 
@@ -45,31 +54,43 @@ impl Default for ResourceMatcher {
     }
 }
 
-/// The segments of an absolute uri or path after its leading `/` (none for `/` itself).
+/// The segments of an absolute path after its leading `/` (none for `/` itself).
 fn segments(uri: &str) -> Option<impl Iterator<Item = &str>> {
     let rest = uri.strip_prefix('/')?;
     Some(rest.split('/').filter(move |_| !rest.is_empty()))
 }
 
+/// Where the walk goes next from a node, in order of precedence.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Literal,
+    One,
+    Rest,
+}
+
 impl ResourceMatcher {
-    /// Builds the matcher; `uri`s must already be normalised without a trailing slash (the
-    /// config validation does that). A later duplicate `uri` is ignored; a `uri` that does not
-    /// start with `/` can match no path and is ignored.
+    /// Builds the matcher from validated resources (`config::validate_resources` refuses two
+    /// patterns of the same shape; here the first of them wins). A `uri` that is no pattern can
+    /// match no path and is left out.
     pub fn new(resources: Vec<Resource>) -> Self {
         let mut nodes = vec![Node::default()];
         for (i, r) in resources.iter().enumerate() {
-            let Some(segs) = segments(&r.uri) else { continue };
+            let Ok((_, pattern)) = UriPattern::parse(&r.uri, r.exact) else { continue };
             let mut at = 0;
-            for seg in segs {
+            for seg in &pattern.segments {
                 let next = nodes.len();
                 let Some(node) = nodes.get_mut(at) else { break };
-                at = *node.children.entry(seg.into()).or_insert(next);
+                at = match seg {
+                    Segment::Literal(l) => *node.literal.entry(l.as_str().into()).or_insert(next),
+                    Segment::One => *node.one.get_or_insert(next),
+                };
                 if at == next {
                     nodes.push(Node::default());
                 }
             }
             if let Some(node) = nodes.get_mut(at) {
-                node.resource.get_or_insert(i);
+                let slot = if pattern.rest { &mut node.rest } else { &mut node.exact };
+                slot.get_or_insert(i);
             }
         }
         Self { resources, nodes }
@@ -88,36 +109,63 @@ impl ResourceMatcher {
         self.walk(path).0.and_then(|i| self.resources.get(i))
     }
 
-    /// The index of the resource protecting `path` and the work it took: the deepest node with
-    /// a resource on the path's segment walk (trailing slashes ignored).
+    /// The index of the resource protecting `path` and the work it took (trailing slashes
+    /// ignored): a depth-first walk, literal before wildcard before rest, that stops at the
+    /// first resource found.
     fn walk(&self, path: &str) -> (Option<usize>, Work) {
         let mut work = Work::default();
-        let root = self.nodes.first();
-        let mut best = root.and_then(|n| n.resource);
-        let Some(segs) = segments(path.trim_end_matches('/')) else {
+        let trimmed = path.trim_end_matches('/');
+        let segs: Vec<&str> = match segments(trimmed) {
+            Some(segs) => segs.collect(),
+            // `/` (or `///`): no segment.
+            None if trimmed.is_empty() && path.starts_with('/') => Vec::new(),
             // Not absolute (a normalised path always is): only `/` covers it, as before.
-            return (best, work);
+            None => return (self.nodes.first().and_then(|n| n.rest), work),
         };
-        let mut node = root;
-        for seg in segs {
-            let Some(current) = node else { break };
-            work.lookups += 1;
-            work.bytes_hashed += seg.len();
-            node = current.children.get(seg).and_then(|&i| self.nodes.get(i));
-            if let Some(r) = node.and_then(|n| n.resource) {
-                best = Some(r);
+        // (node, depth, what to try next there)
+        let mut stack: Vec<(usize, usize, Next)> = vec![(0, 0, Next::Literal)];
+        while let Some((at, depth, next)) = stack.pop() {
+            let Some(node) = self.nodes.get(at) else { continue };
+            let Some(seg) = segs.get(depth) else {
+                // The whole path is consumed here: a pattern ending here, or a rest of none.
+                if let Some(found) = node.exact.or(node.rest) {
+                    return (Some(found), work);
+                }
+                continue;
+            };
+            match next {
+                Next::Literal => {
+                    stack.push((at, depth, Next::One));
+                    work.lookups += 1;
+                    work.bytes_hashed += seg.len();
+                    if let Some(&child) = node.literal.get(*seg) {
+                        stack.push((child, depth + 1, Next::Literal));
+                    }
+                }
+                Next::One => {
+                    stack.push((at, depth, Next::Rest));
+                    if let Some(child) = node.one {
+                        stack.push((child, depth + 1, Next::Literal));
+                    }
+                }
+                Next::Rest => {
+                    if let Some(found) = node.rest {
+                        return (Some(found), work);
+                    }
+                }
             }
         }
-        (best, work)
+        (None, work)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uri_pattern::{Segment, UriPattern};
 
     fn res(id: &str, uri: &str) -> Resource {
-        Resource { id: id.into(), uri: uri.into(), scopes: vec![], name: None }
+        Resource { id: id.into(), uri: uri.into(), ..Resource::default() }
     }
 
     fn id_of<'a>(m: &'a ResourceMatcher, p: &str) -> Option<&'a str> {
@@ -204,16 +252,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trie_agrees_with_the_prefix_rule_on_generated_tables_and_paths() {
-        let parts = ["a", "b", "A", "ab", "", "@", "a.b"];
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
+    /// A deterministic stream of numbers for generated tables and paths.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    #[test]
+    fn trie_agrees_with_the_prefix_rule_on_generated_tables_and_paths() {
+        let parts = ["a", "b", "A", "ab", "", "@", "a.b"];
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let gen_path = |next: &mut dyn FnMut() -> u64, max: u64| {
             let mut p = String::new();
             for _ in 0..next() % max {
@@ -236,13 +288,119 @@ mod tests {
                     } else {
                         uri
                     };
-                    res(&format!("r{i}"), if uri.is_empty() { "/" } else { &uri })
+                    // Tables are validated: their uris are canonical.
+                    let uri = crate::resource::canonical_path(if uri.is_empty() { "/" } else { &uri })
+                        .unwrap_or_else(|e| unreachable!("{uri:?}: {e}"));
+                    res(&format!("r{i}"), &uri)
                 })
                 .collect();
             let m = ResourceMatcher::new(table.clone());
             for _ in 0..20 {
                 let path = gen_path(&mut next, 6);
                 assert_eq!(id_of(&m, &path), reference(&table, &path), "{table:?} {path:?}");
+            }
+        }
+    }
+
+    fn pattern(id: &str, uri: &str, exact: bool) -> Resource {
+        Resource { id: id.into(), uri: uri.into(), exact, ..Resource::default() }
+    }
+
+    #[test]
+    fn patterns_and_their_precedence() {
+        let m = ResourceMatcher::new(vec![
+            pattern("orders", "/orders", false),
+            pattern("order", "/orders/{id}", false),
+            pattern("items", "/orders/{id}/items", false),
+            pattern("new", "/orders/new", true),
+            pattern("any-item", "/orders/*/items/*", false),
+            pattern("files", "/files/**", false),
+            pattern("readme", "/files/README", true),
+            pattern("user-docs", "/users/{u}/docs/**", false),
+            pattern("home", "/", true),
+        ]);
+        let cases = [
+            ("/orders", "orders"),
+            ("/orders/7", "order"),
+            ("/orders/new", "new"),
+            ("/orders/new/x", "orders"), // `new` is exact; `{id}` is one segment; the plain uri takes the rest
+            ("/orders/7/items", "items"),
+            ("/orders/7/items/3", "any-item"),
+            ("/orders/7/items/3/4", "orders"), // a pattern matches as written: no rest unless `**`
+            ("/orders/7/other", "orders"),
+            ("/files", "files"),
+            ("/files/a/b/c", "files"),
+            ("/files/README", "readme"),
+            ("/files/README/x", "files"),
+            ("/users/alice/docs", "user-docs"),
+            ("/users/alice/docs/a/b", "user-docs"),
+            ("/users/alice", ""),
+            ("/", "home"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(id_of(&m, path).unwrap_or(""), want, "{path}");
+        }
+    }
+
+    /// The precedence rule written out for one path: among the patterns that match, the least
+    /// ranks segment by segment (literal 0, one-segment wildcard 1, the rest 2), a pattern that
+    /// ends with the path before one whose rest is empty, then the first listed.
+    fn brute_force<'a>(resources: &'a [Resource], path: &str) -> Option<&'a str> {
+        let segs: Vec<&str> =
+            path.trim_end_matches('/').split('/').skip(1).filter(|s| !s.is_empty()).collect();
+        let mut best: Option<(Vec<u8>, bool, usize)> = None;
+        for (i, r) in resources.iter().enumerate() {
+            let Ok((_, p)) = UriPattern::parse(&r.uri, r.exact) else { continue };
+            let fits = segs.len() == p.segments.len() || (p.rest && segs.len() >= p.segments.len());
+            let matches = fits
+                && p.segments.iter().zip(&segs).all(|(s, seg)| match s {
+                    Segment::Literal(l) => l == seg,
+                    Segment::One => true,
+                });
+            if !matches {
+                continue;
+            }
+            let key: Vec<u8> = (0..segs.len())
+                .map(|k| match p.segments.get(k) {
+                    Some(Segment::Literal(_)) => 0,
+                    Some(Segment::One) => 1,
+                    None => 2,
+                })
+                .collect();
+            let cand = (key, p.rest, i);
+            if best.as_ref().is_none_or(|b| cand < *b) {
+                best = Some(cand);
+            }
+        }
+        best.and_then(|(_, _, i)| resources.get(i)).map(|r| r.id.as_str())
+    }
+
+    #[test]
+    fn the_walk_agrees_with_the_precedence_rule_on_generated_patterns() {
+        let parts = ["a", "b", "{x}", "*", "**"];
+        let path_parts = ["a", "b", "c"];
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        for _ in 0..3_000 {
+            let n = 1 + next() % 6;
+            let table: Vec<Resource> = (0..n)
+                .filter_map(|i| {
+                    let len = next() % 4;
+                    let uri: String = (0..len)
+                        .map(|_| format!("/{}", parts[(next() % parts.len() as u64) as usize]))
+                        .collect();
+                    let uri = if uri.is_empty() { "/".to_string() } else { uri };
+                    let exact = next().is_multiple_of(3);
+                    UriPattern::parse(&uri, exact).ok().map(|_| pattern(&format!("r{i}"), &uri, exact))
+                })
+                .collect();
+            let m = ResourceMatcher::new(table.clone());
+            for _ in 0..20 {
+                let len = next() % 5;
+                let path: String = (0..len)
+                    .map(|_| format!("/{}", path_parts[(next() % path_parts.len() as u64) as usize]))
+                    .collect();
+                let path = if path.is_empty() { "/".to_string() } else { path };
+                assert_eq!(id_of(&m, &path), brute_force(&table, &path), "{table:?} {path:?}");
             }
         }
     }

@@ -11,8 +11,9 @@ use thiserror::Error;
 
 use crate::path::{normalize_path, PathError};
 
-/// One protected resource: the AS resource id and the path it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// One protected resource: the AS resource id, the paths it covers (a path, or a pattern:
+/// `uri_pattern`), and how requests on it are decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     pub id: String,
@@ -22,6 +23,52 @@ pub struct Resource {
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The resource's own path only, not what is below it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
+    /// Method → the scopes it needs, replacing `method_scopes` here; a method not listed is 405.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<BTreeMap<String, Vec<String>>>,
+    /// Whether the RPT must hold every scope of the method (`all`) or one of them (`any`).
+    #[serde(default, skip_serializing_if = "ScopesMode::is_default")]
+    pub scopes_mode: ScopesMode,
+    #[serde(default, skip_serializing_if = "Enforcement::is_default")]
+    pub enforcement: Enforcement,
+}
+
+/// `scopes_mode`: how many of a method's scopes an RPT must hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopesMode {
+    #[default]
+    All,
+    Any,
+}
+
+impl ScopesMode {
+    fn is_default(&self) -> bool {
+        *self == Self::All
+    }
+}
+
+/// `enforcement`: what a decision does to the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// A denied request is answered (401 with a ticket, 403).
+    #[default]
+    Enforcing,
+    /// Decided and logged as usual, but a denied request is forwarded, with the decision in a
+    /// request header (`enforcement_header`).
+    Permissive,
+    /// No token needed: the request passes (identity headers still stripped).
+    Disabled,
+}
+
+impl Enforcement {
+    fn is_default(&self) -> bool {
+        *self == Self::Enforcing
+    }
 }
 
 /// The seed's fixed verb→scope table (the filter's `method_scopes` default).
@@ -216,7 +263,8 @@ mod tests {
         for other in ["public_access", "Authenticated", "authenticated", "Open", "protected_get"] {
             assert!(!is_open(&scopes(&[other])), "{other}");
         }
-        let r = Resource { id: "r".into(), uri: "/o".into(), scopes: scopes(&["open"]), name: None };
+        let r =
+            Resource { id: "r".into(), uri: "/o".into(), scopes: scopes(&["open"]), ..Resource::default() };
         assert!(r.is_open());
         assert!(!Resource { scopes: vec![], ..r }.is_open());
     }

@@ -121,12 +121,13 @@ mod tests {
     fn the_document_reads_back_what_it_writes() {
         let table = FilterTable {
             resources: vec![
-                Resource { id: "a".into(), uri: "/a".into(), scopes: vec![], name: None },
+                Resource { id: "a".into(), uri: "/a".into(), ..Resource::default() },
                 Resource {
                     id: "o".into(),
                     uri: "/o".into(),
                     scopes: vec!["open".into()],
                     name: Some("O".into()),
+                    ..Resource::default()
                 },
             ],
             version: 3,

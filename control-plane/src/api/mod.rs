@@ -253,6 +253,7 @@ mod tests {
                 uri: "/u".into(),
                 scopes: vec!["s".into()],
                 name: Some("n".into()),
+                ..Default::default()
             }],
             version: 1,
             generation: Some("g".into()),
