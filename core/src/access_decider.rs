@@ -14,7 +14,7 @@ use log::warn;
 use super::{CallKind, Deferred, Worker};
 use crate::access_decision::{
     granted_by_keycloak, granted_by_uma2, keycloak_decision_body, parse_keycloak_decision, parse_uma_grant,
-    uma_grant_body, GrantAnswer,
+    uma_grant_body, Denial, GrantAnswer,
 };
 use crate::cache::{slot_of, Digest16};
 use crate::config::AsProfile;
@@ -22,6 +22,7 @@ use crate::decision::LogCode;
 use crate::flow::{clock, remember_until, Event};
 use crate::host::{CallResponse, Counter, Host};
 use crate::introspection::{introspection_body, IntrospectionResult};
+use crate::resource::ScopesMode;
 use crate::shared_data::Lease;
 use crate::wire::{parse_ticket, permission_request_body, AsError};
 
@@ -33,7 +34,10 @@ pub(super) struct PendingDecision {
     waiting: Vec<u32>,
     token: String,
     resource_id: String,
-    scope: String,
+    scopes: Vec<String>,
+    scopes_mode: ScopesMode,
+    /// keycloak: the scopes granted so far, one decision call each.
+    granted: Vec<String>,
     /// This worker's cache key of the decision.
     local: Digest16,
     /// Another worker holds the lease until then: its answer is looked for in shared data.
@@ -46,8 +50,8 @@ pub(super) struct PendingDecision {
 /// The call of a decision an answer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DecisionCall {
-    /// keycloak: `response_mode=decision`.
-    Decision,
+    /// keycloak: `response_mode=decision` for the scope at this index (one scope a call).
+    Decision(usize),
     /// uma2: the permission ticket, the grant, the RPT's introspection.
     Ticket,
     Grant,
@@ -63,10 +67,17 @@ impl<H: Host> Worker<H> {
                 let token = flow.access_token()?.to_string();
                 let (local, shared) = flow.decision_keys(&self.keyer)?;
                 let target = &flow.target;
-                Some((shared()?, local, token, target.resource_id.clone(), target.scope.clone()))
+                Some((
+                    shared()?,
+                    local,
+                    token,
+                    target.resource_id.clone(),
+                    target.scopes.clone(),
+                    target.scopes_mode,
+                ))
             })
         };
-        let Some((digest, local, token, resource_id, scope)) = wanted else { return };
+        let Some((digest, local, token, resource_id, scopes, scopes_mode)) = wanted else { return };
         if let Some(pending) = self.access_deciding.borrow_mut().get_mut(&digest) {
             pending.waiting.push(context_id);
             return;
@@ -82,7 +93,9 @@ impl<H: Host> Worker<H> {
             waiting: vec![context_id],
             token,
             resource_id,
-            scope,
+            scopes,
+            scopes_mode,
+            granted: Vec::new(),
             local,
             elsewhere_until: None,
             ticket: None,
@@ -120,16 +133,18 @@ impl<H: Host> Worker<H> {
             let Some(p) = deciding.get_mut(&digest) else { return };
             p.elsewhere_until = None;
             match self.config.as_profile {
-                AsProfile::Keycloak => (
-                    DecisionCall::Decision,
-                    keycloak_decision_body(&self.config.client_id, &p.resource_id, &p.scope),
-                    format!("Bearer {}", p.token),
-                ),
-                AsProfile::Uma2 => (
-                    DecisionCall::Ticket,
-                    permission_request_body(&p.resource_id, &[&p.scope]),
-                    String::new(),
-                ),
+                AsProfile::Keycloak => {
+                    let first = p.scopes.first().map(String::as_str).unwrap_or_default();
+                    (
+                        DecisionCall::Decision(0),
+                        keycloak_decision_body(&self.config.client_id, &p.resource_id, first),
+                        format!("Bearer {}", p.token),
+                    )
+                }
+                AsProfile::Uma2 => {
+                    let scopes: Vec<&str> = p.scopes.iter().map(String::as_str).collect();
+                    (DecisionCall::Ticket, permission_request_body(&p.resource_id, &scopes), String::new())
+                }
             }
         };
         self.decision_call(digest, call.0, call.1, call.2);
@@ -149,7 +164,7 @@ impl<H: Host> Worker<H> {
         };
         let form = ("content-type", "application/x-www-form-urlencoded".to_string());
         let call = match (step, token_path, permission_path, introspection_path, pat) {
-            (DecisionCall::Decision, Some(path), ..) => {
+            (DecisionCall::Decision(_), Some(path), ..) => {
                 self.host.count(Counter::Decisions);
                 Some((path, vec![("authorization", user_authorization), form]))
             }
@@ -191,19 +206,16 @@ impl<H: Host> Worker<H> {
     /// An answer to one of a decision's calls.
     pub(super) fn on_decision_answer(&self, digest: Digest16, step: DecisionCall, response: &CallResponse) {
         let response = response.as_response();
-        let (token, resource_id, scope) = {
+        let token = {
             let deciding = self.access_deciding.borrow();
             let Some(p) = deciding.get(&digest) else { return };
-            (p.token.clone(), p.resource_id.clone(), p.scope.clone())
+            p.token.clone()
         };
         match step {
-            DecisionCall::Decision => {
-                let answer = parse_keycloak_decision(&response).map(|denial| match denial {
-                    None => granted_by_keycloak(&token, &resource_id, &scope),
-                    Some(denial) => denial.cached(),
-                });
-                self.settle_decision(digest, answer);
-            }
+            DecisionCall::Decision(index) => match parse_keycloak_decision(&response) {
+                Ok(denial) => self.on_keycloak_scope(digest, index, denial),
+                Err(e) => self.settle_decision(digest, Err(e)),
+            },
             DecisionCall::Ticket => match parse_ticket(&response) {
                 Ok(ticket) => {
                     let body = uma_grant_body(&ticket, &token);
@@ -238,6 +250,44 @@ impl<H: Host> Worker<H> {
                     IntrospectionResult::parse(&response).map(|result| granted_by_uma2(result, &token));
                 self.settle_decision(digest, answer);
             }
+        }
+    }
+
+    /// keycloak: the answer for the scope at `index`. `all` needs every scope granted (a
+    /// refusal ends it), `any` one (a grant ends it); the token refused ends it either way.
+    fn on_keycloak_scope(&self, digest: Digest16, index: usize, denial: Option<Denial>) {
+        let next = {
+            let mut deciding = self.access_deciding.borrow_mut();
+            let Some(p) = deciding.get_mut(&digest) else { return };
+            let scope = p.scopes.get(index).cloned().unwrap_or_default();
+            let last = index + 1 >= p.scopes.len();
+            match (denial, p.scopes_mode) {
+                (None, mode) => {
+                    p.granted.push(scope);
+                    if last || mode == ScopesMode::Any {
+                        Err(Ok(granted_by_keycloak(&p.token, &p.resource_id, &p.granted)))
+                    } else {
+                        Ok(index + 1)
+                    }
+                }
+                (Some(Denial::Party), ScopesMode::Any) if !last => Ok(index + 1),
+                (Some(denial), _) => Err(Ok(denial.cached())),
+            }
+        };
+        match next {
+            Ok(index) => {
+                let call = {
+                    let deciding = self.access_deciding.borrow();
+                    let Some(p) = deciding.get(&digest) else { return };
+                    let scope = p.scopes.get(index).map(String::as_str).unwrap_or_default();
+                    (
+                        keycloak_decision_body(&self.config.client_id, &p.resource_id, scope),
+                        format!("Bearer {}", p.token),
+                    )
+                };
+                self.decision_call(digest, DecisionCall::Decision(index), call.0, call.1);
+            }
+            Err(answer) => self.settle_decision(digest, answer),
         }
     }
 

@@ -196,13 +196,13 @@ fn error_code(body: &[u8]) -> String {
 
 /// keycloak: what a grant is cached as. The AS has just accepted this exact token, so its
 /// payload is authentic: the party and `exp` come from it; the permission is the one granted.
-pub fn granted_by_keycloak(token: &str, resource_id: &str, scope: &str) -> IntrospectionResult {
+pub fn granted_by_keycloak(token: &str, resource_id: &str, scopes: &[String]) -> IntrospectionResult {
     let mut result = IntrospectionResult::inactive();
     result.active = true;
     result.exp = token_exp(token);
     result.permissions.push(Permission {
         resource_id: resource_id.to_string(),
-        scopes: vec![scope.to_string()],
+        scopes: scopes.to_vec(),
         scopes_listed: true,
         exp: None,
         nbf: None,
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn a_keycloak_grant_covers_its_pair_only_and_names_the_party() {
         let token = jwt(serde_json::json!({"sub": "alice-id", "exp": 2000, "azp": "app", "email": "a@x"}));
-        let result = granted_by_keycloak(&token, "r1", "read");
+        let result = granted_by_keycloak(&token, "r1", &["read".to_string()]);
         let clock = Clock { now: 1000, margin_s: 5, skew_s: 60 };
         assert_eq!(result.covers("r1", "read", clock, AsProfile::Keycloak), Ok(()));
         assert!(result.covers("r1", "write", clock, AsProfile::Keycloak).is_err());

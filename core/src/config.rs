@@ -96,6 +96,21 @@ impl AccessTokens {
     }
 }
 
+/// `cors_preflight`: what a browser's CORS preflight on a protected path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CorsPreflight {
+    /// An `OPTIONS` with `Origin` and `Access-Control-Request-Method` passes without a token:
+    /// browsers send no credentials on a preflight.
+    #[default]
+    Pass,
+    /// Decided like any request.
+    Enforce,
+}
+
+/// The request header a `permissive` resource's denied request is forwarded with.
+pub const DEFAULT_ENFORCEMENT_HEADER: &str = "x-uma-pep-decision";
+
 /// The response header that carries the RPT obtained for a user's token (`return_rpt`).
 pub const RETURNED_RPT_HEADER: &str = "x-uma-rpt";
 
@@ -297,6 +312,10 @@ pub struct FilterDocument {
     pub keep_method_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_tokens: Option<AccessTokens>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_preflight: Option<CorsPreflight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement_header: Option<String>,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
@@ -351,6 +370,10 @@ pub struct PepConfig {
     pub keep_method_override: bool,
     /// What an ordinary access token (not an RPT granting the request) becomes.
     pub access_tokens: AccessTokens,
+    pub cors_preflight: CorsPreflight,
+    /// The request header that tells the upstream a `permissive` resource's request was denied
+    /// (`denied`); always stripped from clients.
+    pub enforcement_header: String,
 }
 
 pub const DEFAULT_REALM: &str = "eoepca";
@@ -601,6 +624,16 @@ impl PepConfig {
             ));
         }
 
+        let enforcement_header = raw
+            .enforcement_header
+            .unwrap_or_else(|| DEFAULT_ENFORCEMENT_HEADER.to_string())
+            .to_ascii_lowercase();
+        if enforcement_header.is_empty()
+            || !enforcement_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new("enforcement_header", "must be a header name"));
+        }
+
         Ok(Self {
             realm,
             issuer,
@@ -640,6 +673,8 @@ impl PepConfig {
             client_id,
             keep_method_override: raw.keep_method_override,
             access_tokens,
+            cors_preflight: raw.cors_preflight.unwrap_or_default(),
+            enforcement_header,
         })
     }
 

@@ -2,11 +2,11 @@
 //! happen next), and the local replies the PEP answers with. The glue executes plans; every
 //! rule about which answer a client gets lives here.
 
-use crate::config::{PepConfig, UnmatchedPolicy};
+use crate::config::{CorsPreflight, PepConfig, UnmatchedPolicy};
 use crate::credential::Credential;
 use crate::matcher::ResourceMatcher;
 use crate::path::{normalize_path, split_query};
-use crate::resource::{head_method_scope, required_scope};
+use crate::resource::{head_method_scope, required_scope, Enforcement, Resource, ScopesMode};
 
 /// The seed's log codes, one per decision line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,13 +128,38 @@ pub enum Plan<'a> {
     Protected { target: Target, token: Option<&'a str> },
 }
 
-/// The protected resource and scope a request needs, and how it is forwarded.
+/// The protected resource and scopes a request needs, and how it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub resource_id: String,
-    pub scope: String,
+    /// The scopes the method needs on the resource (at least one).
+    pub scopes: Vec<String>,
+    /// Whether the RPT must hold all of them or one.
+    pub scopes_mode: ScopesMode,
+    pub enforcement: Enforcement,
     /// The normalised path (prefix kept, query appended) when it differs from what came in.
     pub rewrite: Option<String>,
+}
+
+impl Target {
+    /// One protected scope, as `method_scopes` gives it.
+    pub fn one_scope(resource_id: &str, scope: &str, rewrite: Option<String>) -> Self {
+        Self {
+            resource_id: resource_id.to_string(),
+            scopes: vec![scope.to_string()],
+            scopes_mode: ScopesMode::All,
+            enforcement: Enforcement::Enforcing,
+            rewrite,
+        }
+    }
+
+    /// The scopes for a log line: `a`, `a+b` (all), `a|b` (any).
+    pub fn scopes_text(&self) -> String {
+        self.scopes.join(match self.scopes_mode {
+            ScopesMode::All => "+",
+            ScopesMode::Any => "|",
+        })
+    }
 }
 
 /// The request as the plan needs it.
@@ -147,6 +172,8 @@ pub struct RequestFacts<'a> {
     /// Refuse a path that normalises to another one (PARTIAL mode: the PEP cannot rewrite what
     /// the proxy in front forwards, so what it decides on must be exactly that).
     pub canonical_only: bool,
+    /// `Origin` and `Access-Control-Request-Method` are there: with `OPTIONS`, a CORS preflight.
+    pub cors_preflight: bool,
 }
 
 /// Strips `prefix` on a segment boundary; `None` when the path is not under it.
@@ -166,9 +193,11 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned<'a> {
     pub plan: Plan<'a>,
-    /// The id of the open resource a `Plan::PassThrough` is for; `None` when no resource
-    /// matched (or the plan is not a pass-through).
+    /// The id of the resource a `Plan::PassThrough` is for (open, disabled, or a CORS
+    /// preflight on it); `None` when no resource matched (or the plan is not a pass-through).
     pub open_resource: Option<String>,
+    /// Why a matched resource passes through, for the log.
+    pub pass_reason: &'static str,
 }
 
 /// Decides what a request needs, against the resource table in force (the configured one, or
@@ -184,7 +213,7 @@ pub fn plan_detailed<'a>(
     resources: &ResourceMatcher,
     facts: RequestFacts<'a>,
 ) -> Planned<'a> {
-    let just = |plan| Planned { plan, open_resource: None };
+    let just = |plan| Planned { plan, open_resource: None, pass_reason: "no resource matches" };
     let normalized = match normalize_path(facts.raw_path) {
         Ok(p) => p,
         Err(e) => return just(Plan::Reply(LocalReply::bad_request(format!("path refused: {e}")))),
@@ -209,31 +238,55 @@ pub fn plan_detailed<'a>(
             UnmatchedPolicy::Deny => Plan::Reply(LocalReply::unmatched_denied()),
         });
     };
+    let passes = |pass_reason| Planned {
+        plan: Plan::PassThrough { rewrite: rewrite.clone() },
+        open_resource: Some(resource.id.clone()),
+        pass_reason,
+    };
     if resource.is_open() {
-        return Planned { plan: Plan::PassThrough { rewrite }, open_resource: Some(resource.id.clone()) };
+        return passes("open resource");
+    }
+    if resource.enforcement == Enforcement::Disabled {
+        return passes("enforcement disabled");
+    }
+    // Browsers send no credentials on a preflight (Fetch standard, CORS-preflight request).
+    if facts.cors_preflight && facts.method == "OPTIONS" && config.cors_preflight == CorsPreflight::Pass {
+        return passes("CORS preflight");
     }
 
-    let Some(method_scope) = config.scope_for(facts.method) else {
+    let Some(scopes) = method_scopes(config, resource, facts.method) else {
         return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
     };
-    // HEAD is decided on GET's scope where the resource allows GET (see `head_method_scope`).
-    let method_scope = if facts.method == "HEAD" {
-        head_method_scope(&resource.scopes, config.scope_for("GET"), method_scope)
-    } else {
-        method_scope
-    };
-    let Some(scope) = required_scope(&resource.scopes, method_scope) else {
-        return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
-    };
-
     let token = match credential {
         Credential::Bearer(t) => Some(t),
         _ => None,
     };
-    just(Plan::Protected {
-        target: Target { resource_id: resource.id.clone(), scope: scope.to_string(), rewrite },
-        token,
-    })
+    let target = Target {
+        resource_id: resource.id.clone(),
+        scopes,
+        scopes_mode: resource.scopes_mode,
+        enforcement: resource.enforcement,
+        rewrite,
+    };
+    just(Plan::Protected { target, token })
+}
+
+/// The scopes `method` needs on `resource`: from its `methods` (HEAD, when not listed, as GET:
+/// `head_method_scope`), else from `method_scopes` and the resource's registered scopes. `None`:
+/// the method is not offered (405).
+fn method_scopes(config: &PepConfig, resource: &Resource, method: &str) -> Option<Vec<String>> {
+    if let Some(methods) = &resource.methods {
+        let listed = methods.get(method).or_else(|| (method == "HEAD").then(|| methods.get("GET")).flatten());
+        return listed.filter(|s| !s.is_empty()).cloned();
+    }
+    let method_scope = config.scope_for(method)?;
+    // HEAD is decided on GET's scope where the resource allows GET (see `head_method_scope`).
+    let method_scope = if method == "HEAD" {
+        head_method_scope(&resource.scopes, config.scope_for("GET"), method_scope)
+    } else {
+        method_scope
+    };
+    required_scope(&resource.scopes, method_scope).map(|s| vec![s.to_string()])
 }
 
 #[cfg(test)]
@@ -251,7 +304,75 @@ mod tests {
     }
 
     fn facts<'a>(method: &'a str, path: &'a str, authz: &'a [&'a str]) -> RequestFacts<'a> {
-        RequestFacts { method, raw_path: path, authorization: authz, canonical_only: false }
+        RequestFacts {
+            method,
+            raw_path: path,
+            authorization: authz,
+            canonical_only: false,
+            cors_preflight: false,
+        }
+    }
+
+    fn rules_config() -> PepConfig {
+        let json = r#"{"issuer":"http://as","as_cluster":"as","client_id":"p","client_secret":"s",
+            "method_scopes":{"GET":"protected_get","PROPFIND":"dav_read"},
+            "resources":[
+              {"id":"orders","uri":"/orders/{id}","methods":{"GET":["read"],"PUT":["write","audit"],"DELETE":["admin"],"MKCOL":["dav"]},"scopes_mode":"any"},
+              {"id":"off","uri":"/off","enforcement":"disabled"},
+              {"id":"soft","uri":"/soft","enforcement":"permissive"},
+              {"id":"dav","uri":"/dav"}]}"#;
+        PepConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn per_resource_methods_and_scopes_mode() {
+        let c = rules_config();
+        let (t, _) = protected(plan(&c, &c.resources, facts("PUT", "/orders/7", &[])));
+        assert_eq!(
+            (t.resource_id.as_str(), t.scopes.clone()),
+            ("orders", vec!["write".into(), "audit".into()])
+        );
+        assert_eq!(t.scopes_mode, ScopesMode::Any);
+        assert_eq!(t.scopes_text(), "write|audit");
+        let (t, _) = protected(plan(&c, &c.resources, facts("HEAD", "/orders/7", &[])));
+        assert_eq!(t.scopes, vec!["read".to_string()], "HEAD as GET when not listed");
+        let (t, _) = protected(plan(&c, &c.resources, facts("MKCOL", "/orders/7", &[])));
+        assert_eq!(t.scopes, vec!["dav".to_string()]);
+        // Not listed: 405, even where `method_scopes` has the method.
+        for m in ["POST", "PROPFIND", "PATCH"] {
+            let Plan::Reply(r) = plan(&c, &c.resources, facts(m, "/orders/7", &[])) else { panic!("{m}") };
+            assert_eq!(r.status, 405, "{m}");
+        }
+        // Without `methods`, `method_scopes` as before, WebDAV's names too.
+        let (t, _) = protected(plan(&c, &c.resources, facts("PROPFIND", "/dav/x", &[])));
+        assert_eq!((t.scopes.clone(), t.enforcement), (vec!["dav_read".to_string()], Enforcement::Enforcing));
+        let (t, _) = protected(plan(&c, &c.resources, facts("GET", "/soft", &[])));
+        assert_eq!(t.enforcement, Enforcement::Permissive);
+    }
+
+    #[test]
+    fn disabled_resources_and_cors_preflights_pass() {
+        let c = rules_config();
+        let planned = plan_detailed(&c, &c.resources, facts("DELETE", "/off/x", &[]));
+        assert_eq!(planned.plan, Plan::PassThrough { rewrite: None });
+        assert_eq!(
+            (planned.open_resource.as_deref(), planned.pass_reason),
+            (Some("off"), "enforcement disabled")
+        );
+        let preflight = RequestFacts { cors_preflight: true, ..facts("OPTIONS", "/orders/7", &[]) };
+        let planned = plan_detailed(&c, &c.resources, preflight);
+        assert_eq!(
+            (planned.plan, planned.pass_reason),
+            (Plan::PassThrough { rewrite: None }, "CORS preflight")
+        );
+        // An OPTIONS without the preflight's headers is an ordinary request (not listed: 405).
+        let Plan::Reply(r) = plan(&c, &c.resources, facts("OPTIONS", "/orders/7", &[])) else { panic!() };
+        assert_eq!(r.status, 405);
+        // `cors_preflight: enforce`: decided like any request.
+        let mut strict = rules_config();
+        strict.cors_preflight = CorsPreflight::Enforce;
+        let Plan::Reply(r) = plan(&strict, &strict.resources, preflight) else { panic!() };
+        assert_eq!(r.status, 405);
     }
 
     fn protected(p: Plan<'_>) -> (Target, Option<&str>) {
@@ -273,11 +394,11 @@ mod tests {
         let c = config("");
         let (t, tok) = protected(plan(&c, &c.resources, facts("GET", "/a/b/c?x=1", &[])));
         assert_eq!(t.resource_id, "r-ab");
-        assert_eq!(t.scope, "protected_get");
+        assert_eq!(t.scopes[0], "protected_get");
         assert_eq!(t.rewrite, None);
         assert_eq!(tok, None);
         let (t, _) = protected(plan(&c, &c.resources, facts("DELETE", "/a/bc", &[])));
-        assert_eq!((t.resource_id.as_str(), t.scope.as_str()), ("r-a", "protected_delete"));
+        assert_eq!((t.resource_id.as_str(), t.scopes[0].as_str()), ("r-a", "protected_delete"));
     }
 
     #[test]
@@ -323,7 +444,13 @@ mod tests {
     #[test]
     fn checks_refuse_non_canonical_paths() {
         let c = config("");
-        let check = |p| RequestFacts { method: "GET", raw_path: p, authorization: &[], canonical_only: true };
+        let check = |p| RequestFacts {
+            method: "GET",
+            raw_path: p,
+            authorization: &[],
+            canonical_only: true,
+            cors_preflight: false,
+        };
         assert_eq!(status(plan(&c, &c.resources, check("/a/%2e%2e/zzz"))), 400);
         assert_eq!(status(plan(&c, &c.resources, check("//a"))), 400);
         assert!(matches!(plan(&c, &c.resources, check("/a/b?x=1")), Plan::Protected { .. }));
@@ -348,7 +475,7 @@ mod tests {
         let c = PepConfig::from_json(json.as_bytes()).unwrap();
         let scope_of = |method: &str, path: &str| {
             let (t, _) = protected(plan(&c, &c.resources, facts(method, path, &["Bearer rpt"])));
-            t.scope
+            t.scopes[0].clone()
         };
         // A resource listing both, and one listing none: GET's scope, ticket included.
         assert_eq!(scope_of("HEAD", "/all/x"), "protected_get");
@@ -372,7 +499,7 @@ mod tests {
         assert_eq!(status(plan(&no_head, &no_head.resources, facts("HEAD", "/r", &[]))), 405);
         let renamed = table(r#"{"GET":"read","HEAD":"peek"}"#);
         let (t, _) = protected(plan(&renamed, &renamed.resources, facts("HEAD", "/r", &[])));
-        assert_eq!(t.scope, "read");
+        assert_eq!(t.scopes[0], "read");
     }
 
     #[test]
@@ -380,7 +507,7 @@ mod tests {
         let c = config("");
         for method in ["GET", "POST", "DELETE"] {
             let (t, _) = protected(plan(&c, &c.resources, facts(method, "/pub/x", &[])));
-            assert_eq!((t.resource_id.as_str(), t.scope.as_str()), ("r-pub", "public_access"));
+            assert_eq!((t.resource_id.as_str(), t.scopes[0].as_str()), ("r-pub", "public_access"));
         }
         assert_eq!(status(plan(&c, &c.resources, facts("OPTIONS", "/pub/x", &[]))), 405);
         let scopes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -15,8 +15,9 @@ use crate::cache::{keyed_digest, token_digest, Digest16, LocalKeyer};
 use crate::challenge::Challenge;
 use crate::config::{AsProfile, PepConfig};
 use crate::decision::{LocalReply, Mode, Target};
-use crate::introspection::{Clock, IntrospectionResult};
+use crate::introspection::{Clock, Insufficiency, IntrospectionResult};
 use crate::jwt_rpt::JwtCheck;
+use crate::resource::{Enforcement, ScopesMode};
 use crate::session::SessionStep;
 use crate::wire::{permission_request_body, AsError};
 
@@ -161,6 +162,8 @@ pub struct Allowed {
     pub resume: bool,
     /// The RPT the AS issued for the party's access token, for the client (`return_rpt`).
     pub rpt_for_client: Option<Rc<str>>,
+    /// `permissive`: the request was denied (why) and goes on marked so.
+    pub denied: Option<String>,
 }
 
 /// Where an answer to a question goes.
@@ -226,6 +229,32 @@ pub fn remember_until(config: &PepConfig, result: &IntrospectionResult, clock: C
         by_exp.min(clock.now.saturating_add(max_ttl))
     } else {
         clock.now.saturating_add(i64::try_from(config.negative_cache_ttl_s).unwrap_or(0))
+    }
+}
+
+/// Whether `result` grants the target's scopes: every one (`all`) or one of them (`any`); the
+/// first shortfall otherwise.
+pub fn covers_target(
+    result: &IntrospectionResult,
+    target: &Target,
+    clock: Clock,
+    profile: AsProfile,
+) -> Result<(), Insufficiency> {
+    let mut verdicts = target.scopes.iter().map(|s| result.covers(&target.resource_id, s, clock, profile));
+    match target.scopes_mode {
+        ScopesMode::All => verdicts.find(Result::is_err).unwrap_or(Ok(())),
+        ScopesMode::Any => {
+            let mut first = None;
+            for v in verdicts {
+                match v {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            Err(first.unwrap_or(Insufficiency::ScopeMissing))
+        }
     }
 }
 
@@ -330,7 +359,7 @@ impl Flow {
         keyer: &LocalKeyer,
     ) -> Option<(Digest16, impl Fn() -> Option<Digest16> + '_)> {
         let local = self.local_key(keyer)?;
-        let extra = decision_key_extra(&self.target.resource_id, &self.target.scope);
+        let extra = decision_key_extra(&self.target.resource_id, &self.target.scopes_text());
         let local = keyer.keyed(&local, &extra);
         let shared = move || self.digest().map(|d| keyed_digest(&d, &extra));
         Some((local, shared))
@@ -355,8 +384,7 @@ impl Flow {
             }
             (Asked::UsesAtStart, Event::UsesCounted { used_up }) => {
                 if used_up {
-                    self.needs_ticket("RPT used up");
-                    return self.look_at_session();
+                    return self.denied("RPT used up");
                 }
                 self.ask(Asked::DecisionAtStart, Step::LookUpDecision)
             }
@@ -407,8 +435,7 @@ impl Flow {
             }
             (Asked::TakeUse(result), Event::UseTaken(taken)) => {
                 if !taken {
-                    self.needs_ticket("RPT used up");
-                    return self.look_at_session();
+                    return self.denied("RPT used up");
                 }
                 self.forward(result, cx)
             }
@@ -513,8 +540,29 @@ impl Flow {
             self.deciding = true;
             return self.ask(Asked::AccessDecision, Step::LookUpAccessDecision);
         }
+        self.denied(reason)
+    }
+
+    /// The request is denied: a ticket is the answer, or (`permissive`) it goes on as denied.
+    fn denied(&mut self, reason: impl Into<String>) -> Step {
         self.needs_ticket(reason);
+        if self.target.enforcement == Enforcement::Permissive {
+            return self.forward_denied();
+        }
         self.look_at_session()
+    }
+
+    /// `permissive`: forwarded, marked denied (no identity, no ticket asked for).
+    fn forward_denied(&mut self) -> Step {
+        self.stage = Stage::Finished;
+        let reason = std::mem::take(&mut self.ticket_reason);
+        Step::Allow(Allowed {
+            result: Rc::new(refused()),
+            identity: None,
+            resume: self.paused,
+            rpt_for_client: None,
+            denied: Some(reason),
+        })
     }
 
     /// The AS's decision on the access token (fresh, or as cached).
@@ -529,20 +577,24 @@ impl Flow {
         }
         let denial = Denial::of(&result);
         self.party_refused = denial == Denial::Party;
-        self.needs_ticket(match denial {
+        let reason = match denial {
             Denial::Party => "the AS denied the access token's party",
             Denial::Token => "the AS does not accept the access token",
-        });
+        };
         match ticket {
-            Some(ticket) => self.challenge(&ticket, cx),
-            None => self.look_at_session(),
+            Some(ticket) if self.target.enforcement != Enforcement::Permissive => {
+                self.needs_ticket(reason);
+                self.challenge(&ticket, cx)
+            }
+            _ => self.denied(reason),
         }
     }
 
     /// The hot path: a request decided from the caches and the keys held, with no AS call.
     fn start(&mut self, cx: &FlowContext<'_>) -> Step {
         if self.rpt().is_none() {
-            return self.look_at_session();
+            let reason = std::mem::take(&mut self.ticket_reason);
+            return self.denied(reason);
         }
         if cx.config.rpt_max_uses > 0 {
             return self.ask(Asked::UsesAtStart, Step::CountUses);
@@ -565,7 +617,8 @@ impl Flow {
             }
         }
         if self.rpt().is_none() {
-            let body = permission_request_body(&self.target.resource_id, &[self.target.scope.as_str()]);
+            let scopes: Vec<&str> = self.target.scopes.iter().map(String::as_str).collect();
+            let body = permission_request_body(&self.target.resource_id, &scopes);
             return self.wait(Stage::RequestingTicket, Step::RequestTicket { body });
         }
         if self.deciding {
@@ -615,8 +668,7 @@ impl Flow {
 
     /// Allows when the RPT covers the resource and scope; otherwise the answer is a ticket.
     fn decide(&mut self, result: Rc<IntrospectionResult>, cx: &FlowContext<'_>) -> Step {
-        let verdict =
-            result.covers(&self.target.resource_id, &self.target.scope, cx.clock(), cx.config.as_profile);
+        let verdict = covers_target(&result, &self.target, cx.clock(), cx.config.as_profile);
         if let Err(insufficiency) = verdict {
             let decidable = decidable(&result, cx.config.as_profile);
             return self.refuse_token(insufficiency.as_str(), decidable, cx);
@@ -645,6 +697,7 @@ impl Flow {
             identity,
             resume: self.paused,
             rpt_for_client: self.rpt_for_client.take(),
+            denied: None,
         })
     }
 
@@ -714,7 +767,7 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target { resource_id: "r1".into(), scope: "get".into(), rewrite: None }
+        Target::one_scope("r1", "get", None)
     }
 
     fn flow(rpt: Option<&str>) -> Flow {
@@ -936,6 +989,58 @@ mod tests {
     }
 
     #[test]
+    fn all_needs_every_scope_and_any_one() {
+        let clock = Clock { now: 1_000, margin_s: 5, skew_s: 60 };
+        let mut t = target();
+        t.scopes = vec!["get".into(), "put".into()];
+        let get_only = granting("get");
+        assert_eq!(covers_target(&get_only, &t, clock, AsProfile::Uma2), Err(Insufficiency::ScopeMissing));
+        t.scopes_mode = ScopesMode::Any;
+        assert_eq!(covers_target(&get_only, &t, clock, AsProfile::Uma2), Ok(()));
+        t.scopes = vec!["delete".into(), "put".into()];
+        assert_eq!(covers_target(&get_only, &t, clock, AsProfile::Uma2), Err(Insufficiency::ScopeMissing));
+        assert_eq!(covers_target(&refused(), &t, clock, AsProfile::Uma2), Err(Insufficiency::Inactive));
+    }
+
+    #[test]
+    fn permissive_forwards_what_it_denies_without_asking_for_a_ticket() {
+        let c = config(serde_json::json!({}));
+        let permissive = |rpt: Option<&str>| {
+            let mut f = flow(rpt);
+            f.target.enforcement = Enforcement::Permissive;
+            f
+        };
+        // No token: denied at once, no session, no ticket.
+        let mut f = permissive(None);
+        match f.on(Event::Start, &cx(&c)) {
+            Step::Allow(a) => {
+                assert_eq!(a.denied.as_deref(), Some("no usable bearer token"));
+                assert!(a.identity.is_none() && !a.resume);
+            }
+            other => unreachable!("{other:?}"),
+        }
+        // An RPT without the scope: denied, forwarded.
+        let mut f = permissive(Some("rpt"));
+        f.on(Event::Start, &cx(&c));
+        match f.on(Event::DecisionLookedUp(Some(granting("put"))), &cx(&c)) {
+            Step::Allow(a) => assert_eq!(a.denied.as_deref(), Some("scope not granted")),
+            other => unreachable!("{other:?}"),
+        }
+        // A grant is an ordinary allow.
+        let mut f = permissive(Some("rpt"));
+        f.on(Event::Start, &cx(&c));
+        match f.on(Event::DecisionLookedUp(Some(granting("get"))), &cx(&c)) {
+            Step::Allow(a) => assert!(a.denied.is_none()),
+            other => unreachable!("{other:?}"),
+        }
+        // The AS failing still denies: nothing is forwarded on an error.
+        let (mut f, _) = paused(&c, "rpt", READY);
+        f.target.enforcement = Enforcement::Permissive;
+        f.on(Event::DecisionLookedUp(None), &cx(&c));
+        assert!(is_reply(&f.on(Event::Introspected(Err(AsError::Unreachable)), &cx(&c)), 403));
+    }
+
+    #[test]
     fn decision_keys_differ_by_resource_and_scope_and_from_the_tokens_own() {
         let keyer = LocalKeyer::default();
         let f = flow(Some("user-token"));
@@ -943,7 +1048,7 @@ mod tests {
         assert_ne!(Some(local), f.local_key(&keyer));
         assert_ne!(shared(), f.digest());
         let mut other = flow(Some("user-token"));
-        other.target.scope = "put".into();
+        other.target.scopes = vec!["put".into()];
         let (other_local, other_shared) = other.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
         assert_ne!(local, other_local);
         assert_ne!(shared(), other_shared());

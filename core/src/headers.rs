@@ -141,6 +141,9 @@ pub struct HeaderScan<'a> {
     /// How many `X-Original-URI` and `X-Original-Method` headers the request carries.
     pub original_uri: usize,
     pub original_method: usize,
+    /// A CORS preflight's headers are there (`Origin`, `Access-Control-Request-Method`).
+    pub origin: bool,
+    pub cors_request_method: bool,
 }
 
 fn push_once<'a>(names: &mut Vec<&'a str>, name: &'a str) {
@@ -152,6 +155,15 @@ fn push_once<'a>(names: &mut Vec<&'a str>, name: &'a str) {
 /// One pass over the request's headers. `None` when the map is malformed, or a name to remove
 /// is not text: the scan cannot vouch for the request, which is then refused (fail closed).
 pub fn scan<'a>(pairs: &mut SerializedPairs<'a>, identity_header: &str) -> Option<HeaderScan<'a>> {
+    scan_stripping(pairs, &[identity_header])
+}
+
+/// [`scan`], with every header the filter alone may set: the forwarded identity and the
+/// permissive decision header (`enforcement_header`), each in any spelling that folds to it.
+pub fn scan_stripping<'a>(
+    pairs: &mut SerializedPairs<'a>,
+    filter_headers: &[&str],
+) -> Option<HeaderScan<'a>> {
     let mut found = HeaderScan::default();
     for (name, value) in pairs.by_ref() {
         if name == b":method" {
@@ -160,7 +172,11 @@ pub fn scan<'a>(pairs: &mut SerializedPairs<'a>, identity_header: &str) -> Optio
             found.path = Some(value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
             found.authorization.push(value);
-        } else if folds_to(name, identity_header) {
+        } else if name.eq_ignore_ascii_case(b"origin") {
+            found.origin = true;
+        } else if name.eq_ignore_ascii_case(b"access-control-request-method") {
+            found.cors_request_method = true;
+        } else if filter_headers.iter().any(|h| folds_to(name, h)) {
             push_once(&mut found.identity, std::str::from_utf8(name).ok()?);
         } else if METHOD_OVERRIDE_HEADERS.iter().any(|h| folds_to(name, h)) {
             push_once(&mut found.method_override, std::str::from_utf8(name).ok()?);

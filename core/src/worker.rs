@@ -25,7 +25,7 @@ use crate::flow::{
     Stage, Step,
 };
 use crate::forward::ForwardSigner;
-use crate::headers::{scan, SerializedPairs, ORIGINAL_METHOD, ORIGINAL_URI};
+use crate::headers::{scan_stripping, SerializedPairs, ORIGINAL_METHOD, ORIGINAL_URI};
 use crate::host::{CallResponse, Counter, Host, HttpCall};
 use crate::introspection::{introspection_body, IntrospectionResult};
 use crate::jwks_keeper::JwksKeeper;
@@ -121,6 +121,8 @@ fn log_decision(
         LogCode::Allowed => "allowed",
         // A ticket with 403: the AS refused the party of an access token (`decide` mode).
         LogCode::TicketIssued if status == 403 => "403",
+        // `permissive`: denied, and forwarded so.
+        LogCode::TicketIssued if status == 200 => "forwarded",
         LogCode::TicketIssued => "401",
         LogCode::Unmatched => "passed",
         _ => "denied",
@@ -208,7 +210,8 @@ impl<H: Host> Worker<H> {
             return self.reply_now(&LocalReply::bad_request("request headers unreadable"), "-", "-");
         };
         let mut pairs = SerializedPairs::new(&map);
-        let Some(headers) = scan(&mut pairs, &self.forward_spellings[0]) else {
+        let filter_headers = [self.forward_spellings[0].as_str(), self.config.enforcement_header.as_str()];
+        let Some(headers) = scan_stripping(&mut pairs, &filter_headers) else {
             return self.reply_now(&LocalReply::bad_request("request headers unreadable"), "-", "-");
         };
         for name in &headers.identity {
@@ -251,6 +254,7 @@ impl<H: Host> Worker<H> {
             authorization: &authorization,
             // A check cannot change what the proxy in front forwards: only canonical paths pass.
             canonical_only: subject.mode == Mode::Partial,
+            cors_preflight: headers.origin && headers.cors_request_method,
         };
         let resources = self.resources();
         let planned = plan_detailed(config, &resources, facts);
@@ -259,8 +263,8 @@ impl<H: Host> Worker<H> {
             Plan::PassThrough { rewrite } => {
                 self.host.count(Counter::Unmatched);
                 let (decision, why) = match &planned.open_resource {
-                    Some(_) => (Decision::Open, "open resource"),
-                    None => (Decision::Unmatched, "no resource matches"),
+                    Some(_) => (Decision::Open, planned.pass_reason),
+                    None => (Decision::Unmatched, planned.pass_reason),
                 };
                 let resource = planned.open_resource.as_deref();
                 self.record_facts(decision, resource, None);
@@ -471,11 +475,15 @@ impl<H: Host> Worker<H> {
         if allowed.resume && !self.host.enter_context(context_id) {
             return Verdict::Pause;
         }
+        let target = &flow.target;
+        let scopes = target.scopes_text();
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(scopes.as_str()));
+        if let Some(why) = &allowed.denied {
+            return self.forward_denied(flow, allowed.resume, why);
+        }
         self.host.count(Counter::Allowed);
         let subject = facts::subject(&allowed.result);
         self.record_facts(Decision::Allowed, Some(&flow.target.resource_id), subject.as_deref());
-        let target = &flow.target;
-        let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
         log_decision(
             LogCode::Allowed,
             200,
@@ -526,6 +534,47 @@ impl<H: Host> Worker<H> {
         }
     }
 
+    /// `permissive`: a denied request goes on (FULL: upstream; PARTIAL: 200) with the decision
+    /// in `enforcement_header`, and no identity.
+    fn forward_denied(&self, flow: &Flow, resume: bool, why: &str) -> Verdict {
+        self.host.count(Counter::Denied);
+        let target = &flow.target;
+        self.record_facts(Decision::Denied, Some(&target.resource_id), None);
+        let scopes = target.scopes_text();
+        let reason = format!("{why} (permissive: forwarded as denied)");
+        let code = LogCode::TicketIssued;
+        log_decision(
+            code,
+            200,
+            &flow.method,
+            &flow.log_path,
+            Some(&target.resource_id),
+            Some(&scopes),
+            &reason,
+        );
+        let header = self.config.enforcement_header.as_str();
+        match flow.mode {
+            Mode::Full => {
+                if let Some(path) = &target.rewrite {
+                    self.host.set_request_header(":path", Some(path));
+                }
+                self.host.set_request_header(header, Some("denied"));
+                if resume {
+                    self.host.resume_request();
+                    Verdict::Pause
+                } else {
+                    Verdict::Continue
+                }
+            }
+            Mode::Partial => {
+                let mut reply = LocalReply::authorized(code, reason);
+                reply.headers.push((header.to_string(), "denied".to_string()));
+                self.host.send_reply(&reply);
+                Verdict::Pause
+            }
+        }
+    }
+
     /// Sends a local reply for a flow and logs the decision.
     fn reply(&self, context_id: u32, flow: &Flow, reply: &LocalReply) -> Verdict {
         if !self.host.enter_context(context_id) {
@@ -534,7 +583,8 @@ impl<H: Host> Worker<H> {
         self.host.count(Counter::Denied);
         self.record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
         let target = &flow.target;
-        let (resource, scope) = (Some(target.resource_id.as_str()), Some(target.scope.as_str()));
+        let scopes = target.scopes_text();
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(scopes.as_str()));
         log_decision(reply.code, reply.status, &flow.method, &flow.log_path, resource, scope, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause

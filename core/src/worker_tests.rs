@@ -292,6 +292,34 @@ fn uma2_need_info_answers_403_with_the_new_ticket() {
     assert_eq!(w.host.calls_to("/perm").len(), 1, "the grant's ticket is used");
 }
 
+#[test]
+fn keycloak_decides_one_scope_a_call_all_or_any() {
+    let denied = || CallResponse { status: Some(403), body: br#"{"error":"access_denied"}"#.to_vec() };
+    for (mode, answers, allowed) in [
+        ("all", vec![true, true], true),
+        ("all", vec![true, false], false),
+        ("all", vec![false], false),
+        ("any", vec![false, true], true),
+        ("any", vec![true], true),
+        ("any", vec![false, false], false),
+    ] {
+        let w = worker(json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"},
+            "resources": [{"id": "r1", "uri": "/alice", "methods": {"GET": ["a", "b"]}, "scopes_mode": mode}]}));
+        deciding(&w, "user-token");
+        for (i, grant) in answers.iter().enumerate() {
+            let call = w.host.calls_to("/token").pop().unwrap_or_else(|| unreachable!());
+            let body = String::from_utf8_lossy(&call.body).to_string();
+            let scope = ["a", "b"][i];
+            assert!(body.contains(&format!("permission=r1%23{scope}&")), "{mode} {answers:?}: {body}");
+            let answer = if *grant { ok(json!({"result": true})) } else { denied() };
+            w.on_call_response(7, token_of(&w, "/token"), &answer);
+        }
+        assert_eq!(w.host.counter(Counter::Decisions), answers.len() as u64, "{mode} {answers:?}");
+        let resumed = w.host.done_for(7) == vec![Done::Resumed];
+        assert_eq!(resumed, allowed, "{mode} {answers:?}");
+    }
+}
+
 /// Another worker of the same Envoy, seeing what `a` put in shared data (lease and session).
 fn second_worker(a: &Worker<FakeHost>) -> Worker<FakeHost> {
     let extra = json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}});
@@ -426,6 +454,21 @@ fn a_request_gone_before_its_answer_is_forgotten() {
     w.on_call_response(ROOT, token_of(&w, "/introspect"), &granting_introspection());
     assert!(w.host.done_for(7).is_empty());
     assert_eq!(w.paused(), 0);
+}
+
+#[test]
+fn permissive_forwards_a_denied_request_marked_and_the_clients_mark_is_stripped() {
+    let w = worker(json!({"resources": [{"id": "r1", "uri": "/alice", "enforcement": "permissive"}],
+                          "enforcement_header": "X-Decision"}));
+    ready(&w);
+    w.host.set_headers(&[(":method", "GET"), (":path", "/alice"), ("x_decision", "allowed")]);
+    w.host.context.set(7);
+    assert_eq!(w.on_request_headers(7), Verdict::Continue, "no token: forwarded at once");
+    let changes = w.host.header_changes.borrow().clone();
+    let set: Vec<(String, Option<String>)> = changes.into_iter().map(|(_, n, v)| (n, v)).collect();
+    assert_eq!(set, vec![("x_decision".into(), None), ("x-decision".into(), Some("denied".into()))]);
+    assert!(w.host.calls_to("/perm").is_empty(), "no ticket is asked for");
+    assert_eq!(w.host.counter(Counter::Denied), 1);
 }
 
 #[test]

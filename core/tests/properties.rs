@@ -89,7 +89,7 @@ proptest! {
     fn what_is_matched_is_what_is_forwarded(raw in raw_path()) {
         let config = config();
         let path = if raw.starts_with('/') { raw } else { format!("/{raw}") };
-        let facts = RequestFacts { method: "GET", raw_path: &path, authorization: &[], canonical_only: false };
+        let facts = RequestFacts { method: "GET", raw_path: &path, authorization: &[], canonical_only: false, cors_preflight: false };
         let forwarded = |rewrite: &Option<String>| rewrite.clone().unwrap_or_else(|| path.clone());
         match plan(&config, &config.resources, facts) {
             Plan::Protected { target, .. } => {
@@ -113,7 +113,7 @@ proptest! {
             }
         }
         if normalize_path(&path).is_err() {
-            let facts = RequestFacts { method: "GET", raw_path: &path, authorization: &[], canonical_only: false };
+            let facts = RequestFacts { method: "GET", raw_path: &path, authorization: &[], canonical_only: false, cors_preflight: false };
             let refused = matches!(plan(&config, &config.resources, facts), Plan::Reply(r) if r.status == 400);
             prop_assert!(refused);
         }

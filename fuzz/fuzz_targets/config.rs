@@ -40,10 +40,12 @@ fuzz_target!(|data: &[u8]| {
 
     assert!((1..=60_000).contains(&c.timeout_ms));
     assert!((16..=1_048_576).contains(&c.cache_slots));
-    assert!(c.issuer.starts_with("http://") || c.issuer.starts_with("https://") || {
-        let l = c.issuer.to_ascii_lowercase();
-        l.starts_with("http:") || l.starts_with("https:")
-    });
+    assert!(
+        c.issuer.starts_with("http://") || c.issuer.starts_with("https://") || {
+            let l = c.issuer.to_ascii_lowercase();
+            l.starts_with("http:") || l.starts_with("https:")
+        }
+    );
     assert!(!c.issuer.ends_with('/'));
     assert!(header_safe(&c.issuer) && header_safe(&c.realm), "{:?} {:?}", c.issuer, c.realm);
     let mut uris = std::collections::HashSet::new();
@@ -60,7 +62,8 @@ fuzz_target!(|data: &[u8]| {
         canonical(a);
     }
     for (m, s) in &c.method_scopes {
-        assert!(!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()), "method {m:?}");
+        // An RFC 9110 token, upper-cased (WebDAV's `VERSION-CONTROL` too).
+        assert!(uma_pep_core::config::is_method_name(m) && *m == m.to_ascii_uppercase(), "method {m:?}");
         assert!(!s.trim().is_empty());
     }
 
@@ -97,11 +100,23 @@ fuzz_target!(|data: &[u8]| {
     let _ = rpt.covers("r", "protected_get", clock, c.as_profile);
     // An RPT that expired is never current, whatever the margin.
     let expired = IntrospectionResult { exp: Some(NOW - 1), ..rpt.clone() };
-    assert!(expired.covers("r", "protected_get", clock, c.as_profile).is_err(), "expired RPT accepted, margin {}", c.rpt_margin_s);
+    assert!(
+        expired.covers("r", "protected_get", clock, c.as_profile).is_err(),
+        "expired RPT accepted, margin {}",
+        c.rpt_margin_s
+    );
 
-    for (method, path) in [("GET", "/"), ("POST", "/a/b/../c?x=1"), ("DELETE", "/alice/x"), ("PATCH", "//x/./y/")] {
+    for (method, path) in
+        [("GET", "/"), ("POST", "/a/b/../c?x=1"), ("DELETE", "/alice/x"), ("PATCH", "//x/./y/")]
+    {
         for canonical_only in [false, true] {
-            let facts = RequestFacts { method, raw_path: path, authorization: &["Bearer abc"], canonical_only };
+            let facts = RequestFacts {
+                method,
+                raw_path: path,
+                authorization: &["Bearer abc"],
+                canonical_only,
+                cors_preflight: false,
+            };
             if let Plan::Protected { target, .. } = plan(&c, &c.resources, facts) {
                 assert!(c.resources.resources().iter().any(|r| r.id == target.resource_id));
             }

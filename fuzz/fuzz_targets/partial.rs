@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
         if cut == 0 || cut >= bytes.len() {
             continue;
         }
-        assert_eq!(scan(&mut SerializedPairs::new(&bytes[..cut]), IDENTITY), None, "map cut at {cut} scanned");
+        assert_eq!(
+            scan(&mut SerializedPairs::new(&bytes[..cut]), IDENTITY),
+            None,
+            "map cut at {cut} scanned"
+        );
     }
 
     let s = scan(&mut SerializedPairs::new(&bytes), IDENTITY).expect("a well-formed map scans");
@@ -71,14 +75,19 @@ fuzz_target!(|data: &[u8]| {
             if !want_identity.contains(n) {
                 want_identity.push(n);
             }
-        } else if METHOD_OVERRIDE_HEADERS.iter().any(|h| folds_to(n.as_bytes(), h)) && !want_override.contains(n) {
+        } else if METHOD_OVERRIDE_HEADERS.iter().any(|h| folds_to(n.as_bytes(), h))
+            && !want_override.contains(n)
+        {
             want_override.push(n);
         }
     }
     assert_eq!(s.identity, want_identity);
     assert_eq!(s.method_override, want_override);
     assert_eq!(s.original_uri, pairs.iter().filter(|(n, _)| n.eq_ignore_ascii_case(ORIGINAL_URI)).count());
-    assert_eq!(s.original_method, pairs.iter().filter(|(n, _)| n.eq_ignore_ascii_case(ORIGINAL_METHOD)).count());
+    assert_eq!(
+        s.original_method,
+        pairs.iter().filter(|(n, _)| n.eq_ignore_ascii_case(ORIGINAL_METHOD)).count()
+    );
     // Every name the upstream reads as the identity header is one the filter removes.
     for (n, _) in &pairs {
         let cgi = |x: &str| x.to_ascii_uppercase().replace('-', "_");
@@ -93,7 +102,13 @@ fuzz_target!(|data: &[u8]| {
     let authorization: Vec<&str> =
         pairs.iter().filter(|(n, _)| n.eq_ignore_ascii_case("authorization")).map(|(_, v)| *v).collect();
     PEP.with(|pep| {
-        let facts = RequestFacts { method, raw_path: uri, authorization: &authorization, canonical_only: true };
+        let facts = RequestFacts {
+            method,
+            raw_path: uri,
+            authorization: &authorization,
+            canonical_only: true,
+            cors_preflight: false,
+        };
         let decided = plan(pep, &pep.resources, facts);
         let canonical = normalize_path(uri).ok();
         match &decided {

@@ -17,7 +17,7 @@ use uma_pep_core::matcher::ResourceMatcher;
 use uma_pep_core::path::{normalize_path, split_query};
 
 fn res(id: &str, uri: &str) -> Resource {
-    Resource { id: id.into(), uri: uri.into(), scopes: vec![], name: None }
+    Resource { id: id.into(), uri: uri.into(), ..Resource::default() }
 }
 
 fn tables() -> [ResourceMatcher; 2] {
@@ -94,7 +94,11 @@ fn check_match(m: &ResourceMatcher, n: &str) {
             assert_eq!(f.uri, b.uri, "{n:?}: matched {:?}, longest is {:?}", f.uri, b.uri);
         }
         (None, None) => {}
-        (f, b) => panic!("{n:?}: matcher says {:?}, whole-segment prefixes say {:?}", f.map(|r| &r.uri), b.map(|r| &r.uri)),
+        (f, b) => panic!(
+            "{n:?}: matcher says {:?}, whole-segment prefixes say {:?}",
+            f.map(|r| &r.uri),
+            b.map(|r| &r.uri)
+        ),
     }
     // A trailing slash never moves a request to another resource.
     let slashed = format!("{path}/");

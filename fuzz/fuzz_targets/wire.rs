@@ -17,7 +17,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use uma_pep_core::access_decision::{granted_by_keycloak, parse_keycloak_decision, parse_uma_grant, GrantAnswer};
+use uma_pep_core::access_decision::{
+    granted_by_keycloak, parse_keycloak_decision, parse_uma_grant, GrantAnswer,
+};
 use uma_pep_core::challenge::{is_safe_ticket, Challenge};
 use uma_pep_core::config::{AsProfile, ChallengeStyle, PepConfig};
 use uma_pep_core::introspection::Clock;
@@ -107,10 +109,18 @@ fuzz_target!(|data: &[u8]| {
             assert!(is_safe_ticket(&ticket), "ticket {ticket:?}");
             // The ticket cannot add a parameter or end the header, in either challenge style.
             for style in [ChallengeStyle::Uma2, ChallengeStyle::Compact] {
-                let c = Challenge { realm: "eoepca", as_uri: "http://as.local:8080/realms/eoepca", ticket: &ticket };
+                let c = Challenge {
+                    realm: "eoepca",
+                    as_uri: "http://as.local:8080/realms/eoepca",
+                    ticket: &ticket,
+                };
                 let v = c.header_value(style);
                 assert_eq!(v.matches(',').count(), 2, "{v:?}");
-                assert_eq!(v.matches('"').count(), if style == ChallengeStyle::Uma2 { 6 } else { 0 }, "{v:?}");
+                assert_eq!(
+                    v.matches('"').count(),
+                    if style == ChallengeStyle::Uma2 { 6 } else { 0 },
+                    "{v:?}"
+                );
                 assert!(v.ends_with(&ticket) || v.ends_with(&format!("{ticket}\"")));
             }
         }
