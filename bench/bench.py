@@ -20,6 +20,10 @@ Throughput and latency swing with whatever else runs on the machine; CPU per req
   cached_fwd    uma-pep, a valid RPT seen before, with the forwarded identity JWT (`forward`)
   cached_decide uma-pep, `access_tokens: decide` (keycloak): an access token the AS has granted
                 before (the token's own answer and the AS's decision both cached)
+  cached_r10, cached_r1k, cached_r10k
+                as `cached`, with 10, 1,000 and 10,000 resources in the table (a third literal
+                uris, a third `{id}` patterns, a third `**` patterns): matching does not grow
+                with the table
   jwt_authn     Envoy's native jwt_authn validating an RS256 JWT (reference)
   introspect    uma-pep, a new token on every request (its own VM, so the flood never evicts
                 the cached RPT of `cached`)
@@ -142,6 +146,8 @@ GOAL_FWD_OVER_CACHED = 2.0
 # apart (medians of one variant move by about a microsecond between runs).
 GOAL_DECIDE_OVER_CACHED = 1.0
 GOAL_MODULE_BYTES = 1_500_000
+# The cached path with 10,000 resources (literals and patterns) within 5% of the one with 10.
+GOAL_TABLE_GROWTH_PCT = 5.0
 
 
 def goals(summary: dict[str, dict], module_bytes: int | None, prefix: str = "") -> list[str]:
@@ -166,6 +172,10 @@ def goals(summary: dict[str, dict], module_bytes: int | None, prefix: str = "") 
     if prefix + "cached" in med and prefix + "cached_decide" in med:
         out.append(line("cached_decide over cached", med[prefix + "cached_decide"] - med[prefix + "cached"],
                         GOAL_DECIDE_OVER_CACHED, "µs"))
+    if "cached_r10" in med and "cached_r10k" in med:
+        ratio = (med["cached_r10k"] - med["cached_r10"]) / med["cached_r10"] * 100
+        out.append(f"{'cached, 10,000 vs 10 resources':34s} {ratio:+10.1f} %  (goal <= {GOAL_TABLE_GROWTH_PCT:g} %): "
+                   f"{'met' if ratio <= GOAL_TABLE_GROWTH_PCT else 'NOT met'}")
     if module_bytes is not None:
         out.append(f"{'module size':34s} {module_bytes:>10,} B  (goal <= {GOAL_MODULE_BYTES:,}): "
                    f"{'met' if module_bytes <= GOAL_MODULE_BYTES else 'NOT met'}")
@@ -215,6 +225,16 @@ def wasm_filter(vm_id: str, path: Path, configuration: str = "", root_id: str = 
                                      "value": configuration},
                    "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": str(path)}}}}}}
+
+
+def many_resources(n: int) -> list[dict]:
+    """`n` resources, the bench's own among them: literal uris, `{id}` and `**` patterns."""
+    out = [RESOURCE]
+    for i in range(n - 1):
+        uri = (f"/svc{i}/data", f"/svc{i}/items/{{id}}", f"/svc{i}/files/**")[i % 3]
+        out.append({"id": f"res-{i}", "uri": uri, "methods": {"GET": ["protected_get"]}} if i % 2 else
+                   {"id": f"res-{i}", "uri": uri})
+    return out
 
 
 def pep_config(as_port: int, **extra) -> str:
@@ -470,6 +490,12 @@ def main() -> int:
             access_tokens={"mode": "decide"}), "uma_pep")]
         variants["cached_decide"] = ("uma-pep, access token the AS granted before (decide)", "pep_decide",
                                      "/bench/x", auth, None, 200)
+        # Build A with tables of 10, 1,000 and 10,000 resources: the cost of matching.
+        for n, tag in ((10, "r10"), (1_000, "r1k"), (10_000, "r10k")):
+            listeners[f"pep_{tag}"] = [wasm_filter(f"uma_pep_A_{tag}", builds["A"],
+                                                   pep_config(as_port, resources=many_resources(n)), "uma_pep")]
+            variants[f"cached_{tag}"] = (f"uma-pep, cached valid RPT, {n:,} resources", f"pep_{tag}", "/bench/x",
+                                         auth, None, 200)
         # Build A without the access-log facts (`access_log_facts: false`): what the filter state costs.
         listeners["pep_nofacts"] = [wasm_filter("uma_pep_A_nofacts", builds["A"],
                                                 pep_config(as_port, access_log_facts=False), "uma_pep")]
@@ -547,7 +573,7 @@ def main() -> int:
                 status = variants[key_][5]
                 bad = r["socket_errors"] + (r["non2xx"] if status == 200 else r["requests"] - r["non2xx"])
                 note = f"  !! {bad} unexpected answers or socket errors" if bad else ""
-                if key_.endswith("cached") or key_.endswith("cached_fwd") or key_ == "cached_decide":
+                if key_.endswith("cached") or key_.endswith("cached_fwd") or key_.startswith("cached_"):
                     misses = sum(r["counters"].get(c, 0) for c in ("introspections", "jwt_minted", "decisions"))
                     note += f"  !! {misses} introspections/mints: not all cached" if misses else ""
                 if key_.endswith("introspect") and r["counters"].get("cache_hits", 0):

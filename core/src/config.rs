@@ -108,6 +108,34 @@ pub enum CorsPreflight {
     Enforce,
 }
 
+/// `resource_lookup`: paths no configured resource matches are looked up at the AS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLookup {
+    pub mode: LookupMode,
+    /// How long a resource found is cached (seconds).
+    #[serde(default = "default_lookup_ttl_s")]
+    pub ttl_s: u64,
+    /// How long "no resource" is cached (seconds).
+    #[serde(default = "default_lookup_negative_ttl_s")]
+    pub negative_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LookupMode {
+    /// Looked up on first use, then cached (Keycloak's `lazy-load-paths`).
+    Lazy,
+}
+
+fn default_lookup_ttl_s() -> u64 {
+    30
+}
+
+fn default_lookup_negative_ttl_s() -> u64 {
+    10
+}
+
 /// The request header a `permissive` resource's denied request is forwarded with.
 pub const DEFAULT_ENFORCEMENT_HEADER: &str = "x-uma-pep-decision";
 
@@ -316,6 +344,8 @@ pub struct FilterDocument {
     pub cors_preflight: Option<CorsPreflight>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_lookup: Option<ResourceLookup>,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key left out (`None`, by `default`).
@@ -374,6 +404,7 @@ pub struct PepConfig {
     /// The request header that tells the upstream a `permissive` resource's request was denied
     /// (`denied`); always stripped from clients.
     pub enforcement_header: String,
+    pub resource_lookup: Option<ResourceLookup>,
 }
 
 pub const DEFAULT_REALM: &str = "eoepca";
@@ -634,6 +665,22 @@ impl PepConfig {
             return Err(ConfigError::new("enforcement_header", "must be a header name"));
         }
 
+        if let Some(lookup) = &raw.resource_lookup {
+            if raw.as_profile != AsProfile::Keycloak {
+                // Gluu's and Janssen's resource list matches no uri (UmaResourceRegistrationWS).
+                return Err(ConfigError::new(
+                    "resource_lookup",
+                    "needs as_profile keycloak (matchingUri lookups)",
+                ));
+            }
+            if lookup.ttl_s == 0 || lookup.ttl_s > 86_400 {
+                return Err(ConfigError::new("resource_lookup.ttl_s", "must be between 1 and 86400"));
+            }
+            if lookup.negative_ttl_s > 86_400 {
+                return Err(ConfigError::new("resource_lookup.negative_ttl_s", "must be at most 86400"));
+            }
+        }
+
         Ok(Self {
             realm,
             issuer,
@@ -675,6 +722,7 @@ impl PepConfig {
             access_tokens,
             cors_preflight: raw.cors_preflight.unwrap_or_default(),
             enforcement_header,
+            resource_lookup: raw.resource_lookup,
         })
     }
 
@@ -771,6 +819,30 @@ mod tests {
             assert_eq!(err.key, key, "{table}: {err}");
             assert!(err.to_string().contains(says), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn resource_lookup_keys() {
+        assert_eq!(parse(MINIMAL).unwrap().resource_lookup, None);
+        let kc = parse(&with(r#""as_profile":"keycloak","resource_lookup":{"mode":"lazy"}"#)).unwrap();
+        let lookup = kc.resource_lookup.unwrap();
+        assert_eq!((lookup.mode, lookup.ttl_s, lookup.negative_ttl_s), (LookupMode::Lazy, 30, 10));
+        for (bad, key) in [
+            (r#""as_profile":"uma2","resource_lookup":{"mode":"lazy"}"#, "resource_lookup"),
+            (r#""as_profile":"keycloak","resource_lookup":{"mode":"eager"}"#, "resource_lookup.mode"),
+            (
+                r#""as_profile":"keycloak","resource_lookup":{"mode":"lazy","ttl_s":0}"#,
+                "resource_lookup.ttl_s",
+            ),
+            (r#""as_profile":"keycloak","resource_lookup":{"ttl_s":5}"#, "resource_lookup"),
+            (r#""enforcement_header":"x y""#, "enforcement_header"),
+            (r#""cors_preflight":"allow""#, "cors_preflight"),
+        ] {
+            let err = parse(&with(bad)).unwrap_err();
+            assert!(err.key.starts_with(key), "{bad}: {err}");
+        }
+        let c = parse(&with(r#""enforcement_header":"X-Decision","cors_preflight":"enforce""#)).unwrap();
+        assert_eq!((c.enforcement_header.as_str(), c.cors_preflight), ("x-decision", CorsPreflight::Enforce));
     }
 
     #[test]

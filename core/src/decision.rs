@@ -126,6 +126,9 @@ pub enum Plan<'a> {
     PassThrough { rewrite: Option<String> },
     /// A protected resource; `token` is the RPT to check, `None` asks for a ticket at once.
     Protected { target: Target, token: Option<&'a str> },
+    /// No resource of the table matches `path` (prefix stripped): ask the AS which does
+    /// (`resource_lookup`), then `plan_for_resource`.
+    LookUp { path: String, rewrite: Option<String>, token: Option<&'a str> },
 }
 
 /// The protected resource and scopes a request needs, and how it is forwarded.
@@ -231,7 +234,40 @@ pub fn plan_detailed<'a>(
         return just(Plan::Reply(LocalReply::bad_request("more than one Authorization header")));
     }
 
-    let resource = strip_prefix(&normalized, &config.path_prefix).and_then(|p| resources.find(p));
+    let token = match credential {
+        Credential::Bearer(t) => Some(t),
+        _ => None,
+    };
+    let stripped = strip_prefix(&normalized, &config.path_prefix);
+    let matched = Matched { method: facts.method, cors_preflight: facts.cors_preflight, token, rewrite };
+    match stripped.and_then(|p| resources.find(p)) {
+        Some(resource) => plan_for_resource(config, Some(resource), matched),
+        // Not in the table: the AS may know it (`resource_lookup`).
+        None if config.resource_lookup.is_some() && stripped.is_some() => {
+            let path = stripped.unwrap_or_default().to_string();
+            just(Plan::LookUp { path, rewrite: matched.rewrite, token: matched.token })
+        }
+        None => plan_for_resource(config, None, matched),
+    }
+}
+
+/// What the plan of a request on a resource (or on none) needs of it.
+#[derive(Debug, Clone)]
+pub struct Matched<'a> {
+    pub method: &'a str,
+    pub cors_preflight: bool,
+    pub token: Option<&'a str>,
+    pub rewrite: Option<String>,
+}
+
+/// The plan for a request once its resource is known: `None`, no resource (`unmatched`).
+pub fn plan_for_resource<'a>(
+    config: &PepConfig,
+    resource: Option<&Resource>,
+    matched: Matched<'a>,
+) -> Planned<'a> {
+    let just = |plan| Planned { plan, open_resource: None, pass_reason: "no resource matches" };
+    let Matched { method, cors_preflight, token, rewrite } = matched;
     let Some(resource) = resource else {
         return just(match config.unmatched {
             UnmatchedPolicy::Allow => Plan::PassThrough { rewrite },
@@ -250,16 +286,12 @@ pub fn plan_detailed<'a>(
         return passes("enforcement disabled");
     }
     // Browsers send no credentials on a preflight (Fetch standard, CORS-preflight request).
-    if facts.cors_preflight && facts.method == "OPTIONS" && config.cors_preflight == CorsPreflight::Pass {
+    if cors_preflight && method == "OPTIONS" && config.cors_preflight == CorsPreflight::Pass {
         return passes("CORS preflight");
     }
 
-    let Some(scopes) = method_scopes(config, resource, facts.method) else {
-        return just(Plan::Reply(LocalReply::method_not_allowed(facts.method)));
-    };
-    let token = match credential {
-        Credential::Bearer(t) => Some(t),
-        _ => None,
+    let Some(scopes) = method_scopes(config, resource, method) else {
+        return just(Plan::Reply(LocalReply::method_not_allowed(method)));
     };
     let target = Target {
         resource_id: resource.id.clone(),

@@ -330,6 +330,12 @@ impl Flow {
         }
     }
 
+    /// The request is paused already (it waited for a lookup before its flow began): its
+    /// answer resumes it.
+    pub fn mark_paused(&mut self) {
+        self.paused = true;
+    }
+
     pub fn stage(&self) -> Stage {
         self.stage
     }

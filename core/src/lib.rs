@@ -25,6 +25,7 @@ pub mod matcher;
 pub mod partial;
 pub mod path;
 pub mod resource;
+pub mod resource_lookup;
 pub mod resource_table;
 pub mod session;
 pub mod session_keeper;

@@ -16,6 +16,9 @@ pub struct Endpoints {
     /// The AS's JWKS, for validating JWT RPTs locally.
     #[serde(default)]
     pub jwks: Option<String>,
+    /// The resource registration endpoint, for `resource_lookup` (discovered only).
+    #[serde(default)]
+    pub resource_set: Option<String>,
 }
 
 impl Endpoints {
@@ -27,6 +30,7 @@ impl Endpoints {
             permission: endpoint_path(o.permission.as_deref()?).ok()?,
             introspection: Some(endpoint_path(o.introspection.as_deref()?).ok()?),
             jwks: o.jwks.as_deref().and_then(|j| endpoint_path(j).ok()),
+            resource_set: None,
         })
     }
 
@@ -52,8 +56,11 @@ impl Endpoints {
         let permission = pick(&o.permission, Some(&d.permission_endpoint))?;
         let introspection = pick(&o.introspection, d.introspection_endpoint.as_deref())?;
         let jwks = pick(&o.jwks, d.jwks_uri.as_deref())?;
+        let resource_set = pick(&None, Some(&d.resource_registration_endpoint))?;
         match (token, permission) {
-            (Some(token), Some(permission)) => Ok(Self { token, permission, introspection, jwks }),
+            (Some(token), Some(permission)) => {
+                Ok(Self { token, permission, introspection, jwks, resource_set })
+            }
             _ => Err(AsError::Garbage("discovery: missing endpoints".into())),
         }
     }
@@ -259,8 +266,13 @@ mod tests {
         s.failed(3001);
         assert_eq!(s.next_step(3500, 2000), SessionStep::BackingOff);
         assert_eq!(s.next_step(4001, 2000), SessionStep::FetchDiscovery);
-        s.endpoints =
-            Some(Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None });
+        s.endpoints = Some(Endpoints {
+            token: "/t".into(),
+            permission: "/p".into(),
+            introspection: None,
+            jwks: None,
+            resource_set: None,
+        });
         assert_eq!(s.next_step(4001, 2000), SessionStep::FetchPat);
         s.set_pat(AccessToken { value: "pat".into(), expires_in: 100 }, 10_000);
         assert_eq!(s.next_step(10_001, 2000), SessionStep::Ready);
@@ -284,7 +296,13 @@ mod tests {
     #[test]
     fn workers_adopt_newer_shared_state_only() {
         let mut mine = AsSession::default();
-        let e = Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None };
+        let e = Endpoints {
+            token: "/t".into(),
+            permission: "/p".into(),
+            introspection: None,
+            jwks: None,
+            resource_set: None,
+        };
         let old = Pat { value: "old".into(), refresh_at_ms: 10, expires_at_ms: 15 };
         let new = Pat { value: "new".into(), refresh_at_ms: 20, expires_at_ms: 25 };
         assert!(mine.adopt(SessionSnapshot { endpoints: Some(e.clone()), pat: Some(new.clone()) }));
@@ -307,8 +325,13 @@ mod tests {
     #[test]
     fn any_pat_lifetime_gives_a_pat_that_is_used_then_refreshed() {
         const NOW: i64 = 1_800_000_000_000;
-        let endpoints =
-            Endpoints { token: "/t".into(), permission: "/p".into(), introspection: None, jwks: None };
+        let endpoints = Endpoints {
+            token: "/t".into(),
+            permission: "/p".into(),
+            introspection: None,
+            jwks: None,
+            resource_set: None,
+        };
         for expires_in in
             [u64::MAX, 2_300_000_000_000_000, 3_000_000_000_000_000, 10_000_000_000_000_000, 86_401, 0]
         {

@@ -86,6 +86,17 @@ impl SlotCodec for Rc<IntrospectionResult> {
     }
 }
 
+/// What a resource lookup found.
+impl SlotCodec for Rc<crate::resource_lookup::LookedUp> {
+    fn encode(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(self.as_ref()).ok()
+    }
+
+    fn decode(bytes: Vec<u8>) -> Option<Self> {
+        serde_json::from_slice(&bytes).ok().map(Rc::new)
+    }
+}
+
 /// Minted tokens for the upstream.
 impl SlotCodec for Rc<str> {
     fn encode(&self) -> Option<Vec<u8>> {

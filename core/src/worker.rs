@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 
 use crate::cache::{keyed_digest, Digest16, LocalKeyer};
 use crate::config::{AsProfile, PepConfig, RETURNED_RPT_HEADER};
-use crate::decision::{plan_detailed, LocalReply, LogCode, Mode, Plan, RequestFacts};
+use crate::decision::{plan_detailed, LocalReply, LogCode, Mode, Plan, Planned, RequestFacts};
 use crate::facts::{self, Decision};
 use crate::flow::{
     clock, remember_until, retries_refused_introspection, Allowed, Event, Flow, FlowContext, SessionView,
@@ -33,15 +33,30 @@ use crate::jwt_rpt::JwtCheck;
 use crate::matcher::ResourceMatcher;
 use crate::partial::subject;
 use crate::path::split_query;
+use crate::resource_lookup::LookedUp;
 use crate::session::SessionStep;
 use crate::session_keeper::{SessionCall, SessionKeeper};
-use crate::shared_data::{DecisionCache, MintedCache, SharedKeys, UseCounter};
+use crate::shared_data::{DecisionCache, MintedCache, SharedKeys, TieredCache, UseCounter};
 use crate::table_sync::TableSync;
 use crate::wire::{basic_authorization, parse_ticket, AsError};
 
 #[path = "access_decider.rs"]
 mod access_decider;
 use access_decider::{DecisionCall, PendingDecision};
+#[path = "resource_looker.rs"]
+mod resource_looker;
+use resource_looker::PendingLookup;
+
+/// What a request's plan is carried out with.
+#[derive(Debug, Clone)]
+struct PlannedRequest {
+    mode: Mode,
+    method: String,
+    log_path: String,
+    cors_preflight: bool,
+    /// The request is paused already (it waited for a lookup): resumed, not continued.
+    paused: bool,
+}
 
 /// What the host does with the request whose callback is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +76,8 @@ enum CallKind {
     ResourceTable,
     /// One call of the AS's decision on an access token (`access_decider`).
     AccessDecision(Digest16, DecisionCall),
+    /// `resource_lookup` of a path (`resource_looker`).
+    ResourceLookup(Digest16),
 }
 
 /// A call for a request that could not be dispatched from the callback running (another
@@ -95,6 +112,9 @@ pub struct Worker<H: Host> {
     decisions: DecisionCache,
     /// Decisions on access tokens in flight, or awaited from another worker.
     access_deciding: RefCell<HashMap<Digest16, PendingDecision>>,
+    /// `resource_lookup`: what the AS said protects a path, and the lookups in flight.
+    looked_up: TieredCache<Rc<LookedUp>>,
+    lookups: RefCell<HashMap<Digest16, PendingLookup>>,
     /// RPTs to hand back on a request's response (`access_tokens.return_rpt`, FULL).
     returned_rpts: RefCell<HashMap<u32, Rc<str>>>,
     keys: SharedKeys,
@@ -169,6 +189,8 @@ impl<H: Host> Worker<H> {
             introspecting: RefCell::new(HashMap::new()),
             decisions: DecisionCache::new(&keys, "decision", slots),
             access_deciding: RefCell::new(HashMap::new()),
+            looked_up: TieredCache::new(&keys, "looked_up", slots),
+            lookups: RefCell::new(HashMap::new()),
             returned_rpts: RefCell::new(HashMap::new()),
             keyer: LocalKeyer::default(),
             minted: MintedCache::new(&keys, "minted", slots),
@@ -258,8 +280,20 @@ impl<H: Host> Worker<H> {
         };
         let resources = self.resources();
         let planned = plan_detailed(config, &resources, facts);
+        let request = PlannedRequest {
+            mode: subject.mode,
+            method: subject.method.clone(),
+            log_path,
+            cors_preflight: facts.cors_preflight,
+            paused: false,
+        };
+        self.carry_out(context_id, planned, request)
+    }
+
+    /// Carries out a request's plan (in its own callback, or after a resource lookup paused it).
+    fn carry_out(&self, context_id: u32, planned: Planned<'_>, request: PlannedRequest) -> Verdict {
         match planned.plan {
-            Plan::Reply(reply) => self.reply_now(&reply, &subject.method, &log_path),
+            Plan::Reply(reply) => self.reply_now(&reply, &request.method, &request.log_path),
             Plan::PassThrough { rewrite } => {
                 self.host.count(Counter::Unmatched);
                 let (decision, why) = match &planned.open_resource {
@@ -268,8 +302,16 @@ impl<H: Host> Worker<H> {
                 };
                 let resource = planned.open_resource.as_deref();
                 self.record_facts(decision, resource, None);
-                log_decision(LogCode::Unmatched, 200, &subject.method, &log_path, resource, None, why);
-                match subject.mode {
+                log_decision(
+                    LogCode::Unmatched,
+                    200,
+                    &request.method,
+                    &request.log_path,
+                    resource,
+                    None,
+                    why,
+                );
+                match request.mode {
                     Mode::Partial => {
                         self.host.send_reply(&LocalReply::authorized(LogCode::Unmatched, ""));
                         Verdict::Pause
@@ -278,19 +320,29 @@ impl<H: Host> Worker<H> {
                         if let Some(path) = rewrite {
                             self.host.set_request_header(":path", Some(&path));
                         }
+                        if request.paused {
+                            self.host.resume_request();
+                            return Verdict::Pause;
+                        }
                         Verdict::Continue
                     }
                 }
             }
             Plan::Protected { target, token } => {
-                let flow = Flow::new(
+                let mut flow = Flow::new(
                     target,
-                    subject.mode,
-                    subject.method.clone(),
-                    log_path,
+                    request.mode,
+                    request.method,
+                    request.log_path,
                     token.map(str::to_string),
                 );
+                if request.paused {
+                    flow.mark_paused();
+                }
                 self.run(context_id, flow, Event::Start, self.host.now_ms())
+            }
+            Plan::LookUp { path, rewrite, token } => {
+                self.look_up_resource(context_id, path, request, rewrite, token.map(str::to_string))
             }
         }
     }
@@ -959,6 +1011,7 @@ impl<H: Host> Worker<H> {
         self.introspecting.borrow_mut().retain(|_, (sent, _)| *sent > overdue);
         self.calls.borrow_mut().retain(|_, (_, sent)| *sent > overdue);
         self.tick_decisions(now);
+        self.tick_lookups(now);
         let mut in_flight: Vec<u32> =
             self.introspecting.borrow().values().flat_map(|(_, w)| w.clone()).collect();
         in_flight.extend(self.waiting_on_decisions());
@@ -1012,6 +1065,7 @@ impl<H: Host> Worker<H> {
             CallKind::Permission(id) => self.on_ticket(id, response),
             CallKind::ResourceTable => self.on_resource_table(response),
             CallKind::AccessDecision(digest, step) => self.on_decision_answer(digest, step, response),
+            CallKind::ResourceLookup(digest) => self.on_lookup_answer(digest, response),
         }
     }
 }

@@ -320,6 +320,64 @@ fn keycloak_decides_one_scope_a_call_all_or_any() {
     }
 }
 
+fn lookup_worker() -> Worker<FakeHost> {
+    worker(
+        json!({"as_profile": "keycloak", "resource_lookup": {"mode": "lazy", "ttl_s": 30, "negative_ttl_s": 10}}),
+    )
+}
+
+#[test]
+fn a_path_the_table_lacks_is_looked_up_once_and_what_is_found_is_enforced_and_cached() {
+    let w = lookup_worker();
+    ready(&w);
+    for id in [7, 8] {
+        assert_eq!(request(&w, id, "/api/orders/7", None), Verdict::Pause);
+    }
+    let lookups = w.host.calls_to("/rs?");
+    assert_eq!(lookups.len(), 1, "one lookup for both requests");
+    assert_eq!(lookups[0].method, "GET");
+    assert!(
+        lookups[0].path.ends_with("?uri=%2Fapi%2Forders%2F7&matchingUri=true&deep=true"),
+        "{}",
+        lookups[0].path
+    );
+    assert_eq!(header_of(&lookups[0], "authorization").as_deref(), Some("Bearer pat-1"));
+    let found = ok(json!([{"_id": "res-orders", "name": "Orders", "uris": ["/api/orders/{id}"],
+                           "scopes": [{"name": "protected_get"}]}]));
+    w.on_call_response(7, token_of(&w, "/rs?"), &found);
+    // Both now ask for a ticket for the resource found (request 8's from the root's tick).
+    w.enter_callback(ROOT);
+    w.tick();
+    let tickets = w.host.calls_to("/perm");
+    assert_eq!(tickets.len(), 2);
+    assert!(String::from_utf8_lossy(&tickets[0].body).contains("res-orders"));
+    // Cached: a third request asks the AS nothing about the path.
+    assert_eq!(request(&w, 9, "/api/orders/7", None), Verdict::Pause);
+    assert_eq!(w.host.calls_to("/rs?").len(), 1);
+    assert_eq!(w.host.calls_to("/perm").len(), 3);
+}
+
+#[test]
+fn a_path_the_as_does_not_know_is_unmatched_and_an_as_failure_denies() {
+    let w = lookup_worker();
+    ready(&w);
+    assert_eq!(request(&w, 7, "/nowhere", None), Verdict::Pause);
+    w.on_call_response(7, token_of(&w, "/rs?"), &ok(json!([])));
+    assert_eq!(w.host.done_for(7), vec![Done::Resumed], "unmatched: passed through (unmatched: allow)");
+    assert_eq!(request(&w, 8, "/nowhere", None), Verdict::Continue, "the \"none\" is cached");
+    // The AS failing on a lookup is never a pass-through.
+    assert_eq!(request(&w, 9, "/elsewhere", None), Verdict::Pause);
+    w.on_call_response(9, token_of(&w, "/rs?"), &CallResponse { status: Some(500), body: Vec::new() });
+    assert_eq!(reply_status(&w, 9), Some(403));
+    assert_eq!(w.host.counter(Counter::AsFailures), 1);
+    // Nor is a lookup that never answers.
+    assert_eq!(request(&w, 10, "/late", None), Verdict::Pause);
+    w.host.advance(2000 + 1500);
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(reply_status(&w, 10), Some(403));
+}
+
 /// Another worker of the same Envoy, seeing what `a` put in shared data (lease and session).
 fn second_worker(a: &Worker<FakeHost>) -> Worker<FakeHost> {
     let extra = json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}});

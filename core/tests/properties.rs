@@ -111,6 +111,8 @@ proptest! {
                 // Refused: never forwarded. A path normalisation refuses is always refused.
                 prop_assert!(reply.status >= 400);
             }
+            // No `resource_lookup` here.
+            Plan::LookUp { .. } => prop_assert!(false, "a lookup without resource_lookup"),
         }
         if normalize_path(&path).is_err() {
             let facts = RequestFacts { method: "GET", raw_path: &path, authorization: &[], canonical_only: false, cors_preflight: false };

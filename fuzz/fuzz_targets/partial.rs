@@ -114,7 +114,9 @@ fuzz_target!(|data: &[u8]| {
         match &decided {
             Plan::Reply(r) if r.status == 400 => return,
             Plan::Reply(_) => {}
-            Plan::PassThrough { rewrite } => assert_eq!(rewrite, &None, "{uri:?} rewritten in a check"),
+            Plan::PassThrough { rewrite } | Plan::LookUp { rewrite, .. } => {
+                assert_eq!(rewrite, &None, "{uri:?} rewritten in a check")
+            }
             Plan::Protected { target, .. } => {
                 assert_eq!(target.rewrite, None, "{uri:?} rewritten in a check");
                 let n = canonical.as_deref().expect("decided on a path that does not normalise");
