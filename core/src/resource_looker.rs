@@ -186,7 +186,9 @@ impl<H: Host> Worker<H> {
             if sent {
                 continue;
             }
-            match self.session.borrow_mut().step(&self.host) {
+            // The session's borrow ends before the lookup is sent (it borrows it again).
+            let step = self.session.borrow_mut().step(&self.host);
+            match step {
                 SessionStep::BackingOff => self.fail_lookup(digest, "authorization server unavailable"),
                 SessionStep::Ready => self.send_lookup(digest),
                 _ => {}

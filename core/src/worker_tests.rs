@@ -358,6 +358,19 @@ fn a_path_the_table_lacks_is_looked_up_once_and_what_is_found_is_enforced_and_ca
 }
 
 #[test]
+fn a_lookup_waits_for_the_session_and_is_sent_from_the_tick() {
+    let w = lookup_worker();
+    assert_eq!(request(&w, 7, "/nowhere", None), Verdict::Pause);
+    assert!(w.host.calls_to("/rs?").is_empty(), "no session yet");
+    ready(&w);
+    w.enter_callback(ROOT);
+    w.tick();
+    assert_eq!(w.host.calls_to("/rs?").len(), 1);
+    w.on_call_response(ROOT, token_of(&w, "/rs?"), &ok(json!([])));
+    assert_eq!(w.host.done_for(7), vec![Done::Resumed]);
+}
+
+#[test]
 fn a_path_the_as_does_not_know_is_unmatched_and_an_as_failure_denies() {
     let w = lookup_worker();
     ready(&w);
