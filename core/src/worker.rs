@@ -1073,3 +1073,7 @@ impl<H: Host> Worker<H> {
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "worker_sequences.rs"]
+mod sequences;
