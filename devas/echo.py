@@ -57,6 +57,7 @@ class EchoHandle(ServerHandle):
 
 def start(port: int = 0, host: str = "127.0.0.1", log_requests: bool = False) -> EchoHandle:
     server = FixtureServer(host, port, "echo", log_requests)
+    server.any_method = True
     server.app = EchoApp()
     handle = EchoHandle(server)
     handle.app = server.app

@@ -208,6 +208,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        # BaseHTTPRequestHandler answers 501 for a method without a `do_<METHOD>`. A server that
+        # takes any method (the echo: WebDAV's PROPFIND, MKCOL, VERSION-CONTROL, ...) serves them all.
+        if name.startswith("do_") and self.__dict__.get("server") is not None and self.server.any_method:
+            return self._serve
+        raise AttributeError(name)
+
     def _write(self, method: str, response: Response) -> None:
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -240,6 +247,8 @@ class FixtureServer(ThreadingHTTPServer):
     # socketserver listens with a backlog of 5: a burst of new upstream connections from several
     # Envoy workers overflows it, and the dropped SYNs come back 1-3 s later (seen as AS timeouts).
     request_queue_size = 1024
+    # Serve every request method, not only the seven above (the echo upstream).
+    any_method = False
 
     def __init__(self, host: str, port: int, log_prefix: str, log_requests: bool):
         self.app: App | None = None

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import re
+from urllib.parse import unquote
 from typing import Any
 
 from devas.dialects import (ID_TOKEN_FORMAT, JWT_FORMAT, RS_ALGS, UMA_GRANT, Dialect, Route, compact, exact,
@@ -42,16 +43,128 @@ CANNOT_PARSE = "Cannot parse the JSON"  # KeycloakErrorHandler.getResponse for J
 SERVER_LOG = "For more on this error consult the server log."
 
 
-def uri_matches(pattern: str, uri: str) -> bool:
-    """`matchingUri=true`: exact, `/*` prefix (also the bare parent), `{param}` segment."""
-    if pattern == uri:
+# ---- matchingUri: org.keycloak.common.util.PathMatcher (common/), as ResourceSetService.find uses it ----
+
+def _java_split(text: str, sep: str) -> list[str]:
+    """Java's String.split: trailing empty strings dropped (an empty input stays one element)."""
+    if text == "":
+        return [""]
+    parts = text.split(sep)
+    while parts and parts[-1] == "":
+        parts.pop()
+    return parts
+
+
+def _strip_matrix(path: str) -> str:
+    return "/".join(seg.split(";", 1)[0] for seg in path.split("/"))
+
+
+def _collapse(path: str) -> str:
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
+
+
+def _dot_segments(path: str) -> str:
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        if seg == ".":
+            if i == len(segments) - 1:
+                out.append("")
+        elif seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/".join(out)
+
+
+def normalize_uri(uri: str) -> str:
+    """PathMatcher.normalizeUri (the path only): query and fragment dropped, matrix parameters
+    stripped, `//` collapsed, dot segments resolved and escapes decoded (URI.normalize().getPath()),
+    the cleanup repeated on the decoded path, a trailing `/` dropped."""
+    path = uri.split("?", 1)[0].split("#", 1)[0]
+    path = _collapse(_strip_matrix(path))
+    path = _collapse(_strip_matrix(unquote(_dot_segments(path))))
+    path = _dot_segments(path)
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
+
+
+def _exact_match(expected: str, target: str) -> bool:
+    """PathMatcher.exactMatch: equal; a trailing `*` takes what starts with the text before it,
+    and the path without its last character (`/a/*` takes `/a`); `/*.ext` takes that suffix."""
+    if target == expected:
         return True
-    if pattern.endswith("/*"):
-        parent = pattern[:-2]
-        return uri == parent or uri.startswith(parent + "/")
-    want, got = pattern.strip("/").split("/"), uri.strip("/").split("/")
-    return len(want) == len(got) and all(w == g or (w.startswith("{") and w.endswith("}"))
-                                         for w, g in zip(want, got))
+    if expected.endswith("*"):
+        root = expected[:-1]
+        return target.startswith(root) or target == root[:-1]
+    at = expected.find("/*.")
+    return at != -1 and target.endswith(expected[at + 2:])
+
+
+def _from_template(template: str, target: str) -> str | None:
+    """PathMatcher.buildUriFromTemplate for parameters that are whole segments: each `{name}` takes
+    the target's segment at its place (a trailing `/*` is kept); None when the target is shorter or
+    the text before the first `{` differs."""
+    start = template.find("{")
+    expected = template[:-2] if template.endswith("/*") else template
+    if start == -1 or start >= len(target):
+        return None
+    if len(_java_split(expected, "/")) > len(_java_split(target, "/")):
+        return None
+    if template[:start] != target[:start]:
+        return None
+    got = target.split("/")
+    out = [got[i] if seg.startswith("{") and seg.endswith("}") and i < len(got) else seg
+           for i, seg in enumerate(template.split("/"))]
+    return "/".join(out)
+
+
+def path_matcher(entries: list[tuple[str, Any]], target_uri: str) -> Any | None:
+    """PathMatcher.matches over (uri, value) entries: an exact path, a template (`{id}`: one segment;
+    of several, the one with more segments or fewer parameters) or a trailing `/*` (the path and
+    below; of several, the deepest). Returns the value of the entry that wins, or None."""
+    target = normalize_uri(target_uri)
+    pattern_count = brackets_count = 0
+    matching_path = any_suffix = None
+    any_path: tuple[str, Any] | None = None
+    for expected, value in entries:
+        if not expected:
+            continue
+        matching = expected if _exact_match(expected, target) else None
+        if "{" in expected:
+            built = _from_template(expected, target)
+            if built is not None:
+                length, brackets = len(_java_split(expected, "/")), len(_java_split(expected, "{"))
+                if _exact_match(built, target) and (pattern_count == 0 or length > pattern_count
+                                                    or brackets < brackets_count):
+                    matching, pattern_count, brackets_count = built, length, brackets
+        if matching is None:
+            continue
+        base = expected
+        if "/*" in base:
+            base = base[:base.index("/*")]
+        if "{" in base:
+            base = base[:base.index("{")]
+        if matching == target or (base or "/") == target:
+            if pattern_count == 0:
+                return value
+            matching_path = value
+        if expected.endswith("*"):
+            if any_path is None or len(_java_split(any_path[0], "/")) < len(_java_split(matching, "/")):
+                any_path = (expected, value)
+        else:
+            at = expected.find("*.")
+            if at != -1 and target.endswith(expected[at + 1:]):
+                any_suffix = value
+    if matching_path is not None:
+        return matching_path
+    if any_suffix is not None:
+        return any_suffix
+    return any_path[1] if any_path else None
 
 
 def json_kind(value: Any) -> str:
@@ -460,7 +573,10 @@ class Keycloak(KeycloakRegistration, KeycloakUserManagedPermissions, Dialect):
 
     def list_resources(self, req: Request) -> Response:
         """ResourceService.find: ids unless deep=true; first/max (default 100); name and scope match
-        case-insensitively as substrings (exactName=true: equal); owner is a clientId or username."""
+        case-insensitively as substrings (exactName=true: equal); owner is a clientId or username;
+        `uri` is equal to one of a resource's uris, ignoring case. Only when that finds nothing does
+        `matchingUri=true` match patterns (ResourceSetService.find): over the resources the resource
+        server owns (owner filter only, the other filters ignored), PathMatcher picks one."""
         _, rs = self.identity(req, check_protection_scope=True)
         q = req.query1
         name, uri, owner, rtype, scope, rid = q("name"), q("uri"), q("owner"), q("type"), q("scope"), q("_id")
@@ -478,14 +594,19 @@ class Keycloak(KeycloakRegistration, KeycloakUserManagedPermissions, Dialect):
         def keep(r: Resource) -> bool:
             return ((not rid or r.id == rid)
                     and (not name or (r.name == name if exact_name else name.lower() in r.name.lower()))
-                    and (not uri or any(uri_matches(u, uri) if matching else u.lower() == uri.lower()
-                                        for u in r.uris))
+                    and (not uri or any(u.lower() == uri.lower() for u in r.uris))
                     and (not owner or r.owner == owner)
                     and (not rtype or r.type == rtype)
                     and (not scope or any(scope.lower() in s.lower() for s in r.scopes)))
 
         found = [r for r in sorted(self.store.live_resources(rs.client_id), key=lambda r: r.name) if keep(r)]
         found = found[max(first, 0):max(first, 0) + limit if limit >= 0 else None]
+        if matching and uri and not found:
+            own = [r for r in sorted(self.store.live_resources(rs.client_id), key=lambda r: r.name)
+                   if r.owner == rs.id and r.uris]
+            own = own[max(first, 0):max(first, 0) + int(q("max")) if q("max") and int(q("max")) >= 0 else None]
+            best = path_matcher([(u, r) for r in own for u in r.uris], uri)
+            found = [best] if best is not None else []
         return json_response(200, [self.render_resource(r, deep_list=True) for r in found] if deep
                              else [r.id for r in found])
 

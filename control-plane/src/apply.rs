@@ -14,7 +14,8 @@ use uma_pep_core::keypath::{self, KeyError};
 
 use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
-use uma_pep_core::resource::{complete_scopes, is_open, registrable_uri, UriError};
+use crate::rules::{check_rules, registered_scopes, shape_key, Methods};
+use uma_pep_core::resource::{is_open, Enforcement, ScopesMode};
 
 pub use crate::repository::NOBODY;
 
@@ -45,12 +46,21 @@ pub enum SeedError {
     Key(KeyError),
     #[error("`{at}.name` is empty")]
     EmptyName { at: String },
-    #[error("`{at}.resource_uri`: {source}")]
-    Uri { at: String, source: UriError },
+    /// The resource's `resource_uri` or `methods`, as the filter checks them (`field`:
+    /// `resource_uri`, `methods.<METHOD>`).
+    #[error("`{at}.{field}`: {problem}")]
+    Rule { at: String, field: String, problem: String },
     #[error("`{at}.name` {name:?} is listed twice")]
     DuplicateName { at: String, name: String },
-    #[error("`{at}.resource_uri` {uri:?} is listed twice")]
-    DuplicateUri { at: String, uri: String },
+    #[error("`{at}.resource_uri` {uri:?} is listed twice (`{other_at}`)")]
+    DuplicateUri { at: String, uri: String, other_at: String },
+    /// Two entries match the same paths with the same precedence (`/a/{id}` and `/a/*`; `/a`
+    /// and `/a/**`): the filter would refuse the table.
+    #[error(
+        "`{at}.resource_uri` {uri:?} and `{other_at}.resource_uri` {other_uri:?} match the same paths with the \
+         same precedence: keep one"
+    )]
+    SameShape { at: String, uri: String, other_at: String, other_uri: String },
 }
 
 /// A key error as shown to operators and API clients: "`default_resources[2].scope`: unknown
@@ -69,28 +79,43 @@ pub struct SeedFile {
     pub default_resources: Vec<SeedEntry>,
 }
 
+/// One entry: the seed's keys, and the filter's rules under the filter's names.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedEntry {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// A path (it and what is below it) or a pattern (`{name}`, `*`, a last `**`).
     pub resource_uri: String,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
     pub default_owner: Option<String>,
+    #[serde(default)]
+    pub exact: bool,
+    #[serde(default)]
+    pub methods: Option<Methods>,
+    #[serde(default)]
+    pub scopes_mode: ScopesMode,
+    #[serde(default)]
+    pub enforcement: Enforcement,
 }
 
 /// One validated entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
+    /// What the AS is told (`exact` included: Keycloak's `uris` depend on it).
     pub description: Description,
     pub owner: String,
+    /// What only the repository and the filter hold.
+    pub methods: Option<Methods>,
+    pub scopes_mode: ScopesMode,
+    pub enforcement: Enforcement,
 }
 
-/// Reads and validates the file: no unknown keys, names and paths present and unique, paths
-/// written canonically.
+/// Reads and validates the file: no unknown keys, names and paths present and unique (paths
+/// and patterns: no two of one shape), written canonically, `methods` as the filter takes them.
 pub fn load_seed(path: &Path) -> Result<Vec<Wanted>, ApplyError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ApplyError::Read { path: shown.clone(), source })?;
@@ -100,31 +125,53 @@ pub fn load_seed(path: &Path) -> Result<Vec<Wanted>, ApplyError> {
 pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
     let file: SeedFile = keypath::from_slice(bytes).map_err(SeedError::Key)?;
     let mut names = HashSet::new();
-    let mut uris = HashSet::new();
+    // Shape → the entry that has it, and its uri.
+    let mut shapes: HashMap<String, (String, String)> = HashMap::new();
     let mut out = Vec::new();
     for (i, e) in file.default_resources.into_iter().enumerate() {
         let at = format!("default_resources[{i}]");
         if e.name.trim().is_empty() {
             return Err(SeedError::EmptyName { at });
         }
-        let uri =
-            registrable_uri(&e.resource_uri).map_err(|source| SeedError::Uri { at: at.clone(), source })?;
+        let (uri, pattern) =
+            check_rules(&e.resource_uri, e.exact, e.methods.as_ref()).map_err(|r| SeedError::Rule {
+                at: at.clone(),
+                field: if r.field == "uri" { "resource_uri".into() } else { r.field },
+                problem: r.problem,
+            })?;
         if !names.insert(e.name.clone()) {
             return Err(SeedError::DuplicateName { at, name: e.name });
         }
-        if !uris.insert(uri.clone()) {
-            return Err(SeedError::DuplicateUri { at, uri });
+        match shapes.get(&shape_key(&pattern)) {
+            Some((other_at, other_uri)) if *other_uri == uri => {
+                return Err(SeedError::DuplicateUri { at, uri, other_at: other_at.clone() })
+            }
+            Some((other_at, other_uri)) => {
+                return Err(SeedError::SameShape {
+                    at,
+                    uri,
+                    other_at: other_at.clone(),
+                    other_uri: other_uri.clone(),
+                })
+            }
+            None => {
+                shapes.insert(shape_key(&pattern), (at.clone(), uri.clone()));
+            }
         }
         let owner = e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string());
         out.push(Wanted {
             description: Description {
                 name: e.name,
                 uri,
-                scopes: complete_scopes(&e.scopes),
+                exact: e.exact,
+                scopes: registered_scopes(&e.scopes, e.methods.as_ref()),
                 description: e.description,
                 owner: as_owner(&owner),
             },
             owner,
+            methods: e.methods,
+            scopes_mode: e.scopes_mode,
+            enforcement: e.enforcement,
         });
     }
     Ok(out)
@@ -250,6 +297,10 @@ impl<'a> Applier<'a> {
             id: id.to_string(),
             name: w.description.name.clone(),
             uri: w.description.uri.clone(),
+            exact: w.description.exact,
+            methods: w.methods.clone(),
+            scopes_mode: w.scopes_mode,
+            enforcement: w.enforcement,
             // The repository is the record of owners: a resource whose ownership was moved
             // through the API keeps its new owner when the file is applied again.
             owner: previous.map_or_else(|| w.owner.clone(), |p| p.owner.clone()),
@@ -260,6 +311,18 @@ impl<'a> Applier<'a> {
             created_at: previous.map_or(now, |p| p.created_at),
             updated_at: now,
         }
+    }
+
+    /// Whether the repository's record says something else than the file's entry.
+    fn differs(existing: &StoredResource, w: &Wanted) -> bool {
+        let d = &w.description;
+        existing.uri != d.uri
+            || existing.exact != d.exact
+            || existing.scopes != d.scopes
+            || existing.description != d.description
+            || existing.methods != w.methods
+            || existing.scopes_mode != w.scopes_mode
+            || existing.enforcement != w.enforcement
     }
 
     fn needs_refresh(&self, exp: Option<i64>) -> bool {
@@ -277,12 +340,19 @@ impl<'a> Applier<'a> {
             ..w.description.clone()
         };
         let d = &current;
-        if let Some(other) = self.repo.get_by_uri(&d.uri)? {
-            if other.name != d.name {
-                return Err(StepError::Conflict(format!(
-                    "path {} already belongs to resource {:?} ({})",
-                    d.uri, other.name, other.id
-                )));
+        // Two resources of one shape would make the filter refuse the whole table.
+        let shape = crate::rules::stored_shape(&d.uri, d.exact).unwrap_or_default();
+        if let Some(other) = self.repo.get_by_shape(&shape)? {
+            if other.name != d.name || other.source != Source::File {
+                let what = if other.uri == d.uri {
+                    format!("path {} already belongs to resource {:?} ({})", d.uri, other.name, other.id)
+                } else {
+                    format!(
+                        "{} matches the same paths with the same precedence as {} of resource {:?} ({})",
+                        d.uri, other.uri, other.name, other.id
+                    )
+                };
+                return Err(StepError::Conflict(what));
             }
         }
         let owner = by_name.as_ref().map_or(w.owner.as_str(), |e| e.owner.as_str());
@@ -315,10 +385,8 @@ impl<'a> Applier<'a> {
                     Ok((r.id, outcome))
                 }
                 Some(at_as) => {
-                    let changed_here = existing.uri != d.uri
-                        || existing.scopes != d.scopes
-                        || existing.description != d.description;
-                    let (outcome, exp) = if !at_as.matches(d) {
+                    let changed_here = Self::differs(&existing, w);
+                    let (outcome, exp) = if !at_as.matches(d, &self.as_client.uris(d)) {
                         (Outcome::Updated, self.as_client.update_and_renew(&existing.id, d, &at_as).await?)
                     } else if self.needs_refresh(at_as.exp) {
                         (Outcome::Refreshed, self.as_client.update_and_renew(&existing.id, d, &at_as).await?)
@@ -351,14 +419,13 @@ impl<'a> Applier<'a> {
             self.repo.upsert(&self.record(w, &id, None, None))?;
             return Ok((id, Outcome::Created));
         };
-        let d = &w.description;
         if !is_open(&existing.scopes) {
             self.as_client.delete(&existing.id).await?;
             let id = local_resource_id()?;
             self.repo.replace_id(&existing.id, &self.record(w, &id, None, Some(&existing)))?;
             return Ok((id, Outcome::Updated));
         }
-        if existing.uri == d.uri && existing.scopes == d.scopes && existing.description == d.description {
+        if !Self::differs(&existing, w) {
             return Ok((existing.id, Outcome::Unchanged));
         }
         self.repo.upsert(&self.record(w, &existing.id, None, Some(&existing)))?;
@@ -366,7 +433,7 @@ impl<'a> Applier<'a> {
     }
 
     async fn adopt(&self, found: Registered, d: &Description) -> Result<(Registered, Outcome), StepError> {
-        if found.matches(d) {
+        if found.matches(d, &self.as_client.uris(d)) {
             return Ok((found, Outcome::Adopted));
         }
         let exp = self.as_client.update_and_renew(&found.id, d, &found).await?;
@@ -469,9 +536,72 @@ mod tests {
     }
 
     #[test]
+    fn entries_carry_patterns_and_the_filters_rules() {
+        let w = parse_seed(
+            br#"{"default_resources":[
+              {"name":"Orders","resource_uri":"/orders/{id}","scopes":["audit"],
+               "methods":{"GET":["read"],"DELETE":["admin"],"PROPFIND":["read"]},"scopes_mode":"any","enforcement":"permissive"},
+              {"name":"Users","resource_uri":"/users/{u}/**/"},
+              {"name":"List","resource_uri":"/orders","exact":true},
+              {"name":"All orders","resource_uri":"/orders"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w[0].description.uri, "/orders/{id}");
+        assert_eq!(
+            w[0].description.scopes,
+            ["audit", "admin", "read"],
+            "the given scopes and the methods' ones"
+        );
+        assert_eq!(w[0].methods.as_ref().map(|m| m.len()), Some(3));
+        assert_eq!((w[0].scopes_mode, w[0].enforcement), (ScopesMode::Any, Enforcement::Permissive));
+        assert_eq!(w[1].description.uri, "/users/{u}/**", "a trailing / trimmed");
+        assert_eq!(w[1].description.scopes.len(), 6, "no methods: the six method scopes");
+        assert!(w[2].description.exact && !w[3].description.exact);
+        assert_eq!((w[1].scopes_mode, w[1].enforcement), (ScopesMode::All, Enforcement::Enforcing));
+    }
+
+    #[test]
+    fn two_entries_of_one_shape_are_refused_naming_both() {
+        let e = parse_seed(
+            br#"{"default_resources":[{"name":"A","resource_uri":"/a/{id}"},{"name":"B","resource_uri":"/a/*"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "`default_resources[1].resource_uri` \"/a/*\" and `default_resources[0].resource_uri` \"/a/{id}\" match \
+             the same paths with the same precedence: keep one"
+        );
+        let e = parse_seed(
+            br#"{"default_resources":[{"name":"A","resource_uri":"/a"},{"name":"B","resource_uri":"/a/**"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("default_resources[0].resource_uri"), "{e}");
+        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a/x*"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("`default_resources[0].resource_uri`: \"/a/x*\": segment"), "{e}");
+        let e =
+            parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a","methods":{"GET":[]}}]}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("`default_resources[0].methods.GET`: list at least one scope"), "{e}");
+        let e =
+            parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a","enforcement":"off"}]}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("`default_resources[0].enforcement`"), "{e}");
+        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a","scope_mode":"any"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `default_resources[0].scopes_mode`?"), "{e}");
+    }
+
+    #[test]
     fn paths_are_taken_as_written_or_refused() {
         let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a/../b"}]}"#).unwrap_err();
-        assert!(matches!(&e, SeedError::Uri { source: UriError::NotCanonical { .. }, .. }), "{e:?}");
+        assert!(matches!(&e, SeedError::Rule { field, .. } if field == "resource_uri"), "{e:?}");
         let shown = e.to_string();
         assert!(shown.starts_with("`default_resources[0].resource_uri`"), "{shown}");
         assert!(shown.contains(r#"write "/b""#), "{shown}");

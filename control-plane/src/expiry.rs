@@ -37,6 +37,7 @@ pub fn description_of(r: &StoredResource) -> Description {
     Description {
         name: r.name.clone(),
         uri: r.uri.clone(),
+        exact: r.exact,
         scopes: r.scopes.clone(),
         description: r.description.clone(),
         owner: crate::apply::as_owner(&r.owner),
@@ -132,6 +133,7 @@ mod tests {
             as_expires_at: exp,
             created_at: 0,
             updated_at: 0,
+            ..StoredResource::default()
         }
     }
 

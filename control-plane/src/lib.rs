@@ -18,4 +18,5 @@ pub mod registration;
 pub mod render;
 pub mod repository;
 pub mod resource_set;
+pub mod rules;
 pub mod transport;

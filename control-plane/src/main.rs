@@ -192,10 +192,9 @@ fn find(repo: &Repository, key: &str) -> Result<StoredResource, CliError> {
         n => return Err(CliError::AmbiguousName(key.to_string(), n)),
     }
     if key.starts_with('/') {
-        if let Ok(uri) = uma_pep_core::resource::canonical_uri(key) {
-            if let Some(r) = repo.get_by_uri(&uri)? {
-                return Ok(r);
-            }
+        // A path or a pattern, in any spelling of it.
+        if let Ok(Some(r)) = pepctl::rules::find_at_path(repo, key)? {
+            return Ok(r);
         }
     }
     Err(CliError::NoSuchResource(key.to_string()))
@@ -204,7 +203,9 @@ fn find(repo: &Repository, key: &str) -> Result<StoredResource, CliError> {
 fn print_table(list: &[StoredResource]) {
     println!("{:<38} {:<24} {:<24} {:<16} SCOPES", "ID", "NAME", "URI", "OWNER");
     for r in list {
-        println!("{:<38} {:<24} {:<24} {:<16} {}", r.id, r.name, r.uri, r.owner, r.scopes.join(","));
+        // An exact resource is marked: `/a` and `/a` exact are two resources.
+        let uri = if r.exact { format!("{} (exact)", r.uri) } else { r.uri.clone() };
+        println!("{:<38} {:<24} {:<24} {:<16} {}", r.id, r.name, uri, r.owner, r.scopes.join(","));
     }
 }
 

@@ -254,17 +254,10 @@ pub struct RenderArgs {
     pub json: bool,
 }
 
-/// The repository's resources as the filter's `resources` table.
+/// The repository's resources as the filter's `resources` table, each with its rules (`exact`,
+/// `methods`, `scopes_mode`, `enforcement`; absent when default, as the filter writes them).
 pub fn filter_resources(list: &[StoredResource]) -> Vec<Resource> {
-    list.iter()
-        .map(|r| Resource {
-            id: r.id.clone(),
-            uri: r.uri.clone(),
-            scopes: r.scopes.clone(),
-            name: Some(r.name.clone()),
-            ..Resource::default()
-        })
-        .collect()
+    list.iter().map(crate::rules::filter_resource).collect()
 }
 
 /// host and port of a URL, with the scheme's default port.
@@ -935,6 +928,7 @@ mod tests {
             as_expires_at: None,
             created_at: 0,
             updated_at: 0,
+            ..crate::repository::StoredResource::default()
         }]
     }
 

@@ -6,9 +6,11 @@
 //! lost and created again cannot pass for the old one (the filter takes an empty table only
 //! from the generation it already follows).
 //!
-//! Paths are unique; names are unique per owner only, as Keycloak keeps them (a second user may
-//! deploy an application of the same name).
+//! Shapes are unique (two resources never match the same paths at the same precedence, as the
+//! filter requires: `rules::shape_key`); names are unique per owner only, as Keycloak keeps them
+//! (a second user may deploy an application of the same name).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use uma_pep_core::resource::{Enforcement, ScopesMode};
+
+use crate::rules::{is_all, is_enforcing, stored_shape};
 
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
 pub const NOBODY: &str = "0000000000000";
@@ -32,6 +37,10 @@ pub enum RepoError {
     TooNew(i64, i64),
     #[error("stored scopes are not a JSON array: {0}")]
     Scopes(serde_json::Error),
+    #[error("stored rules of resource {id} are unreadable: {problem}")]
+    Rules { id: String, problem: String },
+    #[error("resource {id}: {uri:?} is not a uri the filter takes (a path or a pattern)")]
+    Uri { id: String, uri: String },
     #[error(
         "journal entry {seq} holds an unreadable resource ({problem}); the database was changed by hand: \
          delete the row from table intents once the AS and the repository agree"
@@ -69,10 +78,11 @@ pub fn local_resource_id() -> Result<String, RepoError> {
 
 /// Where a resource came from: `file` ones are reconciled (and pruned) by `resources apply`,
 /// `api` ones belong to users and are never pruned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     File,
+    #[default]
     Api,
 }
 
@@ -92,13 +102,27 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A resource as the repository keeps it. The filter's rules (`exact`, `methods`,
+/// `scopes_mode`, `enforcement`) carry the filter's names and are left out of JSON when they
+/// hold their default (a journal entry written before they existed reads as the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredResource {
     /// The AS resource id (`_id`): the key everywhere. An open resource is not registered at
     /// the AS and has a local id instead (`local_resource_id`).
     pub id: String,
     pub name: String,
+    /// The path or pattern (`uma_pep_core::uri_pattern`), in its canonical spelling.
     pub uri: String,
+    /// Only the path itself, not what is below it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
+    /// Method → the scopes it needs (replacing the filter's `method_scopes` for this resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "is_all")]
+    pub scopes_mode: ScopesMode,
+    #[serde(default, skip_serializing_if = "is_enforcing")]
+    pub enforcement: Enforcement,
     pub owner: String,
     pub scopes: Vec<String>,
     pub description: Option<String>,
@@ -159,7 +183,41 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // Resource rules: a uri may be a pattern, and two resources may share a uri (one `exact`,
+    // one not); what stays unique is the shape (`rules::shape_key`). Every uri so far was a
+    // path, whose shape is the path with the rest (`SHAPES_FROM_PATHS` then recomputes each
+    // with the filter's parser).
+    "CREATE TABLE resources_v4 (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        shape TEXT NOT NULL UNIQUE,
+        exact INTEGER NOT NULL DEFAULT 0,
+        methods TEXT,
+        scopes_mode TEXT NOT NULL DEFAULT 'all',
+        enforcement TEXT NOT NULL DEFAULT 'enforcing',
+        owner TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        description TEXT,
+        source TEXT NOT NULL CHECK (source IN ('file','api')),
+        as_expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (owner, name)
+    );
+    INSERT INTO resources_v4 (id, name, uri, shape, owner, scopes, description, source, as_expires_at,
+        created_at, updated_at)
+      SELECT id, name, uri, CASE WHEN uri = '/' THEN '/**' ELSE uri || '/**' END, owner, scopes,
+        description, source, as_expires_at, created_at, updated_at FROM resources;
+    DROP TABLE resources;
+    ALTER TABLE resources_v4 RENAME TO resources;
+    CREATE INDEX resources_name ON resources(name);
+    CREATE INDEX resources_owner ON resources(owner);
+    CREATE INDEX resources_uri ON resources(uri);",
 ];
+
+/// The migration after which every stored shape is recomputed with the filter's parser.
+const SHAPES_FROM_PATHS: usize = 4;
 
 /// What a journal entry was about to do at the AS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,12 +269,19 @@ pub struct Repository {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<(StoredResource, String)> {
+/// A row, with the columns still to read as JSON: scopes, methods, scopes_mode, enforcement.
+type RawRow = (StoredResource, String, Option<String>, String, String);
+
+fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((
         StoredResource {
             id: row.get("id")?,
             name: row.get("name")?,
             uri: row.get("uri")?,
+            exact: row.get("exact")?,
+            methods: None,
+            scopes_mode: ScopesMode::All,
+            enforcement: Enforcement::Enforcing,
             owner: row.get("owner")?,
             scopes: Vec::new(),
             description: row.get("description")?,
@@ -226,21 +291,50 @@ fn row_to_resource(row: &Row<'_>) -> rusqlite::Result<(StoredResource, String)> 
             updated_at: row.get("updated_at")?,
         },
         row.get("scopes")?,
+        row.get("methods")?,
+        row.get("scopes_mode")?,
+        row.get("enforcement")?,
     ))
 }
 
-fn finish(pair: (StoredResource, String)) -> Result<StoredResource, RepoError> {
-    let (mut r, scopes) = pair;
+fn finish(raw: RawRow) -> Result<StoredResource, RepoError> {
+    let (mut r, scopes, methods, scopes_mode, enforcement) = raw;
     r.scopes = serde_json::from_str(&scopes).map_err(RepoError::Scopes)?;
+    let unreadable =
+        |id: &str, e: serde_json::Error| RepoError::Rules { id: id.to_string(), problem: e.to_string() };
+    if let Some(m) = methods {
+        r.methods = Some(serde_json::from_str(&m).map_err(|e| unreadable(&r.id, e))?);
+    }
+    r.scopes_mode = serde_json::from_value(scopes_mode.into()).map_err(|e| unreadable(&r.id, e))?;
+    r.enforcement = serde_json::from_value(enforcement.into()).map_err(|e| unreadable(&r.id, e))?;
     Ok(r)
 }
 
-/// Writes a record, replacing the one with the same id.
-fn write_record(tx: &rusqlite::Transaction<'_>, r: &StoredResource) -> rusqlite::Result<()> {
+/// A rule value as its column holds it: the JSON string's text (`all`, `permissive`).
+fn as_text(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Writes a record, replacing the one with the same id. Its shape must be free: a second
+/// resource of one shape is refused here whatever checked before.
+fn write_record(tx: &rusqlite::Transaction<'_>, r: &StoredResource) -> Result<(), RepoError> {
+    let shape = stored_shape(&r.uri, r.exact)
+        .ok_or_else(|| RepoError::Uri { id: r.id.clone(), uri: r.uri.clone() })?;
+    let methods = match &r.methods {
+        Some(m) => Some(serde_json::to_string(m).map_err(RepoError::Journal)?),
+        None => None,
+    };
     tx.execute(
-        "INSERT INTO resources (id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(id) DO UPDATE SET name = excluded.name, uri = excluded.uri,
+        "INSERT INTO resources (id, name, uri, shape, exact, methods, scopes_mode, enforcement, owner, scopes,
+           description, source, as_expires_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, uri = excluded.uri, shape = excluded.shape,
+           exact = excluded.exact, methods = excluded.methods, scopes_mode = excluded.scopes_mode,
+           enforcement = excluded.enforcement,
            owner = excluded.owner, scopes = excluded.scopes, description = excluded.description,
            source = excluded.source, as_expires_at = excluded.as_expires_at,
            updated_at = excluded.updated_at",
@@ -248,6 +342,11 @@ fn write_record(tx: &rusqlite::Transaction<'_>, r: &StoredResource) -> rusqlite:
             r.id,
             r.name,
             r.uri,
+            shape,
+            r.exact,
+            methods,
+            as_text(&r.scopes_mode),
+            as_text(&r.enforcement),
             r.owner,
             scopes_json(&r.scopes),
             r.description,
@@ -270,7 +369,8 @@ fn scopes_json(scopes: &[String]) -> String {
 }
 
 const COLUMNS: &str =
-    "id, name, uri, owner, scopes, description, source, as_expires_at, created_at, updated_at";
+    "id, name, uri, exact, methods, scopes_mode, enforcement, owner, scopes, description, source, \
+     as_expires_at, created_at, updated_at";
 
 impl Repository {
     pub fn open(path: &Path) -> Result<Self, RepoError> {
@@ -410,8 +510,27 @@ impl Repository {
         Ok(self.list_by_name(name)?.into_iter().find(|r| r.source == Source::File))
     }
 
+    /// The resources registered at exactly this spelling (two when one is `exact` and one is
+    /// not), the exact one first.
+    pub fn list_by_uri(&self, uri: &str) -> Result<Vec<StoredResource>, RepoError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM resources WHERE uri = ?1 ORDER BY exact DESC, id"
+            ))?;
+            let rows = stmt.query_map([uri], row_to_resource)?;
+            rows.map(|r| finish(r?)).collect()
+        })
+    }
+
+    /// The resource at this spelling; of two, the `exact` one, which is the one the filter
+    /// picks for that very path.
     pub fn get_by_uri(&self, uri: &str) -> Result<Option<StoredResource>, RepoError> {
-        self.get_by("uri", uri)
+        Ok(self.list_by_uri(uri)?.into_iter().next())
+    }
+
+    /// The resource of this shape (`rules::shape_key`), if any: at most one.
+    pub fn get_by_shape(&self, shape: &str) -> Result<Option<StoredResource>, RepoError> {
+        self.get_by("shape", shape)
     }
 
     /// Inserts a resource, or replaces the one with the same id.
@@ -570,9 +689,45 @@ fn migrate(conn: &mut Connection) -> Result<(), RepoError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == SHAPES_FROM_PATHS {
+            reshape(&tx)?;
+        }
         tx.execute("UPDATE schema_version SET version = ?1", [i as i64 + 1])?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Recomputes the shape of every stored resource with the filter's parser. A path stored before
+/// patterns existed keeps its meaning unless it holds a `*` (a sub-delimiter, kept by the path
+/// rules): a segment `*` (`/b/*`) now reads as a one-segment pattern, and a `*` inside a
+/// segment (`/a*`) is no pattern the filter takes (it keeps the shape of a path, and the
+/// filter refuses a table that holds it). Both are named in a warning.
+fn reshape(tx: &rusqlite::Transaction<'_>) -> Result<(), RepoError> {
+    let rows: Vec<(String, String, bool)> = {
+        let mut stmt = tx.prepare("SELECT id, uri, exact FROM resources")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, uri, exact) in rows {
+        match stored_shape(&uri, exact) {
+            Some(shape) => {
+                if uri.contains('*') {
+                    tracing::warn!(
+                        resource = %id, uri = %uri,
+                        "this resource's path was a literal and now reads as a pattern (`*` is one segment): \
+                         move it (operator: PATCH icon_uri) if that is not what it should protect"
+                    );
+                }
+                tx.execute("UPDATE resources SET shape = ?1 WHERE id = ?2", params![shape, id])?;
+            }
+            None => tracing::warn!(
+                resource = %id, uri = %uri,
+                "this resource's uri is no path or pattern the filter takes (a `*`, `{{` or `}}` inside a segment): \
+                 move it (operator: PATCH icon_uri) or delete it, or the filter refuses the table"
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -592,6 +747,7 @@ mod tests {
             as_expires_at: None,
             created_at: 1,
             updated_at: 1,
+            ..StoredResource::default()
         }
     }
 
@@ -681,20 +837,34 @@ mod tests {
         );
     }
 
+    /// A transaction on a database holding the first `version` migrations, as an older pepctl
+    /// left it.
+    fn at_schema(c: &mut Connection, version: usize) -> rusqlite::Transaction<'_> {
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES ({version});"
+        ))
+        .unwrap();
+        for sql in &MIGRATIONS[..version] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx
+    }
+
     #[test]
     fn a_database_of_the_first_schema_is_migrated_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pepctl.db");
         {
             let mut c = Connection::open(&path).unwrap();
-            let tx = c.transaction().unwrap();
-            tx.execute_batch(
-                "CREATE TABLE schema_version (version INTEGER NOT NULL);
-                 INSERT INTO schema_version (version) VALUES (1);",
+            let tx = at_schema(&mut c, 1);
+            tx.execute(
+                "INSERT INTO resources (id, name, uri, owner, scopes, description, source, created_at, updated_at)
+                 VALUES ('a1', 'A', '/a', 'alice', '[\"protected_get\"]', 'd', 'file', 1, 1)",
+                [],
             )
             .unwrap();
-            tx.execute_batch(MIGRATIONS[0]).unwrap();
-            write_record(&tx, &res("a1", "A", "/a", "alice")).unwrap();
             bump_version(&tx).unwrap();
             tx.commit().unwrap();
         }
@@ -704,6 +874,85 @@ mod tests {
         assert_eq!(repo.version().unwrap(), 1);
         assert_eq!(repo.generation().unwrap().len(), 32);
         repo.upsert(&res("b1", "A", "/b", "bob")).unwrap();
+    }
+
+    #[test]
+    fn shapes_are_unique_and_rules_come_back_as_written() {
+        let repo = Repository::open_in_memory().unwrap();
+        let mut orders = res("o1", "Order", "/orders/{id}", "alice");
+        let mut methods = BTreeMap::new();
+        methods.insert("GET".to_string(), vec!["read".to_string()]);
+        methods.insert("PROPFIND".to_string(), vec!["dav".to_string(), "read".to_string()]);
+        orders.methods = Some(methods);
+        orders.scopes_mode = ScopesMode::Any;
+        orders.enforcement = Enforcement::Permissive;
+        repo.upsert(&orders).unwrap();
+        assert_eq!(repo.get("o1").unwrap().unwrap(), orders);
+        assert_eq!(repo.get_by_uri("/orders/{id}").unwrap().unwrap().id, "o1");
+        // Another spelling of the same shape is refused by the database itself.
+        assert!(repo.upsert(&res("o2", "Other", "/orders/*", "bob")).is_err());
+        assert_eq!(repo.get_by_shape("/orders/* (exact)").unwrap().unwrap().id, "o1");
+        // `/a` and `/a` exact are two shapes; `/a/**` is the shape of `/a`.
+        repo.upsert(&res("a1", "A", "/a", "alice")).unwrap();
+        let mut exact = res("a2", "A exact", "/a", "alice");
+        exact.exact = true;
+        repo.upsert(&exact).unwrap();
+        assert!(repo.upsert(&res("a3", "A rest", "/a/**", "alice")).is_err());
+        assert_eq!(
+            repo.list_by_uri("/a").unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a2", "a1"]
+        );
+        assert_eq!(
+            repo.get_by_uri("/a").unwrap().unwrap().id,
+            "a2",
+            "the exact one: the filter's pick at /a"
+        );
+        // A uri the filter does not take is never written.
+        assert!(matches!(repo.upsert(&res("x", "X", "/x*", "alice")), Err(RepoError::Uri { .. })));
+        // The journal keeps the rules, and reads an entry of before them as the defaults.
+        let seq = repo.record_intent(IntentOp::Create, None, "Order", "/orders/{id}", &orders).unwrap();
+        assert_eq!(repo.pending_intents().unwrap()[0].state, orders);
+        repo.clear_intent(seq).unwrap();
+        let old: StoredResource = serde_json::from_str(
+            r#"{"id":"","name":"n","uri":"/n","owner":"o","scopes":[],"description":null,"source":"api",
+                "as_expires_at":null,"created_at":1,"updated_at":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.exact, old.methods, old.scopes_mode, old.enforcement),
+            (false, None, ScopesMode::All, Enforcement::Enforcing)
+        );
+        let json = serde_json::to_value(res("d", "D", "/d", "o")).unwrap();
+        for key in ["exact", "methods", "scopes_mode", "enforcement"] {
+            assert!(json.get(key).is_none(), "{key} omitted when default: {json}");
+        }
+    }
+
+    #[test]
+    fn a_database_of_the_third_schema_gets_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepctl.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = at_schema(&mut c, 3);
+            for (id, uri) in [("r", "/"), ("a", "/a"), ("star", "/b/*"), ("bad", "/c*")] {
+                tx.execute(
+                    "INSERT INTO resources (id, name, uri, owner, scopes, source, created_at, updated_at)
+                     VALUES (?1, ?1, ?2, 'o', '[]', 'file', 1, 1)",
+                    [id, uri],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let repo = Repository::open(&path).unwrap();
+        assert_eq!(repo.list().unwrap().len(), 4);
+        assert_eq!(repo.get_by_shape("/**").unwrap().unwrap().id, "r");
+        assert_eq!(repo.get_by_shape("/a/**").unwrap().unwrap().id, "a");
+        // A path of before patterns whose segment is `*` is now the pattern it spells.
+        assert_eq!(repo.get_by_shape("/b/* (exact)").unwrap().unwrap().id, "star");
+        assert!(repo.upsert(&res("a2", "A2", "/a/**", "o")).is_err());
+        repo.upsert(&res("a3", "A3", "/a/{x}", "o")).unwrap();
     }
 
     #[test]

@@ -9,15 +9,20 @@
 //! to `attributes.description`). Gluu/Janssen (`UmaResource`) get `name`, `description`,
 //! `icon_uri` (where EOEPCA keeps the path) and `resource_scopes`; they have no owner field,
 //! so owners stay in pepctl's repository.
+//!
+//! A resource's paths (a path or a pattern, `uma_pep_core::uri_pattern`) reach Keycloak as
+//! `uris` in Keycloak's own pattern form (`keycloak_uris`), so that its `matchingUri` lookups
+//! and its policy enforcer match what the filter matches; Gluu/Janssen keep the canonical
+//! spelling in `icon_uri`, as information only.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-
-use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
 use uma_pep_core::config::AsProfile;
+use uma_pep_core::uri_pattern::UriPattern;
 use url::Url;
 
 use crate::pat::{PatSource, ProtectedCallError};
@@ -50,7 +55,10 @@ pub enum ResourceSetError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
     pub name: String,
+    /// The path or pattern, canonical.
     pub uri: String,
+    /// The path alone, not what is below it (Keycloak's `uris` differ).
+    pub exact: bool,
     pub scopes: Vec<String>,
     pub description: Option<String>,
     /// The owner to tell the AS (Keycloak: a user id or username of the realm). `None`: the
@@ -79,19 +87,58 @@ fn epoch(n: Option<serde_json::Number>) -> Option<i64> {
     n.and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)))
 }
 
+/// Keycloak's form of a resource's paths: the `uris` that make Keycloak match what the filter
+/// matches. Read from Keycloak's `org.keycloak.common.util.PathMatcher` (common/, `matches`,
+/// `exactMatch`, `buildUriFromTemplate`, `validateTemplate`), which both `ResourceSetService.find`
+/// (services/.../authorization/admin/, behind the protection API's `ResourceService.find` with
+/// `matchingUri=true`) and the policy enforcer's `PolicyEnforcer.PathConfigMatcher` use:
+/// - a uri without `*` or `{` matches that path only (`exactMatch`: equality);
+/// - a trailing `/*` matches the path before it and everything below, at any depth (`exactMatch`:
+///   the target starts with `<base>/`, or equals `<base>`); so a resource that covers what is
+///   below its path (a plain uri, or one ending in `/**`) is `[<base>, <base>/*]`, the base kept
+///   so that a lookup by exact `uri=` still finds it; `/` is `["/", "/*"]`;
+/// - `{name}` matches exactly one segment (`buildUriFromTemplate` puts the target's segment in
+///   its place, then the whole must match), so `{id}` stays `{id}`;
+/// - a `*` anywhere but last matches nothing (it is neither a template nor a trailing wildcard,
+///   and `validateTemplate`, with which Keycloak 26.7 checks resource uris at create and update,
+///   keycloak/keycloak#50289 and #50359, refuses it), so the filter's one-segment `*` becomes the
+///   template `{_N}`, N its segment's position (any name will do: `buildUriFromTemplate` fills
+///   the placeholders in order).
+///
+/// Keycloak matches `uris` as strings: a literal segment keeps its canonical escapes.
+pub fn keycloak_uris(uri: &str, exact: bool) -> Vec<String> {
+    let rest = UriPattern::parse(uri, exact).map(|(_, p)| p.rest).unwrap_or(!exact);
+    let segments: Vec<String> = uri
+        .split('/')
+        .skip(1)
+        .filter(|s| !s.is_empty() && *s != "**")
+        .enumerate()
+        .map(|(i, s)| if s == "*" { format!("{{_{}}}", i + 1) } else { s.to_string() })
+        .collect();
+    let base = format!("/{}", segments.join("/"));
+    if !rest {
+        return vec![base];
+    }
+    let below = if segments.is_empty() { "/*".to_string() } else { format!("{base}/*") };
+    vec![base, below]
+}
+
 impl Registered {
-    /// Does the AS's record already say what `want` says? Fields the AS did not echo are not
+    /// Does the AS's record already say what `want` says, `uris` being the paths as the
+    /// dialect registers them (`ResourceSetClient::uris`)? Fields the AS did not echo are not
     /// held against it.
-    pub fn matches(&self, want: &Description) -> bool {
+    pub fn matches(&self, want: &Description, uris: &[String]) -> bool {
         let mut have: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let mut need: Vec<&str> = want.scopes.iter().map(String::as_str).collect();
         have.sort_unstable();
         have.dedup();
         need.sort_unstable();
         need.dedup();
+        let have_uris: BTreeSet<&str> = self.uris.iter().map(String::as_str).collect();
+        let want_uris: BTreeSet<&str> = uris.iter().map(String::as_str).collect();
         self.name.as_deref().is_none_or(|n| n == want.name)
             && have == need
-            && (self.uris.is_empty() || self.uris.iter().any(|u| u == &want.uri))
+            && (self.uris.is_empty() || have_uris == want_uris)
             && (self.description.is_none() || self.description == want.description)
     }
 }
@@ -166,6 +213,15 @@ impl Wire {
     }
 }
 
+/// The paths of a resource as `profile` registers them: Keycloak's `uris`, or the canonical
+/// spelling (Gluu/Janssen's `icon_uri`).
+pub fn dialect_uris(profile: AsProfile, uri: &str, exact: bool) -> Vec<String> {
+    match profile {
+        AsProfile::Keycloak => keycloak_uris(uri, exact),
+        AsProfile::Uma2 => vec![uri.to_string()],
+    }
+}
+
 /// Parses a resource description (GET, or Keycloak's POST answer).
 pub fn parse_registered(body: &[u8], fallback_id: Option<&str>) -> Result<Registered, ResourceSetError> {
     let wire: Wire = serde_json::from_slice(body).map_err(|e| ResourceSetError::Garbage(e.to_string()))?;
@@ -192,6 +248,11 @@ impl ResourceSetClient {
         self.profile
     }
 
+    /// The paths of `d` as this dialect registers them.
+    pub fn uris(&self, d: &Description) -> Vec<String> {
+        dialect_uris(self.profile, &d.uri, d.exact)
+    }
+
     /// `rreguri/{id}`: the id is one path segment, escaped.
     fn item_url(&self, id: &str) -> Url {
         let mut url = self.endpoint.clone();
@@ -202,8 +263,10 @@ impl ResourceSetClient {
     }
 
     /// The body in the dialect's shape, with only the fields the dialect models (see the
-    /// module comment). Keycloak matches paths on `uris`; the spec and Gluu have no path field,
-    /// and the seed (and its clients) keep the path in `icon_uri`.
+    /// module comment). Keycloak matches paths on `uris` (`keycloak_uris`); the spec and
+    /// Gluu/Janssen have no path field (`UmaResource`: no `uri` or `uris`, unknown fields
+    /// ignored) and match no paths: the seed (and its clients) keep the path in `icon_uri`, as
+    /// information, in its canonical spelling.
     ///
     /// Keycloak's owner goes in the create only: a PUT cannot change it (`RepresentationToModel
     /// .toModel` keeps the existing resource's owner) but an owner it does not know still
@@ -213,7 +276,7 @@ impl ResourceSetClient {
             AsProfile::Keycloak => {
                 let mut body = json!({
                     "name": d.name,
-                    "uris": [d.uri],
+                    "uris": keycloak_uris(&d.uri, d.exact),
                     "resource_scopes": d.scopes,
                     // Always sent: on a PUT it replaces the attributes, so a removed description goes.
                     "attributes": {},
@@ -422,6 +485,7 @@ mod tests {
         Description {
             name: "Alice".into(),
             uri: "/alice".into(),
+            exact: false,
             scopes: vec!["protected_get".into(), "protected_put".into()],
             description: Some("home".into()),
             owner: Some("alice-0001".into()),
@@ -433,13 +497,14 @@ mod tests {
         let gluu = parse_registered(br#"{"_id":"g1"}"#, None).unwrap();
         assert_eq!(gluu.id, "g1");
         let kc = parse_registered(
-            br#"{"_id":"k1","name":"Alice","owner":{"id":"x"},"uris":["/alice"],
+            br#"{"_id":"k1","name":"Alice","owner":{"id":"x"},"uris":["/alice","/alice/*"],
                 "resource_scopes":[{"id":"s","name":"protected_put"},{"name":"protected_get"}]}"#,
             None,
         )
         .unwrap();
         assert_eq!(kc.scopes, vec!["protected_put", "protected_get"]);
-        assert!(kc.matches(&desc()));
+        assert!(kc.matches(&desc(), &keycloak_uris("/alice", false)));
+        assert!(!kc.matches(&desc(), &keycloak_uris("/alice", true)), "exact: the uris differ");
         let g = parse_registered(
             br#"{"name":"Alice","icon_uri":"/alice","resource_scopes":["protected_get","protected_put"],"description":"home","exp":1900000000,"iat":1}"#,
             Some("g2"),
@@ -447,7 +512,7 @@ mod tests {
         .unwrap();
         assert_eq!(g.id, "g2");
         assert_eq!(g.exp, Some(1_900_000_000));
-        assert!(g.matches(&desc()));
+        assert!(g.matches(&desc(), &dialect_uris(AsProfile::Uma2, "/alice", false)));
         assert!(parse_registered(br#"{"name":"x"}"#, None).is_err());
         assert!(parse_registered(b"<html>", None).is_err());
     }
@@ -458,21 +523,45 @@ mod tests {
             id: "1".into(),
             name: Some("Alice".into()),
             scopes: vec!["protected_get".into(), "protected_put".into()],
-            uris: vec!["/alice".into()],
+            uris: vec!["/alice".into(), "/alice/*".into()],
             description: None,
             exp: None,
             iat: None,
         };
-        assert!(base.matches(&desc()));
+        let kc = |d: &Description| keycloak_uris(&d.uri, d.exact);
+        assert!(base.matches(&desc(), &kc(&desc())));
         let mut other = desc();
         other.scopes.push("protected_delete".into());
-        assert!(!base.matches(&other));
+        assert!(!base.matches(&other, &kc(&other)));
         let mut other = desc();
         other.uri = "/bob".into();
-        assert!(!base.matches(&other));
+        assert!(!base.matches(&other, &kc(&other)));
         let mut other = desc();
         other.name = "Bob".into();
-        assert!(!base.matches(&other));
+        assert!(!base.matches(&other, &kc(&other)));
+        // A registration of before (its path alone) is updated to Keycloak's pattern form.
+        let old = Registered { uris: vec!["/alice".into()], ..base.clone() };
+        assert!(!old.matches(&desc(), &kc(&desc())));
+    }
+
+    #[test]
+    fn keycloak_gets_its_own_pattern_form() {
+        for (uri, exact, want) in [
+            ("/a", false, vec!["/a", "/a/*"]),
+            ("/a", true, vec!["/a"]),
+            ("/a/**", false, vec!["/a", "/a/*"]),
+            ("/", false, vec!["/", "/*"]),
+            ("/", true, vec!["/"]),
+            ("/**", false, vec!["/", "/*"]),
+            ("/orders/{id}", false, vec!["/orders/{id}"]),
+            ("/orders/{id}", true, vec!["/orders/{id}"]),
+            ("/users/{u}/**", false, vec!["/users/{u}", "/users/{u}/*"]),
+            ("/a/*", false, vec!["/a/{_2}"]),
+            ("/a/*/b/*/**", false, vec!["/a/{_2}/b/{_4}", "/a/{_2}/b/{_4}/*"]),
+            ("/caf%C3%A9/{id}", false, vec!["/caf%C3%A9/{id}"]),
+        ] {
+            assert_eq!(keycloak_uris(uri, exact), want, "{uri} exact={exact}");
+        }
     }
 
     fn client(profile: AsProfile) -> ResourceSetClient {
@@ -516,7 +605,7 @@ mod tests {
                 .into_iter()
                 .collect()
         );
-        assert_eq!(kc["uris"], json!(["/alice"]));
+        assert_eq!(kc["uris"], json!(["/alice", "/alice/*"]));
         assert_eq!(kc["owner"], json!({"id": "alice-0001"}));
         assert_eq!(kc["ownerManagedAccess"], true);
         assert_eq!(kc["attributes"], json!({"description": ["home"]}));
@@ -529,12 +618,12 @@ mod tests {
         assert_eq!(kc["attributes"], json!({}));
         // The description comes back from the attribute.
         let back = parse_registered(
-            br#"{"_id":"k","name":"Alice","uris":["/alice"],"scopes":[{"name":"protected_get"},{"name":"protected_put"}],"attributes":{"description":["home"]}}"#,
+            br#"{"_id":"k","name":"Alice","uris":["/alice/*","/alice"],"scopes":[{"name":"protected_get"},{"name":"protected_put"}],"attributes":{"description":["home"]}}"#,
             None,
         )
         .unwrap();
         assert_eq!(back.description.as_deref(), Some("home"));
-        assert!(back.matches(&desc()));
+        assert!(back.matches(&desc(), &client(AsProfile::Keycloak).uris(&desc())), "in any order");
 
         // Gluu/Janssen: UmaResource's fields; no owner (pepctl's repository keeps it).
         let spec = client(AsProfile::Uma2).body(&desc(), true);
@@ -542,6 +631,12 @@ mod tests {
             spec.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["description", "icon_uri", "name", "resource_scopes"].into_iter().collect());
         assert_eq!(spec["icon_uri"], "/alice");
+        let pattern = Description { uri: "/users/{u}/**".into(), ..desc() };
+        assert_eq!(client(AsProfile::Uma2).body(&pattern, true)["icon_uri"], "/users/{u}/**");
+        assert_eq!(
+            client(AsProfile::Keycloak).body(&pattern, true)["uris"],
+            json!(["/users/{u}", "/users/{u}/*"])
+        );
         assert_eq!(spec["resource_scopes"], json!(["protected_get", "protected_put"]));
         assert_eq!(
             client(AsProfile::Uma2).item_url("a/b c").as_str(),

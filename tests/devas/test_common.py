@@ -259,7 +259,11 @@ def test_echo(echo):
     assert json.loads(conn.getresponse().read())["headers"]["x-twice"] == ["1", "2"]
     conn.close()
     assert requests.head(echo.url + "/h", timeout=T).status_code == 200
+    # Any method, WebDAV's too (RFC 4918, RFC 3253 VERSION-CONTROL), not only the common seven.
+    for method in ("PROPFIND", "VERSION-CONTROL"):
+        r = requests.request(method, echo.url + "/dav", timeout=T)
+        assert r.status_code == 200 and r.json()["method"] == method
     log = requests.get(echo.url + "/_echo/log", timeout=T).json()
-    assert [e["path"] for e in log] == ["/a/b?status=500&x=1", "/dup", "/h"]
+    assert [e["path"] for e in log] == ["/a/b?status=500&x=1", "/dup", "/h", "/dav", "/dav"]
     assert requests.post(echo.url + "/_echo/reset", timeout=T).ok
     assert requests.get(echo.url + "/_echo/log", timeout=T).json() == []

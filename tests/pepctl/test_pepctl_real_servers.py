@@ -151,7 +151,7 @@ def test_resource_set_bodies_hold_only_what_the_dialect_models(pepctl, devas, tm
         assert alice["owner"] == {"id": "alice-0001"} and alice["ownerManagedAccess"] is True
         assert "owner" not in shared, "the placeholder owner is not sent: the resource server owns it"
         assert alice["attributes"] == {"description": ["alice's"]}
-        assert alice["uris"] == ["/alice-home"]
+        assert alice["uris"] == ["/alice-home", "/alice-home/*"], "the path and, in Keycloak's form, what is below"
         assert devas.as_resource(ids["Alice home"]).json()["owner"]["id"] == "alice-0001"
     else:
         assert "owner" not in alice, "Gluu/Janssen have no owner field: the repository keeps it"

@@ -137,6 +137,7 @@ mod tests {
             as_expires_at: None,
             created_at: 0,
             updated_at: 0,
+            ..StoredResource::default()
         }
     }
 
@@ -228,19 +229,74 @@ mod tests {
         assert_eq!(call(&state, Method::GET, "/readyz", None, "").await.status, 200);
     }
 
+    /// A stored resource whose every rule differs from its default.
+    fn with_rules(id: &str, uri: &str, owner: &str) -> StoredResource {
+        let mut methods = std::collections::BTreeMap::new();
+        methods.insert("GET".to_string(), vec!["read".to_string()]);
+        methods.insert("MKCOL".to_string(), vec!["write".to_string(), "admin".to_string()]);
+        StoredResource {
+            exact: true,
+            methods: Some(methods),
+            scopes_mode: uma_pep_core::resource::ScopesMode::Any,
+            enforcement: uma_pep_core::resource::Enforcement::Permissive,
+            scopes: vec!["read".into(), "write".into(), "admin".into()],
+            ..stored(id, uri, owner)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_filter_gets_each_resources_rules() {
+        let repo = Repository::open_in_memory().unwrap();
+        repo.upsert(&with_rules("r1", "/orders/{id}", "alice")).unwrap();
+        repo.upsert(&stored("r2", "/users/{u}/**", "bob")).unwrap();
+        let state = ready(repo);
+        let fc = call(&state, Method::GET, "/filter-config", None, "").await;
+        assert_eq!(
+            fc.body["resources"][0],
+            json!({"id": "r1", "uri": "/orders/{id}", "scopes": ["read", "write", "admin"], "name": "r1",
+                   "exact": true, "methods": {"GET": ["read"], "MKCOL": ["write", "admin"]},
+                   "scopes_mode": "any", "enforcement": "permissive"})
+        );
+        // Defaults are left out, as the filter writes them.
+        assert_eq!(
+            fc.body["resources"][1],
+            json!({"id": "r2", "uri": "/users/{u}/**", "scopes": ["protected_get"], "name": "r2"})
+        );
+        let table =
+            uma_pep_core::resource_table::ResourceTable::from_json(fc.body.to_string().as_bytes()).unwrap();
+        assert_eq!(table.version, 2);
+    }
+
     #[test]
     fn the_document_describes_what_is_sent() {
         let doc = serde_json::to_value(openapi_document()).unwrap();
         let schemas = &doc["components"]["schemas"];
         let resource: Vec<&str> =
             schemas["Resource"]["properties"].as_object().unwrap().keys().map(String::as_str).collect();
-        let sent = serde_json::to_value(views::ResourceView::from(&stored("r", "/a", "o"))).unwrap();
+        let sent = serde_json::to_value(views::ResourceView::from(&with_rules("r", "/a", "o"))).unwrap();
         let mut sent_keys: Vec<&str> = sent.as_object().unwrap().keys().map(String::as_str).collect();
         let mut documented = resource.clone();
         documented.sort_unstable();
         sent_keys.sort_unstable();
         assert_eq!(documented, sent_keys);
+        // The rules are sent only when they differ from their default: not required.
+        let required: Vec<&str> =
+            schemas["Resource"]["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        for rule in ["exact", "methods", "scopes_mode", "enforcement"] {
+            assert!(!required.contains(&rule), "{rule} is not always sent");
+        }
+        let plain = serde_json::to_value(views::ResourceView::from(&stored("r", "/a", "o"))).unwrap();
+        for key in required {
+            assert!(plain.get(key).is_some(), "{key} is required and sent");
+        }
         assert_eq!(schemas["NewResource"]["required"], json!(["name", "icon_uri"]));
+        assert_eq!(schemas["ScopesMode"]["enum"], json!(["all", "any"]));
+        assert_eq!(schemas["Enforcement"]["enum"], json!(["enforcing", "permissive", "disabled"]));
+        for body in ["NewResource", "ResourceUpdate"] {
+            for rule in ["exact", "methods", "scopes_mode", "enforcement"] {
+                assert!(schemas[body]["properties"][rule].is_object(), "{body}.{rule}");
+            }
+        }
         // GET /resources answers a list (or one resource with ?path=), not one object.
         let listing =
             &doc["paths"]["/resources"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
@@ -248,13 +304,7 @@ mod tests {
         let one_of = schemas["Listing"]["oneOf"].as_array().unwrap();
         assert!(one_of.iter().any(|s| s["type"] == "array"), "{one_of:?}");
         let table = uma_pep_core::resource_table::FilterTable {
-            resources: vec![uma_pep_core::config::Resource {
-                id: "i".into(),
-                uri: "/u".into(),
-                scopes: vec!["s".into()],
-                name: Some("n".into()),
-                ..Default::default()
-            }],
+            resources: vec![crate::rules::filter_resource(&with_rules("i", "/u", "o"))],
             version: 1,
             generation: Some("g".into()),
         };

@@ -19,7 +19,7 @@ use uma_pep_core::resource::is_open;
 
 use crate::expiry::description_of;
 use crate::repository::{Intent, IntentOp, RepoError, Repository};
-use crate::resource_set::ResourceSetError;
+use crate::resource_set::{dialect_uris, ResourceSetError};
 
 use super::service::Registry;
 
@@ -85,8 +85,16 @@ async fn settle<R: Registry>(repo: &Repository, registry: &R, intent: &Intent) -
         IntentOp::Create => {
             // Registrations of that name and path the repository does not hold: what this
             // create may have made. One the repository holds is a later create's, answered.
+            // The paths as the dialect registers them (Keycloak: its pattern form, where `/a`
+            // and `/a` exact differ), or as a pepctl of before patterns did (the path alone).
+            let mut registered = dialect_uris(registry.profile(), &intent.uri, intent.state.exact);
+            registered.sort_unstable();
             for found in registry.list_named(&intent.name).await? {
-                if !found.uris.iter().any(|u| u == &intent.uri) {
+                let mut uris = found.uris.clone();
+                uris.sort_unstable();
+                uris.dedup();
+                let legacy = !intent.state.exact && uris == [intent.uri.clone()];
+                if uris != registered && !legacy {
                     continue;
                 }
                 let id = found.id.clone();
@@ -194,7 +202,8 @@ mod tests {
                 .map(|(id, d)| Registered {
                     id: id.clone(),
                     name: Some(d.name.clone()),
-                    uris: vec![d.uri.clone()],
+                    // As Keycloak lists them: its pattern form.
+                    uris: crate::resource_set::keycloak_uris(&d.uri, d.exact),
                     ..Registered::default()
                 })
                 .collect())
@@ -213,6 +222,7 @@ mod tests {
             as_expires_at: None,
             created_at: 1,
             updated_at: 1,
+            ..StoredResource::default()
         }
     }
 
@@ -247,6 +257,21 @@ mod tests {
         assert!(repo.get("d1").unwrap().is_none(), "the delete finished");
         assert!(repo.pending_intents().unwrap().is_empty());
         assert_eq!(settle_journal(&repo, &fake).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_create_of_a_pattern_is_found_in_keycloaks_form() {
+        let repo = Repository::open_in_memory().unwrap();
+        let fake = FakeAs::default();
+        let planned = res("", "users", "/users/{u}/**");
+        repo.record_intent(IntentOp::Create, None, "users", "/users/{u}/**", &planned).unwrap();
+        fake.hold("orphan", description_of(&res("orphan", "users", "/users/{u}/**")));
+        // Same name, the same path exactly: another resource, which no entry names.
+        let mut exact = res("other", "users", "/users/{u}");
+        exact.exact = true;
+        fake.hold("other", description_of(&exact));
+        assert_eq!(settle_journal(&repo, &fake).await.unwrap(), 1);
+        assert_eq!(fake.ids(), ["other"]);
     }
 
     #[tokio::test]

@@ -10,9 +10,8 @@ use std::future::Future;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use uma_pep_core::config::AsProfile;
-use uma_pep_core::resource::{
-    canonical_uri, complete_scopes, has_open_marker, is_open, registrable_uri, self_and_parents,
-};
+use uma_pep_core::resource::{has_open_marker, is_open};
+use uma_pep_core::uri_pattern::UriPattern;
 
 use crate::apply::as_owner;
 use crate::expiry::description_of;
@@ -20,6 +19,9 @@ use crate::identity::Caller;
 use crate::pdp::{PdpClient, PdpError};
 use crate::repository::{local_resource_id, now_s, IntentOp, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
+use crate::rules::{
+    check_rules, find_at_path, may_claim, registered_scopes, shape_key, ClaimRefused, RuleError,
+};
 
 use super::views::{NewResource, ResourceUpdate};
 
@@ -116,15 +118,40 @@ pub fn may_manage(c: &Caller, r: &StoredResource) -> bool {
     c.is_operator || c.sub == r.owner
 }
 
-/// The seed's rule for a non-operator: the nearest registered path among `uri` and its
-/// parents (`/` excluded) must be the caller's.
-pub fn may_create_under(caller: &Caller, uri: &str, repo: &Repository) -> Result<bool, RepoError> {
-    for p in self_and_parents(uri) {
-        if let Some(r) = repo.get_by_uri(&p)? {
-            return Ok(r.owner == caller.sub);
+/// The seed's rule for a non-operator, for paths and patterns alike (`rules::may_claim`): the
+/// resource that protects the new one's path now (`/` resources aside) must be the caller's,
+/// and the new one may take no path from another owner. `Err` holds why not, for the caller.
+pub fn may_create_under(
+    caller: &Caller,
+    uri: &str,
+    pattern: &UriPattern,
+    repo: &Repository,
+) -> Result<Result<(), String>, RepoError> {
+    Ok(may_claim(&caller.sub, pattern, &repo.list()?).map_err(|refused| match refused {
+        ClaimRefused::NotYours => format!("you own no path above {uri}"),
+        ClaimRefused::Reaches => format!("{uri} reaches paths that no resource of yours covers"),
+        ClaimRefused::TakesFrom(other) => {
+            format!("{uri} would take paths that {other} covers, which is another owner's")
         }
+    }))
+}
+
+/// A rule refused: `icon_uri: ...` or `methods.GET: ...`, as the body names it.
+fn invalid_rule(e: RuleError) -> ServiceError {
+    let field = if e.field == "uri" { "icon_uri".to_string() } else { e.field };
+    ServiceError::Invalid(format!("{field}: {}", e.problem))
+}
+
+/// The shape of `uri` is taken by `other` (not the resource being changed).
+fn shape_taken(uri: &str, other: &StoredResource) -> ServiceError {
+    if other.uri == uri {
+        ServiceError::Invalid(format!("Resource already exists for URI {uri}"))
+    } else {
+        ServiceError::Invalid(format!(
+            "{uri} matches the same paths with the same precedence as {} of resource {:?} ({}): keep one",
+            other.uri, other.name, other.id
+        ))
     }
-    Ok(false)
 }
 
 /// The resources a caller sees: all for an operator, else their own.
@@ -137,10 +164,14 @@ pub async fn list(repo: &Repository, caller: &Caller) -> Result<Vec<StoredResour
     })
 }
 
-/// The resource at a path, any spelling of it (as the filter would match it).
+/// The resource registered at a path or pattern, any spelling of it (`rules::find_at_path`).
 pub async fn at_path(repo: &Repository, caller: &Caller, path: &str) -> Result<StoredResource, ServiceError> {
-    let uri = canonical_uri(path).map_err(|e| ServiceError::Invalid(format!("path: {e}")))?;
-    let found = repo.run(move |r| r.get_by_uri(&uri)).await?.ok_or(ServiceError::NotFound)?;
+    let path = path.to_string();
+    let found = repo
+        .run(move |r| find_at_path(r, &path))
+        .await?
+        .map_err(|e| ServiceError::Invalid(format!("path: {e}")))?
+        .ok_or(ServiceError::NotFound)?;
     managed(caller, found)
 }
 
@@ -186,7 +217,8 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             .ok_or_else(|| ServiceError::Invalid("name is required".into()))?;
         let raw_uri =
             body.icon_uri.or(body.uri).ok_or_else(|| ServiceError::Invalid("icon_uri is required".into()))?;
-        let uri = registrable_uri(&raw_uri).map_err(|e| ServiceError::Invalid(format!("icon_uri: {e}")))?;
+        let exact = body.exact.unwrap_or(false);
+        let (uri, pattern) = check_rules(&raw_uri, exact, body.methods.as_ref()).map_err(invalid_rule)?;
         let owner = match body.uuid.filter(|u| !u.trim().is_empty()) {
             Some(u) if u != caller.sub && !caller.is_operator => {
                 return Err(ServiceError::Forbidden(
@@ -196,26 +228,24 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             Some(u) => u,
             None => caller.sub.clone(),
         };
-        let scopes = complete_scopes(&body.resource_scopes.or(body.scopes).unwrap_or_default());
+        let scopes = registered_scopes(
+            &body.resource_scopes.or(body.scopes).unwrap_or_default(),
+            body.methods.as_ref(),
+        );
 
         let _write = self.write_lock.lock().await;
         {
-            let (c, u, n, o) = (caller.clone(), uri.clone(), name.clone(), owner.clone());
-            let (allowed, by_uri, by_name) = self
+            let (c, u, n, o, p) = (caller.clone(), uri.clone(), name.clone(), owner.clone(), pattern.clone());
+            let (allowed, by_shape, by_name) = self
                 .repo
                 .run(move |r| {
-                    Ok((
-                        c.is_operator || may_create_under(&c, &u, r)?,
-                        r.get_by_uri(&u)?,
-                        r.get_by_owner_and_name(&o, &n)?,
-                    ))
+                    let allowed = if c.is_operator { Ok(()) } else { may_create_under(&c, &u, &p, r)? };
+                    Ok((allowed, r.get_by_shape(&shape_key(&p))?, r.get_by_owner_and_name(&o, &n)?))
                 })
                 .await?;
-            if !allowed {
-                return Err(ServiceError::Forbidden(format!("you own no path above {uri}")));
-            }
-            if by_uri.is_some() {
-                return Err(ServiceError::Invalid(format!("Resource already exists for URI {uri}")));
+            allowed.map_err(ServiceError::Forbidden)?;
+            if let Some(other) = by_shape {
+                return Err(shape_taken(&uri, &other));
             }
             // Names are unique per owner (as Keycloak keeps them): another user may deploy an
             // application of the same name.
@@ -228,6 +258,10 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             id: String::new(),
             name,
             uri,
+            exact,
+            methods: body.methods,
+            scopes_mode: body.scopes_mode.unwrap_or_default(),
+            enforcement: body.enforcement.unwrap_or_default(),
             owner,
             scopes,
             description: body.description,
@@ -252,6 +286,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             let description = Description {
                 name: stored.name.clone(),
                 uri: stored.uri.clone(),
+                exact: stored.exact,
                 scopes: stored.scopes.clone(),
                 description: stored.description.clone(),
                 owner: as_owner(&stored.owner),
@@ -328,7 +363,8 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
     }
 
     /// Changes a resource: every field given (`full`: a PUT, which needs name and scopes and
-    /// clears an absent description). Moving it is for operators; an owner may transfer it.
+    /// clears an absent description, `methods`, `scopes_mode` and `enforcement`). Moving it
+    /// (`icon_uri`, `exact`: the paths it covers) is for operators; an owner may transfer it.
     pub async fn update(
         &self,
         caller: &Caller,
@@ -350,20 +386,45 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             }
             next.name = n;
         }
-        if let Some(s) = resource_scopes {
-            next.scopes = complete_scopes(&s);
-        }
         if full || body.description.is_some() {
             next.description = body.description;
         }
-        if let Some(u) = body.icon_uri {
-            let u = registrable_uri(&u).map_err(|e| ServiceError::Invalid(format!("icon_uri: {e}")))?;
-            if u != current.uri && !caller.is_operator {
+        match body.methods {
+            Some(methods) => next.methods = methods,
+            None if full => next.methods = None,
+            None => {}
+        }
+        match body.scopes_mode {
+            Some(mode) => next.scopes_mode = mode,
+            None if full => next.scopes_mode = Default::default(),
+            None => {}
+        }
+        match body.enforcement {
+            Some(mode) => next.enforcement = mode,
+            None if full => next.enforcement = Default::default(),
+            None => {}
+        }
+        // The scopes given, or the ones held, with what the methods need (without methods, the
+        // seed's six method scopes).
+        match resource_scopes {
+            Some(s) => next.scopes = registered_scopes(&s, next.methods.as_ref()),
+            None if next.methods != current.methods => {
+                next.scopes = registered_scopes(&current.scopes, next.methods.as_ref())
+            }
+            None => {}
+        }
+        let moves = body.icon_uri.is_some() || body.exact.is_some();
+        if moves || next.methods != current.methods {
+            let raw = body.icon_uri.as_deref().unwrap_or(&current.uri);
+            let exact = body.exact.unwrap_or(current.exact);
+            let (u, _) = check_rules(raw, exact, next.methods.as_ref()).map_err(invalid_rule)?;
+            if (u != current.uri || exact != current.exact) && !caller.is_operator {
                 return Err(ServiceError::Forbidden(
-                    "only an operator may move a resource to another path".into(),
+                    "only an operator may move a resource to another path (icon_uri, exact)".into(),
                 ));
             }
             next.uri = u;
+            next.exact = exact;
         }
         if let Some(o) = body.ownership_id {
             let o = o.trim().to_string();
@@ -373,17 +434,20 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             next.owner = o;
         }
         {
-            let (n, u, o) = (next.name.clone(), next.uri.clone(), next.owner.clone());
-            let (by_name, by_uri) =
-                self.repo.run(move |r| Ok((r.get_by_owner_and_name(&o, &n)?, r.get_by_uri(&u)?))).await?;
+            let (n, o) = (next.name.clone(), next.owner.clone());
+            let shape = crate::rules::stored_shape(&next.uri, next.exact).unwrap_or_default();
+            let (by_name, by_shape) = self
+                .repo
+                .run(move |r| Ok((r.get_by_owner_and_name(&o, &n)?, r.get_by_shape(&shape)?)))
+                .await?;
             if by_name.is_some_and(|r| r.id != current.id) {
                 return Err(ServiceError::Invalid(format!(
                     "{} already owns a resource named {:?}",
                     next.owner, next.name
                 )));
             }
-            if by_uri.is_some_and(|r| r.id != current.id) {
-                return Err(ServiceError::Invalid(format!("Resource already exists for URI {}", next.uri)));
+            if let Some(other) = by_shape.filter(|r| r.id != current.id) {
+                return Err(shape_taken(&next.uri, &other));
             }
         }
         let open = is_open(&current.scopes);
@@ -397,6 +461,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         }
         let at_as_changed = next.name != current.name
             || next.uri != current.uri
+            || next.exact != current.exact
             || next.scopes != current.scopes
             || next.description != current.description;
         next.updated_at = now_s();
@@ -549,12 +614,13 @@ mod tests {
         NewResource {
             name: Some(name.into()),
             icon_uri: Some(uri.into()),
-            uri: None,
             resource_scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
-            scopes: None,
-            description: None,
-            uuid: None,
+            ..NewResource::default()
         }
+    }
+
+    fn methods(m: &[(&str, &[&str])]) -> crate::rules::Methods {
+        m.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
     }
 
     fn update(scopes: &[&str]) -> ResourceUpdate {
@@ -717,6 +783,106 @@ mod tests {
         assert!(r.scopes.contains(&"protected_get".to_string()), "{:?}", r.scopes);
     }
 
+    #[tokio::test]
+    async fn patterns_with_methods_are_registered_with_their_scopes_and_shapes_stay_unique() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, lock) = (FakeAs::default(), Mutex::new(()));
+        let svc =
+            ResourceService::<_, FakePdp> { repo: &repo, registry: &fake, pdp: None, write_lock: &lock };
+        let mut orders = new("Order", "/orders/{id}", None);
+        orders.methods =
+            Some(methods(&[("GET", &["read"]), ("DELETE", &["admin"]), ("PROPFIND", &["read"])]));
+        orders.scopes_mode = Some(uma_pep_core::resource::ScopesMode::Any);
+        orders.enforcement = Some(uma_pep_core::resource::Enforcement::Permissive);
+        let r = svc.create(&operator(), "", orders).await.unwrap();
+        assert_eq!(r.uri, "/orders/{id}");
+        assert_eq!(r.scopes, ["admin", "read"], "the methods' scopes, not the six method scopes");
+        assert_eq!(r.scopes_mode, uma_pep_core::resource::ScopesMode::Any);
+        assert_eq!(r.enforcement, uma_pep_core::resource::Enforcement::Permissive);
+        assert_eq!(repo.get(&r.id).unwrap().unwrap(), r);
+        assert_eq!(fake.calls(), ["create /orders/{id} Order"]);
+        // The same shape, however spelt, is refused before any AS call, naming the other.
+        let e = svc.create(&operator(), "", new("Star", "/orders/*", None)).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/orders/* matches the same paths with the same precedence as /orders/{id} of resource \"Order\" (as-Order): keep one"
+        );
+        let mut exact = new("Exact", "/orders/{id}", None);
+        exact.exact = Some(true);
+        let e = svc.create(&operator(), "", exact).await.unwrap_err();
+        assert_eq!(e.to_string(), "Resource already exists for URI /orders/{id}");
+        // Other shapes are other resources: the plain path, and the same path exactly.
+        svc.create(&operator(), "", new("Orders", "/orders", None)).await.unwrap();
+        let e = svc.create(&operator(), "", new("Rest", "/orders/**", None)).await.unwrap_err();
+        assert!(e.to_string().contains("as /orders of resource \"Orders\""), "{e}");
+        let mut list = new("List", "/orders", None);
+        list.exact = Some(true);
+        assert!(svc.create(&operator(), "", list).await.unwrap().exact);
+        assert_eq!(fake.calls().len(), 3);
+        // What the filter refuses, pepctl refuses, naming the field.
+        let e = svc.create(&operator(), "", new("Bad", "/a/x*", None)).await.unwrap_err();
+        assert!(e.to_string().starts_with("icon_uri: \"/a/x*\": segment"), "{e}");
+        let mut bad = new("Bad", "/b", None);
+        bad.methods = Some(methods(&[("G T", &["x"])]));
+        let e = svc.create(&operator(), "", bad).await.unwrap_err();
+        assert!(e.to_string().starts_with("methods.G T: not an HTTP method name"), "{e}");
+        let e = svc.create(&operator(), "", new("Slash", "/c//{id}", None)).await.unwrap_err();
+        assert!(matches!(e, ServiceError::Invalid(_)), "{e:?}");
+        assert_eq!(fake.calls().len(), 3, "nothing refused reached the AS");
+    }
+
+    #[tokio::test]
+    async fn the_owner_of_a_pattern_owns_what_it_matches() {
+        let repo = Repository::open_in_memory().unwrap();
+        let (fake, lock) = (FakeAs::default(), Mutex::new(()));
+        let svc =
+            ResourceService::<_, FakePdp> { repo: &repo, registry: &fake, pdp: None, write_lock: &lock };
+        let mut users = new("Users", "/users/{id}/**", None);
+        users.uuid = Some("usersvc".into());
+        svc.create(&operator(), "", users).await.unwrap();
+        let e = svc.create(&user("bob"), "", new("Photos", "/users/bob/photos", None)).await.unwrap_err();
+        assert_eq!(e.to_string(), "you own no path above /users/bob/photos");
+        assert!(matches!(
+            svc.create(&user("bob"), "", new("All", "/users/{u}/photos", None)).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        let r = svc.create(&user("usersvc"), "", new("Photos", "/users/bob/photos", None)).await.unwrap();
+        assert_eq!(r.owner, "usersvc");
+        // The owner changes the rules; moving (uri or exact) stays an operator's.
+        let mut rules = update(&[]);
+        rules.resource_scopes = None;
+        rules.methods = Some(Some(methods(&[("GET", &["view"])])));
+        let changed = svc.update(&user("usersvc"), r.id.clone(), rules, false).await.unwrap();
+        assert_eq!(changed.methods, Some(methods(&[("GET", &["view"])])));
+        assert!(changed.scopes.contains(&"view".to_string()), "{:?}", changed.scopes);
+        let exact = ResourceUpdate { exact: Some(true), ..ResourceUpdate::default() };
+        assert!(matches!(
+            svc.update(&user("usersvc"), r.id.clone(), exact, false).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        let exact = ResourceUpdate { exact: Some(true), ..ResourceUpdate::default() };
+        assert!(svc.update(&operator(), r.id.clone(), exact, false).await.unwrap().exact);
+        // PATCH with `methods: null` clears them (and the six method scopes come back); a PUT
+        // without them does too.
+        let cleared = ResourceUpdate { methods: Some(None), ..ResourceUpdate::default() };
+        let r2 = svc.update(&user("usersvc"), r.id.clone(), cleared, false).await.unwrap();
+        assert_eq!(r2.methods, None);
+        assert!(r2.scopes.contains(&"protected_get".to_string()), "{:?}", r2.scopes);
+        let mut with = update(&["s"]);
+        with.methods = Some(Some(methods(&[("PUT", &["w"])])));
+        with.enforcement = Some(uma_pep_core::resource::Enforcement::Disabled);
+        let r3 = svc.update(&user("usersvc"), r.id.clone(), with, false).await.unwrap();
+        assert_eq!(
+            (r3.scopes.clone(), r3.enforcement),
+            (vec!["s".to_string(), "w".to_string()], uma_pep_core::resource::Enforcement::Disabled)
+        );
+        let mut put = update(&["s"]);
+        put.name = Some("Photos".into());
+        let r4 = svc.update(&user("usersvc"), r.id.clone(), put, true).await.unwrap();
+        assert_eq!((r4.methods, r4.enforcement), (None, uma_pep_core::resource::Enforcement::Enforcing));
+        assert!(r4.exact, "a PUT without `exact` keeps it, as it keeps icon_uri");
+    }
+
     #[test]
     fn the_ownership_walk_finds_the_nearest_registered_path() {
         let repo = Repository::open_in_memory().unwrap();
@@ -731,14 +897,21 @@ mod tests {
             as_expires_at: None,
             created_at: 0,
             updated_at: 0,
+            ..StoredResource::default()
         };
         repo.upsert(&stored("h", "/home", "root")).unwrap();
         repo.upsert(&stored("a", "/home/alice", "alice")).unwrap();
         let (alice, bob) = (user("alice"), user("bob"));
-        assert!(may_create_under(&alice, "/home/alice/x/y", &repo).unwrap());
-        assert!(!may_create_under(&bob, "/home/alice/x", &repo).unwrap());
-        assert!(!may_create_under(&alice, "/home/other", &repo).unwrap(), "nearest is /home, root's");
-        assert!(!may_create_under(&alice, "/elsewhere", &repo).unwrap(), "nothing registered above");
+        let may = |c: &Caller, uri: &str| {
+            let (_, p) = UriPattern::parse(uri, false).unwrap();
+            may_create_under(c, uri, &p, &repo).unwrap()
+        };
+        assert_eq!(may(&alice, "/home/alice/x/y"), Ok(()));
+        assert_eq!(may(&bob, "/home/alice/x"), Err("you own no path above /home/alice/x".into()));
+        assert!(may(&alice, "/home/other").is_err(), "nearest is /home, root's");
+        assert!(may(&alice, "/elsewhere").is_err(), "nothing registered above");
+        assert_eq!(may(&alice, "/home/alice/{doc}/**"), Ok(()), "a pattern under her own path");
+        assert!(may(&alice, "/home/{u}/x").is_err(), "a pattern reaching under other homes");
         let r = stored("a", "/home/alice", "alice");
         assert!(may_manage(&alice, &r));
         assert!(!may_manage(&bob, &r));

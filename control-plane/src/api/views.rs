@@ -2,10 +2,48 @@
 //! other answers. Each is the type the handlers use, and the OpenAPI document's schemas are
 //! generated from them (`utoipa::ToSchema`), so the document says what is sent.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use uma_pep_core::resource::{Enforcement, ScopesMode};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::repository::StoredResource;
+use crate::rules::{is_all, is_enforcing, Methods};
+
+// core's `ScopesMode` and `Enforcement` have no schema (core has no OpenAPI dependency): these
+// restate them for the document.
+
+/// How many of a method's scopes an RPT must hold.
+#[derive(ToSchema)]
+#[schema(as = ScopesMode, rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopesModeSchema {
+    /// The RPT must hold every scope of the method (the default).
+    All,
+    /// One of the method's scopes is enough.
+    Any,
+}
+
+/// What a decision does to a request on the resource.
+#[derive(ToSchema)]
+#[schema(as = Enforcement, rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum EnforcementSchema {
+    /// A denied request is answered 401/403 (the default).
+    Enforcing,
+    /// Decided and logged, a denied request is forwarded with the decision in a header.
+    Permissive,
+    /// No token needed: the request passes.
+    Disabled,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn absent_null_or<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
 
 /// A resource: clean names plus the EOEPCA PEP's `_id`/`_name`/`_reverse_match_url` and
 /// `scopes`, which its clients read (the ADES reads `scopes` from the create answer and the list).
@@ -21,11 +59,29 @@ pub struct ResourceView {
     /// The seed's name of `name`.
     #[serde(rename = "_name")]
     pub seed_name: String,
-    /// The protected path.
+    /// The protected path (it and what is below it), or a pattern: `{name}` or `*` for one
+    /// segment, a last `**` for any number (canonical spelling).
     pub icon_uri: String,
     /// The seed's name of `icon_uri`.
     #[serde(rename = "_reverse_match_url")]
     pub reverse_match_url: String,
+    /// The path alone, not what is below it. Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub exact: bool,
+    /// HTTP method → the scopes it needs; a method not listed is refused (405). Absent: the
+    /// filter's `method_scopes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub methods: Option<BTreeMap<String, Vec<String>>>,
+    /// Absent when `all`.
+    #[serde(skip_serializing_if = "is_all")]
+    #[schema(value_type = ScopesModeSchema, required = false)]
+    pub scopes_mode: ScopesMode,
+    /// Absent when `enforcing`.
+    #[serde(skip_serializing_if = "is_enforcing")]
+    #[schema(value_type = EnforcementSchema, required = false)]
+    pub enforcement: Enforcement,
     pub resource_scopes: Vec<String>,
     /// The EOEPCA PEP's name of `resource_scopes`: the same list.
     pub scopes: Vec<String>,
@@ -47,6 +103,10 @@ impl From<&StoredResource> for ResourceView {
             seed_name: r.name.clone(),
             icon_uri: r.uri.clone(),
             reverse_match_url: r.uri.clone(),
+            exact: r.exact,
+            methods: r.methods.clone(),
+            scopes_mode: r.scopes_mode,
+            enforcement: r.enforcement,
             resource_scopes: r.scopes.clone(),
             scopes: r.scopes.clone(),
             description: r.description.clone(),
@@ -58,19 +118,33 @@ impl From<&StoredResource> for ResourceView {
 }
 
 /// `POST /resources`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewResource {
     #[schema(required = true)]
     pub name: Option<String>,
-    /// The path to protect, written canonically.
+    /// The path to protect (it and what is below it), or a pattern (`/orders/{id}`,
+    /// `/users/{u}/**`, `/a/*`), written canonically.
     #[schema(required = true)]
     pub icon_uri: Option<String>,
     /// Another name of `icon_uri`.
     #[schema(deprecated)]
     pub uri: Option<String>,
-    /// Without `public_access`, `Authenticated`, `authenticated` or `open`, the six method
-    /// scopes are added. `open`: passed through with no token check, not registered at the AS.
+    /// The path alone, not what is below it (default false).
+    pub exact: Option<bool>,
+    /// HTTP method → the scopes it needs (any RFC 9110 method name, WebDAV's too); a method
+    /// not listed is refused (405). Their scopes are registered with the resource.
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>)]
+    pub methods: Option<Methods>,
+    /// `all` (default): the RPT holds every scope of the method; `any`: one is enough.
+    #[schema(value_type = Option<ScopesModeSchema>)]
+    pub scopes_mode: Option<ScopesMode>,
+    /// `enforcing` (default), `permissive` or `disabled`.
+    #[schema(value_type = Option<EnforcementSchema>)]
+    pub enforcement: Option<Enforcement>,
+    /// Without `public_access`, `Authenticated`, `authenticated` or `open` (and without
+    /// `methods`), the six method scopes are added; with `methods`, their scopes.
+    /// `open`: passed through with no token check, not registered at the AS.
     pub resource_scopes: Option<Vec<String>>,
     /// The EOEPCA PEP's name of `resource_scopes`, read when `resource_scopes` is absent.
     pub scopes: Option<Vec<String>>,
@@ -93,6 +167,18 @@ pub struct ResourceUpdate {
     pub description: Option<String>,
     /// Operator only: move the resource.
     pub icon_uri: Option<String>,
+    /// Operator only, as a move: the path alone, or (false) what is below it too.
+    pub exact: Option<bool>,
+    /// HTTP method → scopes. PUT: absent clears it; PATCH: absent keeps it, `null` clears it.
+    #[serde(default, deserialize_with = "absent_null_or")]
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>, nullable)]
+    pub methods: Option<Option<Methods>>,
+    /// PUT: absent is `all`; PATCH: absent keeps it.
+    #[schema(value_type = Option<ScopesModeSchema>)]
+    pub scopes_mode: Option<ScopesMode>,
+    /// PUT: absent is `enforcing`; PATCH: absent keeps it.
+    #[schema(value_type = Option<EnforcementSchema>)]
+    pub enforcement: Option<Enforcement>,
     /// Transfer to this owner (owner or operator).
     pub ownership_id: Option<String>,
     /// Read-only, ignored.
@@ -170,16 +256,28 @@ pub struct FilterTableSchema {
     generation: Option<String>,
 }
 
-/// One entry of the filter's resource table.
+/// One entry of the filter's resource table (core's `Resource`: every rule is absent when it
+/// holds its default).
 #[derive(ToSchema)]
 #[schema(as = FilterResource)]
 #[allow(dead_code)]
 pub struct FilterResourceSchema {
     id: String,
-    /// The protected path, canonical.
+    /// The protected path or pattern, canonical.
     uri: String,
     /// Absent when empty.
     #[schema(required = false)]
     scopes: Vec<String>,
     name: Option<String>,
+    /// Absent when false.
+    #[schema(required = false)]
+    exact: bool,
+    #[schema(required = false)]
+    methods: Option<BTreeMap<String, Vec<String>>>,
+    /// Absent when `all`.
+    #[schema(required = false)]
+    scopes_mode: ScopesModeSchema,
+    /// Absent when `enforcing`.
+    #[schema(required = false)]
+    enforcement: EnforcementSchema,
 }
