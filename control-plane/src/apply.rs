@@ -14,7 +14,7 @@ use uma_pep_core::keypath::{self, KeyError};
 
 use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
-use crate::rules::{check_rules, registered_scopes, shape_key, Methods};
+use crate::rules::{check_rules, registered_scopes, Methods};
 use uma_pep_core::resource::{is_open, Enforcement, ScopesMode};
 
 pub use crate::repository::NOBODY;
@@ -142,7 +142,7 @@ pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
         if !names.insert(e.name.clone()) {
             return Err(SeedError::DuplicateName { at, name: e.name });
         }
-        match shapes.get(&shape_key(&pattern)) {
+        match shapes.get(&pattern.shape_key()) {
             Some((other_at, other_uri)) if *other_uri == uri => {
                 return Err(SeedError::DuplicateUri { at, uri, other_at: other_at.clone() })
             }
@@ -155,7 +155,7 @@ pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
                 })
             }
             None => {
-                shapes.insert(shape_key(&pattern), (at.clone(), uri.clone()));
+                shapes.insert(pattern.shape_key(), (at.clone(), uri.clone()));
             }
         }
         let owner = e.default_owner.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| NOBODY.to_string());
@@ -341,7 +341,7 @@ impl<'a> Applier<'a> {
         };
         let d = &current;
         // Two resources of one shape would make the filter refuse the whole table.
-        let shape = crate::rules::stored_shape(&d.uri, d.exact).unwrap_or_default();
+        let shape = crate::repository::stored_shape(&d.uri, d.exact).unwrap_or_default();
         if let Some(other) = self.repo.get_by_shape(&shape)? {
             if other.name != d.name || other.source != Source::File {
                 let what = if other.uri == d.uri {
@@ -578,10 +578,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("default_resources[0].resource_uri"), "{e}");
-        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a/x*"}]}"#)
+        let e = parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a/{id}x"}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("`default_resources[0].resource_uri`: \"/a/x*\": segment"), "{e}");
+        assert!(e.starts_with("`default_resources[0].resource_uri`: \"/a/{id}x\": segment"), "{e}");
         let e =
             parse_seed(br#"{"default_resources":[{"name":"A","resource_uri":"/a","methods":{"GET":[]}}]}"#)
                 .unwrap_err()

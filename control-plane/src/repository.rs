@@ -7,7 +7,7 @@
 //! from the generation it already follows).
 //!
 //! Shapes are unique (two resources never match the same paths at the same precedence, as the
-//! filter requires: `rules::shape_key`); names are unique per owner only, as Keycloak keeps them
+//! filter requires: `UriPattern::shape_key`); names are unique per owner only, as Keycloak keeps them
 //! (a second user may deploy an application of the same name).
 
 use std::collections::BTreeMap;
@@ -20,7 +20,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uma_pep_core::resource::{Enforcement, ScopesMode};
 
-use crate::rules::{is_all, is_enforcing, stored_shape};
+use uma_pep_core::uri_pattern::UriPattern;
+
+/// The shape key of a stored `uri` and `exact` (`UriPattern::shape_key`); `None` when the uri is
+/// no longer a pattern the filter takes (a path written before patterns existed, such as `/a*`).
+pub fn stored_shape(uri: &str, exact: bool) -> Option<String> {
+    UriPattern::parse(uri, exact).ok().map(|(_, p)| p.shape_key())
+}
 
 /// The seed's owner for resources nobody owns yet (an operator-only policy at the PDP).
 pub const NOBODY: &str = "0000000000000";
@@ -119,9 +125,9 @@ pub struct StoredResource {
     /// Method → the scopes it needs (replacing the filter's `method_scopes` for this resource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub methods: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default, skip_serializing_if = "is_all")]
+    #[serde(default, skip_serializing_if = "ScopesMode::is_default")]
     pub scopes_mode: ScopesMode,
-    #[serde(default, skip_serializing_if = "is_enforcing")]
+    #[serde(default, skip_serializing_if = "Enforcement::is_default")]
     pub enforcement: Enforcement,
     pub owner: String,
     pub scopes: Vec<String>,
@@ -184,7 +190,7 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );",
     // Resource rules: a uri may be a pattern, and two resources may share a uri (one `exact`,
-    // one not); what stays unique is the shape (`rules::shape_key`). Every uri so far was a
+    // one not); what stays unique is the shape (`UriPattern::shape_key`). Every uri so far was a
     // path, whose shape is the path with the rest (`SHAPES_FROM_PATHS` then recomputes each
     // with the filter's parser).
     "CREATE TABLE resources_v4 (
@@ -528,7 +534,7 @@ impl Repository {
         Ok(self.list_by_uri(uri)?.into_iter().next())
     }
 
-    /// The resource of this shape (`rules::shape_key`), if any: at most one.
+    /// The resource of this shape (`UriPattern::shape_key`), if any: at most one.
     pub fn get_by_shape(&self, shape: &str) -> Result<Option<StoredResource>, RepoError> {
         self.get_by("shape", shape)
     }
@@ -699,10 +705,9 @@ fn migrate(conn: &mut Connection) -> Result<(), RepoError> {
 }
 
 /// Recomputes the shape of every stored resource with the filter's parser. A path stored before
-/// patterns existed keeps its meaning unless it holds a `*` (a sub-delimiter, kept by the path
-/// rules): a segment `*` (`/b/*`) now reads as a one-segment pattern, and a `*` inside a
-/// segment (`/a*`) is no pattern the filter takes (it keeps the shape of a path, and the
-/// filter refuses a table that holds it). Both are named in a warning.
+/// patterns existed keeps its meaning unless a whole segment of it is `*` (a sub-delimiter, kept
+/// by the path rules): `/b/*` now reads as a one-segment pattern, and is named in a warning (a
+/// `*` inside a segment, `/a*`, stays a literal character).
 fn reshape(tx: &rusqlite::Transaction<'_>) -> Result<(), RepoError> {
     let rows: Vec<(String, String, bool)> = {
         let mut stmt = tx.prepare("SELECT id, uri, exact FROM resources")?;
@@ -712,7 +717,7 @@ fn reshape(tx: &rusqlite::Transaction<'_>) -> Result<(), RepoError> {
     for (id, uri, exact) in rows {
         match stored_shape(&uri, exact) {
             Some(shape) => {
-                if uri.contains('*') {
+                if uri.split('/').any(|s| s == "*" || s == "**") {
                     tracing::warn!(
                         resource = %id, uri = %uri,
                         "this resource's path was a literal and now reads as a pattern (`*` is one segment): \
@@ -908,7 +913,7 @@ mod tests {
             "the exact one: the filter's pick at /a"
         );
         // A uri the filter does not take is never written.
-        assert!(matches!(repo.upsert(&res("x", "X", "/x*", "alice")), Err(RepoError::Uri { .. })));
+        assert!(matches!(repo.upsert(&res("x", "X", "/x{", "alice")), Err(RepoError::Uri { .. })));
         // The journal keeps the rules, and reads an entry of before them as the defaults.
         let seq = repo.record_intent(IntentOp::Create, None, "Order", "/orders/{id}", &orders).unwrap();
         assert_eq!(repo.pending_intents().unwrap()[0].state, orders);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use uma_pep_core::config::{validate_resources, Resource};
 use uma_pep_core::matcher::ResourceMatcher;
-use uma_pep_core::resource::{canonical_uri, complete_scopes, registrable_uri, Enforcement, ScopesMode};
+use uma_pep_core::resource::{canonical_uri, complete_scopes, registrable_uri};
 use uma_pep_core::uri_pattern::{Segment, UriPattern};
 
 use crate::repository::{RepoError, Repository, StoredResource};
@@ -75,23 +75,6 @@ pub fn is_plain(canonical: &str) -> bool {
     !canonical.contains(['{', '*'])
 }
 
-/// What two resources share when they match the same paths at the same precedence, keyed as
-/// the filter keys it (`validate_resources`): the pattern's shape, and whether it ends with
-/// the path or takes the rest. Two resources of one shape cannot both be in the table.
-pub fn shape_key(pattern: &UriPattern) -> String {
-    if pattern.rest {
-        pattern.shape()
-    } else {
-        format!("{} (exact)", pattern.shape())
-    }
-}
-
-/// The shape key of a stored `uri` and `exact`; `None` when the uri is no longer a pattern the
-/// filter takes (a path written before patterns existed, such as `/a*`).
-pub fn stored_shape(uri: &str, exact: bool) -> Option<String> {
-    UriPattern::parse(uri, exact).ok().map(|(_, p)| shape_key(&p))
-}
-
 /// The scopes registered at the AS: without `methods`, the seed's rule (the given scopes plus
 /// the six method scopes unless an open marker is among them); with `methods`, the given scopes
 /// plus every scope a method needs (a ticket asks for those, and the AS knows only the scopes
@@ -106,14 +89,6 @@ pub fn registered_scopes(given: &[String], methods: Option<&Methods>) -> Vec<Str
         }
     }
     out
-}
-
-pub fn is_all(mode: &ScopesMode) -> bool {
-    *mode == ScopesMode::All
-}
-
-pub fn is_enforcing(mode: &Enforcement) -> bool {
-    *mode == Enforcement::Enforcing
 }
 
 /// The resource registered at a path or pattern, written in any spelling of it (`resources
@@ -138,7 +113,7 @@ pub fn find_at_path(
     if let Some(found) = repo.get_by_uri(&canonical)? {
         return Ok(Ok(Some(found)));
     }
-    Ok(Ok(repo.get_by_shape(&shape_key(&pattern))?))
+    Ok(Ok(repo.get_by_shape(&pattern.shape_key())?))
 }
 
 /// The filter's table entry of a stored resource.
@@ -294,6 +269,7 @@ pub fn may_claim(caller: &str, pattern: &UriPattern, table: &[StoredResource]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repository::stored_shape;
 
     fn pat(uri: &str, exact: bool) -> UriPattern {
         UriPattern::parse(uri, exact).unwrap().1
@@ -322,7 +298,7 @@ mod tests {
         let (_, p) = check_rules("/a", true, None).unwrap();
         assert!(!p.rest);
         for (raw, exact, says) in [
-            ("/a/x*", false, "whole segment"),
+            ("/a/{id}x", false, "whole segment"),
             ("/a/**/b", false, "last"),
             ("/a/**", true, "contradict"),
             ("/a/{}", false, "whole segment"),
@@ -367,7 +343,9 @@ mod tests {
         assert_eq!(key("/a/{id}", false), key("/a/*", true));
         assert_ne!(key("/a/{id}", false), key("/a/{id}/**", false));
         assert_eq!(key("/", false), "/**");
-        assert_eq!(stored_shape("/a*", false), None, "a path of before patterns that is none now");
+        // A `*` inside a segment is a literal character, as in a path.
+        assert_eq!(stored_shape("/a*", false).as_deref(), Some("/a*/**"));
+        assert_eq!(stored_shape("/a/{x", false), None, "a brace that makes no pattern");
     }
 
     #[test]
@@ -484,7 +462,7 @@ mod tests {
             }
             let (uri, exact) = gen_uri(&mut next);
             let Ok((_, new)) = UriPattern::parse(&uri, exact) else { continue };
-            if shapes.contains(&shape_key(&new)) {
+            if shapes.contains(&new.shape_key()) {
                 continue;
             }
             let as_filter = |list: &[StoredResource]| {

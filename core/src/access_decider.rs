@@ -38,6 +38,8 @@ pub(super) struct PendingDecision {
     scopes_mode: ScopesMode,
     /// keycloak: the scopes granted so far, one decision call each.
     granted: Vec<String>,
+    /// uma2 with `any`: the scope whose ticket is being tried.
+    uma2_scope: usize,
     /// This worker's cache key of the decision.
     local: Digest16,
     /// Another worker holds the lease until then: its answer is looked for in shared data.
@@ -56,6 +58,16 @@ pub(super) enum DecisionCall {
     Ticket,
     Grant,
     Introspection,
+}
+
+/// uma2: the permission request of a decision: every scope (`all`: Gluu grants them together or
+/// not at all), or (`any`) the one at `index`.
+fn uma2_ticket_body(p: &PendingDecision, index: usize) -> Vec<u8> {
+    let scopes: Vec<&str> = match p.scopes_mode {
+        ScopesMode::All => p.scopes.iter().map(String::as_str).collect(),
+        ScopesMode::Any => p.scopes.get(index).map(String::as_str).into_iter().collect(),
+    };
+    permission_request_body(&p.resource_id, &scopes)
 }
 
 impl<H: Host> Worker<H> {
@@ -96,6 +108,7 @@ impl<H: Host> Worker<H> {
             scopes,
             scopes_mode,
             granted: Vec::new(),
+            uma2_scope: 0,
             local,
             elsewhere_until: None,
             ticket: None,
@@ -141,10 +154,7 @@ impl<H: Host> Worker<H> {
                         format!("Bearer {}", p.token),
                     )
                 }
-                AsProfile::Uma2 => {
-                    let scopes: Vec<&str> = p.scopes.iter().map(String::as_str).collect();
-                    (DecisionCall::Ticket, permission_request_body(&p.resource_id, &scopes), String::new())
-                }
+                AsProfile::Uma2 => (DecisionCall::Ticket, uma2_ticket_body(p, 0), String::new()),
             }
         };
         self.decision_call(digest, call.0, call.1, call.2);
@@ -235,13 +245,25 @@ impl<H: Host> Worker<H> {
                     self.decision_call(digest, DecisionCall::Introspection, body, String::new());
                 }
                 Ok(GrantAnswer::Denied { denial, ticket: fresh }) => {
-                    // oxAuth's need_info changes the ticket: the client must use the new one.
-                    if let (Some(fresh), Some(p)) =
-                        (fresh, self.access_deciding.borrow_mut().get_mut(&digest))
-                    {
-                        p.ticket = Some(fresh);
+                    // `any`: Gluu grants a ticket's scopes all or none, so each scope has its own
+                    // ticket, and a refusal of one moves on to the next.
+                    let next = {
+                        let mut deciding = self.access_deciding.borrow_mut();
+                        let Some(p) = deciding.get_mut(&digest) else { return };
+                        // oxAuth's need_info changes the ticket: the client must use the new one.
+                        if let Some(fresh) = fresh {
+                            p.ticket = Some(fresh);
+                        }
+                        let more = p.scopes_mode == ScopesMode::Any && p.uma2_scope + 1 < p.scopes.len();
+                        (denial == Denial::Party && more).then(|| {
+                            p.uma2_scope += 1;
+                            uma2_ticket_body(p, p.uma2_scope)
+                        })
+                    };
+                    match next {
+                        Some(body) => self.decision_call(digest, DecisionCall::Ticket, body, String::new()),
+                        None => self.settle_decision(digest, Ok(denial.cached())),
                     }
-                    self.settle_decision(digest, Ok(denial.cached()));
                 }
                 Err(e) => self.settle_decision(digest, Err(e)),
             },

@@ -139,6 +139,31 @@ fn default_lookup_negative_ttl_s() -> u64 {
 /// The request header a `permissive` resource's denied request is forwarded with.
 pub const DEFAULT_ENFORCEMENT_HEADER: &str = "x-uma-pep-decision";
 
+/// Headers `enforcement_header` may not be (besides `content-*`, `proxy-*`, `x-envoy-*`,
+/// `x-forwarded-*`, the method overrides and the forwarded identity): what carries credentials,
+/// frames the message, routes it, or what the filter reads.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "via",
+    "forwarded",
+    "x-request-id",
+    "x-original-uri",
+    "x-original-method",
+    "origin",
+    "access-control-request-method",
+    "x-uma-rpt",
+];
+
 /// The response header that carries the RPT obtained for a user's token (`return_rpt`).
 pub const RETURNED_RPT_HEADER: &str = "x-uma-rpt";
 
@@ -452,7 +477,7 @@ pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, C
         let (uri, pattern) = UriPattern::parse(&r.uri, r.exact)
             .map_err(|e| ConfigError::new(format!("{key}.uri"), format!("{:?}: {e}", r.uri)))?;
         r.uri = uri;
-        match shapes.entry(pattern.shape() + if pattern.rest { "" } else { " (exact)" }) {
+        match shapes.entry(pattern.shape_key()) {
             Entry::Occupied(first) => {
                 let (j, first_uri) = first.get();
                 let problem = if *first_uri == r.uri {
@@ -469,18 +494,21 @@ pub fn validate_resources(resources: Vec<Resource>) -> Result<ResourceMatcher, C
                 slot.insert((i, r.uri.clone()));
             }
         }
-        check_resource_rules(&r, &key)?;
+        check_resource_rules(&mut r, &key)?;
         out.push(r);
     }
     Ok(ResourceMatcher::new(out))
 }
 
-/// A resource's `methods`: method names as HTTP has them (RFC 9110 `token`), each with at least
-/// one scope.
-fn check_resource_rules(r: &Resource, key: &str) -> Result<(), ConfigError> {
-    for (method, scopes) in r.methods.iter().flatten() {
+/// A resource's `methods`: method names as HTTP has them (RFC 9110 `token`), upper-cased as in
+/// `method_scopes` (Envoy passes the method as the client sent it; clients send it upper-case),
+/// each with at least one scope.
+fn check_resource_rules(r: &mut Resource, key: &str) -> Result<(), ConfigError> {
+    let Some(methods) = r.methods.take() else { return Ok(()) };
+    let mut out = BTreeMap::new();
+    for (method, scopes) in methods {
         let at = format!("{key}.methods.{method}");
-        if !is_method_name(method) {
+        if !is_method_name(&method) {
             return Err(ConfigError::new(at, "not an HTTP method name (RFC 9110 token characters)"));
         }
         if scopes.is_empty() || scopes.iter().any(|s| s.trim().is_empty()) {
@@ -489,7 +517,11 @@ fn check_resource_rules(r: &Resource, key: &str) -> Result<(), ConfigError> {
                 "list at least one scope, none blank (or leave the method out: 405)",
             ));
         }
+        if out.insert(method.to_ascii_uppercase(), scopes).is_some() {
+            return Err(ConfigError::new(at, "listed twice (methods are upper-cased)"));
+        }
     }
+    r.methods = Some(out);
     Ok(())
 }
 
@@ -664,6 +696,23 @@ impl PepConfig {
         {
             return Err(ConfigError::new("enforcement_header", "must be a header name"));
         }
+        // It is stripped from every request and set on denied ones: a header anything else
+        // reads (the credentials, the body's framing, the forwarded identity) must not be it.
+        let folded = enforcement_header.replace('_', "-");
+        let identity = raw.forward.as_ref().map_or(DEFAULT_FORWARD_HEADER, |f| f.header.as_str());
+        if RESERVED_HEADERS.contains(&folded.as_str())
+            || folded.starts_with("x-envoy-")
+            || folded.starts_with("x-forwarded-")
+            || folded.starts_with("content-")
+            || folded.starts_with("proxy-")
+            || folded == identity.to_ascii_lowercase().replace('_', "-")
+            || crate::headers::METHOD_OVERRIDE_HEADERS.contains(&folded.as_str())
+        {
+            return Err(ConfigError::new(
+                "enforcement_header",
+                format!("{enforcement_header:?} is a header the request needs or the filter sets: name another, e.g. {DEFAULT_ENFORCEMENT_HEADER}"),
+            ));
+        }
 
         if let Some(lookup) = &raw.resource_lookup {
             if raw.as_profile != AsProfile::Keycloak {
@@ -807,7 +856,12 @@ mod tests {
                 "resources[1].uri",
                 "same",
             ),
-            (r#"[{"id":"x","uri":"/a/x*"}]"#, "resources[0].uri", "whole segment"),
+            (r#"[{"id":"x","uri":"/a/{id}x"}]"#, "resources[0].uri", "whole segment"),
+            (
+                r#"[{"id":"x","uri":"/a","methods":{"GET":["s"],"get":["t"]}}]"#,
+                "resources[0].methods.get",
+                "twice",
+            ),
             (r#"[{"id":"x","uri":"/a/**/b"}]"#, "resources[0].uri", "last"),
             (r#"[{"id":"x","uri":"/a/**","exact":true}]"#, "resources[0].uri", "contradict"),
             (r#"[{"id":"x","uri":"/a","methods":{"GET":[]}}]"#, "resources[0].methods.GET", "at least one"),
@@ -840,6 +894,18 @@ mod tests {
         ] {
             let err = parse(&with(bad)).unwrap_err();
             assert!(err.key.starts_with(key), "{bad}: {err}");
+        }
+        for taken in [
+            "Authorization",
+            "content-type",
+            "x-user-id",
+            "X_User_Id",
+            "x-envoy-original-path",
+            "host",
+            "x-http-method-override",
+        ] {
+            let err = parse(&with(&format!(r#""enforcement_header":"{taken}""#))).unwrap_err();
+            assert_eq!(err.key, "enforcement_header", "{taken}");
         }
         let c = parse(&with(r#""enforcement_header":"X-Decision","cors_preflight":"enforce""#)).unwrap();
         assert_eq!((c.enforcement_header.as_str(), c.cors_preflight), ("x-decision", CorsPreflight::Enforce));

@@ -46,7 +46,7 @@ pub enum ScopesMode {
 }
 
 impl ScopesMode {
-    fn is_default(&self) -> bool {
+    pub fn is_default(&self) -> bool {
         *self == Self::All
     }
 }
@@ -66,7 +66,7 @@ pub enum Enforcement {
 }
 
 impl Enforcement {
-    fn is_default(&self) -> bool {
+    pub fn is_default(&self) -> bool {
         *self == Self::Enforcing
     }
 }

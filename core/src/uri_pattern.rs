@@ -1,6 +1,8 @@
 //! `UriPattern`: a resource's `uri` as the matcher reads it.
 //!
-//! - a literal segment matches itself (case-sensitive, compared in canonical form);
+//! - a literal segment matches itself (case-sensitive, compared in canonical form; a `*` inside
+//!   a segment is a literal character, as `%2A` is; a whole-segment literal `*` is written
+//!   `%2A`, and so spelled back, so that it never reads as a wildcard);
 //! - `{name}` and `*` match exactly one segment;
 //! - `**`, as the last segment only, matches zero or more segments;
 //! - a plain `uri` (no pattern segment) covers its path and everything below it, as if it ended
@@ -35,7 +37,7 @@ pub struct UriPattern {
 pub enum PatternError {
     #[error("{0}")]
     Path(String),
-    #[error("segment {0:?}: a pattern segment is a whole segment, `{{name}}`, `*` or `**`")]
+    #[error("segment {0:?}: a pattern segment is a whole segment, `{{name}}`, `*` or `**` (a literal brace is `%7B`/`%7D`)")]
     PartialWildcard(String),
     #[error("`**` may only be the last segment")]
     RestNotLast,
@@ -63,18 +65,19 @@ impl UriPattern {
         let raw_segments: Vec<&str> =
             uri.strip_prefix('/').map(|r| r.split('/').collect()).unwrap_or_default();
         if !uri.starts_with('/') || !raw_segments.iter().any(|s| is_wildcard(s)) {
-            // Plain: today's rule, its canonical path. A brace or star that makes no wildcard is
-            // a mistake, not a literal (the path rules would escape it into one).
-            if let Some(s) = raw_segments.iter().find(|s| s.contains(['{', '}', '*'])) {
+            // Plain: today's rule, its canonical path. A brace that makes no `{name}` is a
+            // mistake, not a literal (the path rules would escape it into one).
+            if let Some(s) = raw_segments.iter().find(|s| s.contains(['{', '}'])) {
                 return Err(PatternError::PartialWildcard(s.to_string()));
             }
             let canonical = canonical_path(uri).map_err(|e| PatternError::Path(e.to_string()))?;
-            let segments = canonical
+            let segments: Vec<Segment> = canonical
                 .split('/')
                 .filter(|s| !s.is_empty())
                 .map(|s| Segment::Literal(s.to_string()))
                 .collect();
-            return Ok((canonical, UriPattern { segments, rest: !exact }));
+            let spelled = spell(&segments);
+            return Ok((spelled, UriPattern { segments, rest: !exact }));
         }
         let mut segments = Vec::with_capacity(raw_segments.len());
         let mut rest = false;
@@ -101,7 +104,7 @@ impl UriPattern {
                     spelled.push_str(s);
                 }
                 "" | "." | ".." => return Err(PatternError::NotCanonical),
-                s if s.contains(['{', '}', '*', '?', '#']) => {
+                s if s.contains(['{', '}', '?', '#']) => {
                     return Err(PatternError::PartialWildcard(s.to_string()))
                 }
                 s => {
@@ -115,7 +118,7 @@ impl UriPattern {
                     }
                     segments.push(Segment::Literal(literal.to_string()));
                     spelled.push('/');
-                    spelled.push_str(literal);
+                    spelled.push_str(&spell_literal(literal));
                 }
             }
         }
@@ -125,6 +128,16 @@ impl UriPattern {
         Ok((spelled, UriPattern { segments, rest }))
     }
 
+    /// What makes two resources conflict: the shape, and whether the pattern ends with the path
+    /// or takes the rest (`/a` exact and `/a` may stand side by side; `/a` and `/a/**` not).
+    pub fn shape_key(&self) -> String {
+        if self.rest {
+            self.shape()
+        } else {
+            format!("{} (exact)", self.shape())
+        }
+    }
+
     /// What two patterns share when they match the same paths at the same precedence:
     /// literals, `*` for a one-segment wildcard, `**` for the rest.
     pub fn shape(&self) -> String {
@@ -132,7 +145,7 @@ impl UriPattern {
         for s in &self.segments {
             out.push('/');
             match s {
-                Segment::Literal(l) => out.push_str(l),
+                Segment::Literal(l) => out.push_str(&spell_literal(l)),
                 Segment::One => out.push('*'),
             }
         }
@@ -144,6 +157,31 @@ impl UriPattern {
         }
         out
     }
+}
+
+/// A literal segment as a uri spells it: a literal that would read as a wildcard (`*`, `**`,
+/// from `%2A`) keeps its escapes.
+fn spell_literal(literal: &str) -> String {
+    if literal.bytes().all(|b| b == b'*') {
+        literal.replace('*', "%2A")
+    } else {
+        literal.to_string()
+    }
+}
+
+/// The canonical spelling of plain literal segments.
+fn spell(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        if let Segment::Literal(l) = s {
+            out.push('/');
+            out.push_str(&spell_literal(l));
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -178,7 +216,9 @@ mod tests {
         assert_eq!(p.shape(), "/orders/*/items/*/**");
         assert_eq!(parse("/a/{x}").map(|(_, p)| p.shape()), parse("/a/*").map(|(_, p)| p.shape()));
         assert_eq!(parse("/a").map(|(_, p)| p.shape()), parse("/a/**").map(|(_, p)| p.shape()));
-        for bad in ["/a/x*", "/a/{id}x", "/a/{}", "/a/**/b", "/a/**/**", "/a//{id}", "/a/../{id}", "/{a b}"] {
+        for bad in
+            ["/a/{id}x", "/a/{}", "/a/**/b", "/a/**/**", "/a//{id}", "/a/../{id}", "/{a b}", "/a/{x", "/a/}"]
+        {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(UriPattern::parse("/a/**", true), Err(PatternError::ExactWithRest));
@@ -186,5 +226,26 @@ mod tests {
         let (uri, _) = parse("/caf%c3%a9/{id}").unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(uri, parse("/caf%C3%A9/{id}").unwrap_or_else(|e| unreachable!("{e}")).0);
         assert!(parse("/a%2Fb/{id}").is_err(), "an encoded / stays refused");
+    }
+
+    /// A literal `*` (legal in a path) never turns into a wildcard, however it is written, and
+    /// the spelling kept re-reads as the same pattern.
+    #[test]
+    fn a_literal_star_stays_literal() {
+        for (uri, literal) in
+            [("/subs/a%2Az", "a*z"), ("/subs/a*z", "a*z"), ("/files/%2A", "*"), ("/f/%2A%2A", "**")]
+        {
+            let (spelled, p) = parse(uri).unwrap_or_else(|e| unreachable!("{uri}: {e}"));
+            assert_eq!(p.segments.last(), Some(&lit(literal)), "{uri}");
+            assert!(p.rest, "{uri}: a plain uri");
+            let (again, p2) = parse(&spelled).unwrap_or_else(|e| unreachable!("{spelled}: {e}"));
+            assert_eq!((again, p2), (spelled.clone(), p), "{uri} spelled {spelled}");
+        }
+        let (spelled, p) = parse("/x/%2A/{id}").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(spelled, "/x/%2A/{id}");
+        assert_eq!(p.segments, vec![lit("x"), lit("*"), Segment::One]);
+        assert_eq!(parse("/subs/a!$&'()*+,=:@z").map(|(_, p)| p.segments.len()), Ok(2));
+        // Its shape is not a wildcard's: the two may stand side by side.
+        assert_ne!(parse("/files/%2A").map(|(_, p)| p.shape()), parse("/files/*/**").map(|(_, p)| p.shape()));
     }
 }

@@ -391,6 +391,29 @@ fn a_path_the_as_does_not_know_is_unmatched_and_an_as_failure_denies() {
     assert_eq!(reply_status(&w, 10), Some(403));
 }
 
+#[test]
+fn uma2_any_tries_each_scope_with_its_own_ticket() {
+    let w = worker(
+        json!({"as_profile": "uma2", "local_jwt_validation": true, "access_tokens": {"mode": "decide"},
+        "resources": [{"id": "r1", "uri": "/alice", "methods": {"GET": ["a", "b"]}, "scopes_mode": "any"}]}),
+    );
+    deciding(&w, "id-token");
+    let first = w.host.calls_to("/perm").pop().unwrap_or_else(|| unreachable!());
+    assert_eq!(String::from_utf8_lossy(&first.body), r#"[{"resource_id":"r1","resource_scopes":["a"]}]"#);
+    w.on_call_response(7, token_of(&w, "/perm"), &ok(json!({"ticket": "tk-a"})));
+    let refused = CallResponse { status: Some(403), body: br#"{"error":"forbidden_by_policy"}"#.to_vec() };
+    w.on_call_response(7, token_of(&w, "/token"), &refused);
+    let second = w.host.calls_to("/perm").pop().unwrap_or_else(|| unreachable!());
+    assert_eq!(String::from_utf8_lossy(&second.body), r#"[{"resource_id":"r1","resource_scopes":["b"]}]"#);
+    w.on_call_response(7, token_of(&w, "/perm"), &ok(json!({"ticket": "tk-b"})));
+    w.on_call_response(7, token_of(&w, "/token"), &ok(json!({"access_token": "rpt-b"})));
+    let granting_b = ok(json!({"active": true, "exp": NOW_MS / 1000 + 600,
+                               "permissions": [{"resource_id": "r1", "resource_scopes": ["b"]}]}));
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_b);
+    assert_eq!(w.host.done_for(7), vec![Done::Resumed]);
+    assert_eq!(w.host.counter(Counter::Decisions), 2, "two grants, one per scope");
+}
+
 /// Another worker of the same Envoy, seeing what `a` put in shared data (lease and session).
 fn second_worker(a: &Worker<FakeHost>) -> Worker<FakeHost> {
     let extra = json!({"as_profile": "keycloak", "access_tokens": {"mode": "decide"}});

@@ -19,9 +19,7 @@ use crate::identity::Caller;
 use crate::pdp::{PdpClient, PdpError};
 use crate::repository::{local_resource_id, now_s, IntentOp, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
-use crate::rules::{
-    check_rules, find_at_path, may_claim, registered_scopes, shape_key, ClaimRefused, RuleError,
-};
+use crate::rules::{check_rules, find_at_path, may_claim, registered_scopes, ClaimRefused, RuleError};
 
 use super::views::{NewResource, ResourceUpdate};
 
@@ -240,7 +238,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
                 .repo
                 .run(move |r| {
                     let allowed = if c.is_operator { Ok(()) } else { may_create_under(&c, &u, &p, r)? };
-                    Ok((allowed, r.get_by_shape(&shape_key(&p))?, r.get_by_owner_and_name(&o, &n)?))
+                    Ok((allowed, r.get_by_shape(&p.shape_key())?, r.get_by_owner_and_name(&o, &n)?))
                 })
                 .await?;
             allowed.map_err(ServiceError::Forbidden)?;
@@ -435,7 +433,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         }
         {
             let (n, o) = (next.name.clone(), next.owner.clone());
-            let shape = crate::rules::stored_shape(&next.uri, next.exact).unwrap_or_default();
+            let shape = crate::repository::stored_shape(&next.uri, next.exact).unwrap_or_default();
             let (by_name, by_shape) = self
                 .repo
                 .run(move |r| Ok((r.get_by_owner_and_name(&o, &n)?, r.get_by_shape(&shape)?)))
@@ -820,8 +818,8 @@ mod tests {
         assert!(svc.create(&operator(), "", list).await.unwrap().exact);
         assert_eq!(fake.calls().len(), 3);
         // What the filter refuses, pepctl refuses, naming the field.
-        let e = svc.create(&operator(), "", new("Bad", "/a/x*", None)).await.unwrap_err();
-        assert!(e.to_string().starts_with("icon_uri: \"/a/x*\": segment"), "{e}");
+        let e = svc.create(&operator(), "", new("Bad", "/a/{id}x", None)).await.unwrap_err();
+        assert!(e.to_string().starts_with("icon_uri: \"/a/{id}x\": segment"), "{e}");
         let mut bad = new("Bad", "/b", None);
         bad.methods = Some(methods(&[("G T", &["x"])]));
         let e = svc.create(&operator(), "", bad).await.unwrap_err();

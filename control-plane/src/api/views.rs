@@ -9,7 +9,7 @@ use uma_pep_core::resource::{Enforcement, ScopesMode};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::repository::StoredResource;
-use crate::rules::{is_all, is_enforcing, Methods};
+use crate::rules::Methods;
 
 // core's `ScopesMode` and `Enforcement` have no schema (core has no OpenAPI dependency): these
 // restate them for the document.
@@ -75,11 +75,11 @@ pub struct ResourceView {
     #[schema(required = false)]
     pub methods: Option<BTreeMap<String, Vec<String>>>,
     /// Absent when `all`.
-    #[serde(skip_serializing_if = "is_all")]
+    #[serde(skip_serializing_if = "ScopesMode::is_default")]
     #[schema(value_type = ScopesModeSchema, required = false)]
     pub scopes_mode: ScopesMode,
     /// Absent when `enforcing`.
-    #[serde(skip_serializing_if = "is_enforcing")]
+    #[serde(skip_serializing_if = "Enforcement::is_default")]
     #[schema(value_type = EnforcementSchema, required = false)]
     pub enforcement: Enforcement,
     pub resource_scopes: Vec<String>,
