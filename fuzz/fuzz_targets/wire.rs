@@ -13,7 +13,8 @@
 //!   and are then paths on `as_cluster` (they start with '/');
 //! - a Keycloak decision grants only on 200 with `{"result": true}`; a UMA grant's RPT goes
 //!   into an introspection body and a header (printable ASCII) and its ticket into a challenge;
-//! - whatever the user's token holds, a grant cached for it covers its one resource and scope.
+//! - whatever the user's token holds, a grant cached for it covers its one resource and scope;
+//! - a resource lookup's answer gives a resource that matches the path, with a safe id.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +24,7 @@ use uma_pep_core::access_decision::{
 use uma_pep_core::challenge::{is_safe_ticket, Challenge};
 use uma_pep_core::config::{AsProfile, ChallengeStyle, PepConfig};
 use uma_pep_core::introspection::Clock;
+use uma_pep_core::resource_lookup::parse_lookup;
 use uma_pep_core::session::Endpoints;
 use uma_pep_core::wire::{parse_ticket, AccessToken, AsError, AsResponse, Discovery};
 
@@ -92,8 +94,23 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => check_error(&e, status),
         }
     }
+    // A resource lookup's answer (`resource_lookup`): whatever the AS says, the resource picked
+    // matches the path, and its id is safe in a ticket request and a log line.
+    for path in ["/api/orders/7", "/", "/a/b/c"] {
+        if let Ok(found) = parse_lookup(&AsResponse { status: Some(200), body: data }, path) {
+            if let Some(r) = found.resource {
+                assert!(
+                    !r.id.is_empty() && r.id.bytes().all(|b| b.is_ascii_graphic() && b != b'"'),
+                    "id {:?}",
+                    r.id
+                );
+                let again = uma_pep_core::matcher::ResourceMatcher::new(vec![r.clone()]);
+                assert_eq!(again.find(path).map(|x| &x.id), Some(&r.id), "{path}: {r:?}");
+            }
+        }
+    }
     if let Ok(token) = std::str::from_utf8(data) {
-        let granted = granted_by_keycloak(token, "r1", "read");
+        let granted = granted_by_keycloak(token, "r1", &["read".to_string()]);
         let clock = Clock { now: 0, margin_s: 0, skew_s: 0 };
         assert!(granted.covers("r2", "read", clock, AsProfile::Keycloak).is_err());
         assert!(granted.covers("r1", "write", clock, AsProfile::Keycloak).is_err());
