@@ -118,10 +118,11 @@ impl<H: Host> Worker<H> {
         self.start_decision(digest);
     }
 
-    /// Decisions and introspections this worker has in flight (`max_introspections_in_flight`).
+    /// Introspections, decisions and resource lookups this worker has in flight or waiting to
+    /// be sent (`max_introspections_in_flight`).
     pub(super) fn calls_in_flight(&self) -> usize {
         let deciding = self.access_deciding.borrow().values().filter(|p| p.elsewhere_until.is_none()).count();
-        self.introspecting.borrow().len() + deciding
+        self.introspecting.borrow().len() + deciding + self.lookups.borrow().len()
     }
 
     fn decision_lease(&self, digest: &Digest16) -> Lease {

@@ -55,6 +55,13 @@ impl<H: Host> Worker<H> {
             return self.plan_looked_up(context_id, &found, request, rewrite, token.as_deref());
         }
         let digest = token_digest(&key);
+        // A flood of paths the table lacks must not become a flood of lookups at the AS: a new
+        // lookup counts toward `max_introspections_in_flight`, and the excess gets a fast 503.
+        let max = usize::try_from(self.config.max_introspections_in_flight).unwrap_or(usize::MAX);
+        if !self.lookups.borrow().contains_key(&digest) && self.calls_in_flight() >= max {
+            self.host.count(Counter::Overloaded);
+            return self.reply_now(&LocalReply::overloaded(), &request.method, &request.log_path);
+        }
         let waiter =
             LookupWaiter { context_id, request: PlannedRequest { paused: true, ..request }, rewrite, token };
         let new = {

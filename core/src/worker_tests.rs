@@ -358,6 +358,21 @@ fn a_path_the_table_lacks_is_looked_up_once_and_what_is_found_is_enforced_and_ca
 }
 
 #[test]
+fn a_flood_of_unknown_paths_is_not_a_flood_of_lookups() {
+    let w = worker(json!({"as_profile": "keycloak", "max_introspections_in_flight": 2,
+                          "resource_lookup": {"mode": "lazy"}}));
+    ready(&w);
+    for (id, path) in [(7, "/p1"), (8, "/p2"), (9, "/p1")] {
+        assert_eq!(request(&w, id, path, None), Verdict::Pause);
+    }
+    assert_eq!(w.host.calls_to("/rs?").len(), 2, "one per path");
+    assert_eq!(request(&w, 10, "/p3", None), Verdict::Pause);
+    assert_eq!(reply_status(&w, 10), Some(503), "a third lookup would pass the cap");
+    assert_eq!(w.host.calls_to("/rs?").len(), 2);
+    assert_eq!(w.host.counter(Counter::Overloaded), 1);
+}
+
+#[test]
 fn a_lookup_waits_for_the_session_and_is_sent_from_the_tick() {
     let w = lookup_worker();
     assert_eq!(request(&w, 7, "/nowhere", None), Verdict::Pause);
