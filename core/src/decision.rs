@@ -156,12 +156,16 @@ impl Target {
         }
     }
 
-    /// The scopes for a log line: `a`, `a+b` (all), `a|b` (any).
-    pub fn scopes_text(&self) -> String {
-        self.scopes.join(match self.scopes_mode {
-            ScopesMode::All => "+",
-            ScopesMode::Any => "|",
-        })
+    /// The scopes for a log line: `a`, `a+b` (all), `a|b` (any). One scope (the common case,
+    /// on every decided request) is borrowed, not allocated.
+    pub fn scopes_text(&self) -> std::borrow::Cow<'_, str> {
+        match self.scopes.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(one.as_str()),
+            many => std::borrow::Cow::Owned(many.join(match self.scopes_mode {
+                ScopesMode::All => "+",
+                ScopesMode::Any => "|",
+            })),
+        }
     }
 }
 

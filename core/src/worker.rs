@@ -529,7 +529,7 @@ impl<H: Host> Worker<H> {
         }
         let target = &flow.target;
         let scopes = target.scopes_text();
-        let (resource, scope) = (Some(target.resource_id.as_str()), Some(scopes.as_str()));
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(&*scopes));
         if let Some(why) = &allowed.denied {
             return self.forward_denied(flow, allowed.resume, why);
         }
@@ -636,7 +636,7 @@ impl<H: Host> Worker<H> {
         self.record_facts(Decision::of_reply(reply), Some(&flow.target.resource_id), None);
         let target = &flow.target;
         let scopes = target.scopes_text();
-        let (resource, scope) = (Some(target.resource_id.as_str()), Some(scopes.as_str()));
+        let (resource, scope) = (Some(target.resource_id.as_str()), Some(&*scopes));
         log_decision(reply.code, reply.status, &flow.method, &flow.log_path, resource, scope, &reply.reason);
         self.host.send_reply(reply);
         Verdict::Pause
