@@ -15,6 +15,8 @@ use uma_pep_core::facts::Decision;
 use uma_pep_core::forward::ForwardSigner;
 
 use uma_pep_core::host::Host;
+use uma_pep_core::shared_data::SharedKeys;
+use uma_pep_core::table_sync::admit_configured;
 use uma_pep_core::worker::Worker;
 
 use crate::proxy_host::{call_response, ProxyWasmHost};
@@ -74,15 +76,21 @@ impl RootContext for PepRoot {
         self.level_checked_ms = host.now_ms();
         match configured {
             Ok((config, signer)) => {
+                let fingerprint = config_fingerprint(&bytes);
+                // Refused, Envoy keeps the configuration in force (an xDS update is rejected).
+                if let Err(e) = admit_configured(&host, &SharedKeys::new(&fingerprint), &config) {
+                    error!("uma-pep: configuration refused: {e}");
+                    return false;
+                }
+                let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
                 info!(
-                    "uma-pep configured: issuer={} profile={:?} resources={} unmatched={:?}",
+                    "uma-pep configured: issuer={} profile={:?} resources={} generation={} unmatched={:?}",
                     config.issuer,
                     config.as_profile,
                     config.resources.resources().len(),
+                    config.resource_generation.as_deref().unwrap_or("-"),
                     config.unmatched
                 );
-                let _ = hostcalls::set_tick_period(tick_period(config.timeout_ms));
-                let fingerprint = config_fingerprint(&bytes);
                 self.worker = Some(Rc::new(Worker::new(host, config, signer, self.id, &fingerprint)));
                 true
             }

@@ -20,3 +20,4 @@ pub mod repository;
 pub mod resource_set;
 pub mod rules;
 pub mod transport;
+pub mod xds;

@@ -252,6 +252,17 @@ pub struct RenderArgs {
     /// envoy, istio: print JSON instead of YAML (both accepted by Envoy and kubectl)
     #[arg(long)]
     pub json: bool,
+    /// envoy: take the filter's configuration from pepctl over xDS (ECDS) at this host:port
+    /// (`pepctl serve --xds-listen`) instead of embedding it; changes apply in place (docs/xds.md)
+    #[arg(long, conflicts_with = "sync_url")]
+    pub xds_address: Option<String>,
+    /// envoy with --xds-address: the name of the extension config (`serve --xds-resource-name`)
+    #[arg(long, default_value = "uma-pep", requires = "xds_address")]
+    pub xds_resource_name: String,
+    /// envoy with --xds-address: this Envoy's node id, as pepctl's /xds-status shows it
+    /// (default: the host name and the listener port)
+    #[arg(long, requires = "xds_address")]
+    pub node_id: Option<String>,
 }
 
 /// The repository's resources as the filter's `resources` table, each with its rules (`exact`,
@@ -259,6 +270,15 @@ pub struct RenderArgs {
 pub fn filter_resources(list: &[StoredResource]) -> Vec<Resource> {
     list.iter().map(crate::rules::filter_resource).collect()
 }
+
+/// The Wasm plugin as `render envoy` writes it and `serve --xds-listen` serves it: one VM
+/// (`vm_id` and code), which Envoy keeps across configurations, and with it the filter's
+/// shared caches.
+pub const WASM_PLUGIN_NAME: &str = "uma_pep";
+pub const WASM_VM_ID: &str = "uma_pep";
+pub const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
+/// The cluster that reaches `pepctl serve --xds-listen`.
+pub const XDS_CLUSTER: &str = "pepctl_xds";
 
 /// host and port of a URL, with the scheme's default port.
 fn host_port(url: &Url) -> Option<(String, u16)> {
@@ -513,6 +533,56 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
         ));
     }
     let wasm = wasm_path(&args.wasm)?;
+    let wasm_filter = match &args.xds_address {
+        None => json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": WASM_PLUGIN_NAME,
+                    "failure_policy": "FAIL_CLOSED",
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": filter.to_string()
+                    },
+                    "vm_config": {
+                        "vm_id": WASM_VM_ID,
+                        "runtime": WASM_RUNTIME,
+                        "code": {"local": {"filename": wasm}}
+                    }
+                }
+            }
+        }),
+        Some(address) => {
+            let (h, p) = split_host_port("xds-address", address)?;
+            let mut xds = cluster(XDS_CLUSTER, &h, p, None, &ca);
+            // gRPC needs HTTP/2 to pepctl.
+            xds["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            });
+            clusters.push(xds);
+            json!({
+                "name": args.xds_resource_name,
+                // No default configuration: until pepctl has sent one the listener is not
+                // ready (and afterwards a request without one would get 500), never unfiltered.
+                "config_discovery": {
+                    "config_source": {
+                        "resource_api_version": "V3",
+                        "api_config_source": {
+                            "api_type": "GRPC",
+                            "transport_api_version": "V3",
+                            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                            "set_node_on_first_message_only": true
+                        }
+                    },
+                    "type_urls": [crate::xds::extension::WASM_HTTP_FILTER]
+                }
+            })
+        }
+    };
     let routes = upstream_routes(filter, args);
     let mut config = json!({
         "static_resources": {
@@ -535,25 +605,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
                                 "routes": routes}]
                         },
                         "http_filters": [
-                            {
-                                "name": "envoy.filters.http.wasm",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                    "config": {
-                                        "name": "uma_pep",
-                                        "failure_policy": "FAIL_CLOSED",
-                                        "configuration": {
-                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                            "value": filter.to_string()
-                                        },
-                                        "vm_config": {
-                                            "vm_id": "uma_pep",
-                                            "runtime": "envoy.wasm.runtime.v8",
-                                            "code": {"local": {"filename": wasm}}
-                                        }
-                                    }
-                                }
-                            },
+                            wasm_filter,
                             {
                                 "name": "envoy.filters.http.router",
                                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -565,6 +617,17 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
             "clusters": clusters
         }
     });
+    if args.xds_address.is_some() {
+        let id = match &args.node_id {
+            Some(id) => id.clone(),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let host = host.trim();
+                format!("{}-{}", if host.is_empty() { "envoy" } else { host }, args.listen_port)
+            }
+        };
+        config["node"] = json!({"id": id, "cluster": "uma-pep"});
+    }
     if let Some(port) = args.admin_port {
         config["admin"] =
             json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
@@ -855,7 +918,10 @@ pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<S
     if resources.is_empty() && args.sync_url.is_none() {
         tracing::warn!(db = %common.db.display(), "the repository has no resources and there is no --sync-url: the filter protects nothing until it gets some");
     }
-    let filter = filter_config(common, &resources, args)?;
+    let mut filter = filter_config(common, &resources, args)?;
+    // The table's generation: a later configuration with an empty table of another generation
+    // (a pepctl that lost its database) is refused by the filter.
+    filter["resource_generation"] = Value::String(repo.stamp()?.1);
     match args.target {
         Target::FilterConfig => pretty(&filter),
         Target::Envoy if args.json => pretty(&envoy_config(&filter, common, args)?),

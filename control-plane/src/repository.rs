@@ -440,6 +440,19 @@ impl Repository {
 
     /// The resources, the version they belong to and the generation, read in one transaction
     /// so that they are consistent.
+    /// The repository's version and generation alone: what changes with every write, cheap
+    /// enough to be read every second.
+    pub fn stamp(&self) -> Result<(i64, String), RepoError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let version: i64 =
+                tx.query_row("SELECT value FROM counters WHERE name = 'version'", [], |r| r.get(0))?;
+            let generation = read_generation(&tx)?;
+            tx.commit()?;
+            Ok((version, generation))
+        })
+    }
+
     pub fn snapshot(&self) -> Result<Snapshot, RepoError> {
         self.with(|c| {
             let tx = c.transaction()?;

@@ -31,10 +31,23 @@ fn truncate(full: &[u8]) -> Digest16 {
     out
 }
 
-/// A short identity of a configuration (hex of 8 bytes of its SHA-256): the namespace of
-/// everything a filter keeps in shared data.
+/// A short identity of a configuration without its resource table (hex of 8 bytes of a
+/// SHA-256): the namespace of everything a filter keeps in shared data. The table (`resources`,
+/// `resource_generation`) is left out: pepctl sends a new one with every change of its
+/// repository, and that must keep the caches, the PAT and the use counts (what they hold is
+/// keyed by token, resource id and scope, never by a table's position). Any other change starts
+/// afresh.
 pub fn config_fingerprint(config: &[u8]) -> String {
-    Sha256::digest(config).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    let digest = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(config) {
+        Ok(mut document) => {
+            document.remove("resources");
+            document.remove("resource_generation");
+            Sha256::digest(serde_json::Value::Object(document).to_string())
+        }
+        // Not a document the filter takes anyway.
+        Err(_) => Sha256::digest(config),
+    };
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Keys of a worker's own caches: a keyed SipHash of the token (two random keys per worker, 128
@@ -272,6 +285,17 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_eq!(a, config_fingerprint(br#"{"issuer":"a"}"#));
         assert_ne!(a, config_fingerprint(br#"{"issuer":"b"}"#));
+    }
+
+    #[test]
+    fn a_new_resource_table_keeps_the_fingerprint() {
+        let a = config_fingerprint(br#"{"issuer":"a","resources":[]}"#);
+        let b = config_fingerprint(
+            br#"{"issuer":"a","resources":[{"id":"r","uri":"/r"}],"resource_generation":"g1"}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, config_fingerprint(br#"{"issuer":"a"}"#));
+        assert_ne!(a, config_fingerprint(br#"{"issuer":"a","rpt_max_uses":3,"resources":[]}"#));
     }
 
     #[test]

@@ -344,6 +344,10 @@ pub struct FilterDocument {
     pub authorize_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_sync: Option<ResourceSync>,
+    /// The pepctl repository generation `resources` come from (pepctl writes it): an empty
+    /// table of another generation than the one in force is refused (see `table_sync`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_generation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +404,8 @@ pub struct PepConfig {
     pub forward: Option<ForwardConfig>,
     pub authorize_path: Option<String>,
     pub resource_sync: Option<ResourceSync>,
+    /// The pepctl repository generation of `resources`, when pepctl rendered or served them.
+    pub resource_generation: Option<String>,
     /// Tolerated clock difference with the AS for `iat`/`nbf` (seconds).
     pub clock_skew_s: u64,
     /// Slots of each cache in shared data (decisions, minted tokens, use counts): the bound on
@@ -645,6 +651,18 @@ impl PepConfig {
             Some(p) => Some(check_absolute_path(&p, "authorize_path")?),
         };
 
+        if let Some(g) = &raw.resource_generation {
+            if !crate::resource_table::is_generation(g) {
+                return Err(ConfigError::new(
+                    "resource_generation",
+                    format!(
+                        "must be 1 to {} printable ASCII characters (pepctl writes it)",
+                        crate::resource_table::MAX_GENERATION_LEN
+                    ),
+                ));
+            }
+        }
+
         if let Some(sync) = &raw.resource_sync {
             if sync.cluster.trim().is_empty() {
                 return Err(ConfigError::new("resource_sync.cluster", "must not be empty"));
@@ -749,6 +767,7 @@ impl PepConfig {
             forward: raw.forward,
             authorize_path,
             resource_sync: raw.resource_sync,
+            resource_generation: raw.resource_generation,
             clock_skew_s: raw.clock_skew_s.unwrap_or(DEFAULT_CLOCK_SKEW_S),
             cache_slots,
             cache_max_ttl_s: raw.cache_max_ttl_s.unwrap_or(DEFAULT_CACHE_MAX_TTL_S),

@@ -44,6 +44,12 @@ pub struct FilterTable {
 /// Longest generation id taken: pepctl's are 32 hex digits.
 pub const MAX_GENERATION_LEN: usize = 128;
 
+/// Whether `g` may be a generation id. It is compared and logged: printable ASCII, short,
+/// never empty.
+pub fn is_generation(g: &str) -> bool {
+    !g.is_empty() && g.len() <= MAX_GENERATION_LEN && g.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl ResourceTable {
     /// Parses and validates a non-empty table (the body of `/filter-config`, or its copy in
     /// shared data). An empty table is refused here: on its own it cannot be told from the one of
@@ -62,8 +68,7 @@ impl ResourceTable {
         let raw: FilterTable =
             serde_json::from_slice(body).map_err(|e| AsError::Garbage(format!("resource table: {e}")))?;
         if let Some(g) = &raw.generation {
-            // It is compared and logged: printable ASCII, short, never empty.
-            if g.is_empty() || g.len() > MAX_GENERATION_LEN || !g.bytes().all(|b| b.is_ascii_graphic()) {
+            if !is_generation(g) {
                 return Err(AsError::Garbage(format!(
                     "resource table: `generation` must be 1 to {MAX_GENERATION_LEN} printable ASCII characters"
                 )));

@@ -56,6 +56,46 @@ pub enum TableRefused {
     EmptyOfAnotherGeneration { offered: String, in_force: String },
     #[error("pepctl's resource table is empty and of generation {offered}, while the table in force came from the filter's configuration: refused, since an empty table of an unknown generation may come from a pepctl that lost its database; render the configuration again (its table is then empty too)")]
     EmptyOverConfigured { offered: String },
+    #[error("the new configuration's resource table is empty and names no resource_generation, while the table in force has resources: refused (Envoy keeps the configuration in force), since it cannot be told from the table of a pepctl that lost its database; render it with pepctl, which writes resource_generation")]
+    ConfiguredEmptyWithoutGeneration,
+}
+
+/// What the last configuration taken brought as its table, in shared data: every worker, and
+/// the check Envoy makes of a new configuration before it takes it, read the same.
+fn configured_record(generation: Option<&str>, resources: usize) -> String {
+    format!("{} {resources}", generation.unwrap_or("-"))
+}
+
+/// Whether the table a new configuration brings may replace the one the last configuration
+/// brought, by the rule of polled tables: a non-empty table always may; an empty one only when
+/// the table in force is empty too, or of the same pepctl generation (the last resource was
+/// deleted). pepctl pushes its table as configuration (xDS): refusing here makes Envoy reject
+/// that configuration and keep the one in force, so a pepctl that lost its database cannot
+/// unprotect every path. Records the table taken.
+pub fn admit_configured(host: &impl Host, keys: &SharedKeys, config: &PepConfig) -> Result<(), TableRefused> {
+    let key = keys.key("resources.configured");
+    let offered = config.resource_generation.as_deref();
+    let count = config.resources.resources().len();
+    if count == 0 {
+        let in_force = host.shared_get(&key).and_then(|(bytes, _)| bytes);
+        let in_force = in_force.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+        if let Some((generation, resources)) = in_force.and_then(|r| r.split_once(' ')) {
+            if resources != "0" {
+                match offered {
+                    None => return Err(TableRefused::ConfiguredEmptyWithoutGeneration),
+                    Some(o) if o != generation => {
+                        return Err(TableRefused::EmptyOfAnotherGeneration {
+                            offered: o.to_string(),
+                            in_force: generation.to_string(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let _ = host.shared_set(&key, configured_record(offered, count).as_bytes(), None);
+    Ok(())
 }
 
 impl TableSync {
@@ -63,7 +103,9 @@ impl TableSync {
         Self {
             matcher: Rc::new(config.resources.clone()),
             identity: None,
-            generation: None,
+            // A table pepctl rendered or pushed names its generation: an empty polled table of
+            // that generation is a deletion.
+            generation: config.resource_generation.clone(),
             source: config
                 .resource_sync
                 .as_ref()
@@ -284,6 +326,58 @@ mod tests {
         let e = poller.on_answer(&host, &table(Some("g2"), &[])).unwrap_err();
         assert!(matches!(e, TableRefused::EmptyOfAnotherGeneration { .. }), "{e}");
         assert!(protects(&poller, "/a"));
+    }
+
+    fn configured(generation: Option<&str>, uris: &[&str]) -> PepConfig {
+        let resources: Vec<_> = uris.iter().map(|u| json!({"id": format!("id{u}"), "uri": u})).collect();
+        let mut c = json!({
+            "issuer": "https://as.example", "client_id": "pep", "client_secret": "s", "as_cluster": "as",
+            "resources": resources,
+        });
+        if let Some(g) = generation {
+            c["resource_generation"] = json!(g);
+        }
+        match PepConfig::from_json(c.to_string().as_bytes()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("test config: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_configured_empty_table_is_taken_only_as_a_deletion() {
+        let (host, keys) = (FakeHost::new(NOW_MS), SharedKeys::new("f00d"));
+        // The first configuration is taken whatever it holds (nothing was protected before).
+        admit_configured(&host, &keys, &configured(Some("g1"), &[])).unwrap();
+        admit_configured(&host, &keys, &configured(Some("g1"), &["/a"])).unwrap();
+        // Then a lost database: another generation, nothing in it. Refused, and again.
+        for _ in 0..2 {
+            let e = admit_configured(&host, &keys, &configured(Some("g2"), &[])).unwrap_err();
+            assert_eq!(
+                e,
+                TableRefused::EmptyOfAnotherGeneration { offered: "g2".into(), in_force: "g1".into() }
+            );
+        }
+        let e = admit_configured(&host, &keys, &configured(None, &[])).unwrap_err();
+        assert_eq!(e, TableRefused::ConfiguredEmptyWithoutGeneration);
+        assert!(!e.to_string().to_ascii_lowercase().contains("authorization server"), "{e}");
+        // The last resource deleted in the same database: taken; then an empty table of any
+        // generation replaces that empty one (it unprotects nothing).
+        admit_configured(&host, &keys, &configured(Some("g1"), &[])).unwrap();
+        admit_configured(&host, &keys, &configured(Some("g2"), &[])).unwrap();
+        // A non-empty table of a new database is taken, and its generation is in force.
+        admit_configured(&host, &keys, &configured(Some("g3"), &["/b"])).unwrap();
+        assert!(admit_configured(&host, &keys, &configured(Some("g2"), &[])).is_err());
+        admit_configured(&host, &keys, &configured(Some("g3"), &[])).unwrap();
+    }
+
+    #[test]
+    fn a_polled_empty_table_of_the_configured_generation_is_a_deletion() {
+        let mut c = configured(Some("g1"), &["/a"]);
+        c.resource_sync = config().resource_sync;
+        let (host, keys) = (FakeHost::new(NOW_MS), SharedKeys::new("f00d"));
+        let mut poller = TableSync::new(&c, &keys);
+        assert!(poller.on_answer(&host, &table(Some("g1"), &[])).unwrap().is_some());
+        assert!(!protects(&poller, "/a"));
     }
 
     #[test]

@@ -14,14 +14,15 @@
 //! One module per concern: `state` (what handlers share), `error` (the one error shape),
 //! `extract` (caller and body), `views` (bodies and representations), `service` (the rules
 //! and their AS/PDP/repository steps), `handlers`, `openapi` (the generated document),
-//! `reconcile` (the intent journal settled at start), `serve` (flags, AS connection, refresher,
-//! signals).
+//! `reconcile` (the intent journal settled at start), `rollout` (a write published over xDS and
+//! waited for), `serve` (flags, AS connection, refresher, signals).
 
 mod error;
 mod extract;
 mod handlers;
 mod openapi;
 mod reconcile;
+mod rollout;
 mod serve;
 mod service;
 mod state;
@@ -33,18 +34,23 @@ use axum::Router;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::document as openapi_document;
 pub use reconcile::{settle_journal, ReconcileError};
+pub use rollout::ROLLOUT_HEADER;
 pub use serve::{serve, ServeArgs, ServeError};
 pub use service::{PolicyPoint, Registry, ResourceService, ServiceError};
 pub use state::{AppState, AsLink, Connected, Shared};
 
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let resources = Router::new()
         .route("/resources", get(handlers::list).post(handlers::create))
         .route(
             "/resources/{id}",
             get(handlers::show).put(handlers::replace).patch(handlers::patch).delete(handlers::remove),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), rollout::roll_out_writes));
+    Router::new()
+        .merge(resources)
         .route("/filter-config", get(handlers::filter_config))
+        .route("/xds-status", get(rollout::xds_status))
         .route("/openapi.json", get(handlers::openapi))
         .route("/healthz", get(handlers::health))
         .route("/readyz", get(handlers::ready))

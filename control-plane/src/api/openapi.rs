@@ -21,6 +21,7 @@ use super::handlers;
         handlers::patch,
         handlers::remove,
         handlers::filter_config,
+        super::rollout::xds_status,
         handlers::health,
         handlers::ready,
         handlers::openapi,

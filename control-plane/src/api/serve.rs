@@ -15,6 +15,8 @@ use crate::registration::ClientFile;
 use crate::repository::{RepoError, Repository};
 use crate::resource_set::ResourceSetClient;
 use crate::transport::checked_url;
+use crate::xds::extension::FilterTemplate;
+use crate::xds::{XdsError, XdsPublisher};
 use uma_pep_core::jwt_rpt::JwtKeys;
 use uma_pep_core::wire::AsResponse;
 
@@ -58,6 +60,23 @@ pub struct ServeArgs {
     /// Header the identity JWT comes in (the filter's `forward.header`)
     #[arg(long, default_value = uma_pep_core::config::DEFAULT_FORWARD_HEADER, requires = "forward_jwks")]
     pub forward_header: String,
+    /// Serve the filter's configuration to Envoys over xDS (ECDS, gRPC) on this address; a
+    /// Resource API write then answers once every subscribed Envoy applied it (docs/xds.md)
+    #[arg(long, env = "PEPCTL_XDS_LISTEN", requires = "xds_filter_config")]
+    pub xds_listen: Option<SocketAddr>,
+    /// The filter configuration to serve, as `pepctl render filter-config` prints it (without
+    /// --sync-url); its table is replaced by the repository's
+    #[arg(long, env = "PEPCTL_XDS_FILTER_CONFIG", requires = "xds_listen")]
+    pub xds_filter_config: Option<PathBuf>,
+    /// The filter's .wasm as the Envoys open it
+    #[arg(long, default_value = "target/wasm32-wasip1/release/uma_pep.wasm")]
+    pub xds_wasm: PathBuf,
+    /// The extension config's name: the `name` of the HTTP filter with `config_discovery`
+    #[arg(long, default_value = "uma-pep")]
+    pub xds_resource_name: String,
+    /// How long a Resource API write waits for every subscribed Envoy to apply it, ms
+    #[arg(long, default_value_t = 2000)]
+    pub xds_ack_timeout_ms: u64,
 }
 
 /// The filter's identity JWTs as `--forward-jwks` and its companions say to accept them.
@@ -114,6 +133,8 @@ pub enum ServeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Xds(#[from] crate::xds::XdsError),
 }
 
 async fn shutdown_signal() {
@@ -246,7 +267,36 @@ pub async fn serve(common: &Common, args: ServeArgs) -> Result<(), ServeError> {
     let forwarded = forwarded_identity(&args)?;
     let forwarded_header = forwarded.as_ref().map(|f| f.header.clone());
     let waiting = AsLink::Waiting { cause: "first attempt under way".into(), attempts: 0 };
-    let state = Arc::new(AppState::new(repo, waiting, pdp).with_forwarded_header(forwarded_header));
+    let xds = match (&args.xds_listen, &args.xds_filter_config) {
+        (Some(addr), Some(config)) => {
+            let template = FilterTemplate::load(config, &args.xds_wasm, &args.xds_resource_name)?;
+            let publisher = Arc::new(XdsPublisher::new(
+                template,
+                std::time::Duration::from_millis(args.xds_ack_timeout_ms),
+            ));
+            // The table in force before any Envoy asks: served from the repository alone.
+            publisher.publish(&repo).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| XdsError::Listen { addr: *addr, source })?;
+            let local = listener.local_addr().map_err(ServeError::Server)?;
+            tracing::info!(listen = %local, name = %publisher.name(), "serving the filter configuration over xDS (ECDS)");
+            println!("serving xds on {local}");
+            Some((publisher, listener))
+        }
+        _ => None,
+    };
+    let mut app = AppState::new(repo, waiting, pdp).with_forwarded_header(forwarded_header);
+    if let Some((publisher, listener)) = xds {
+        app = app.with_xds(publisher.clone());
+        crate::xds::spawn_watcher(publisher.clone(), app.repo.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::xds::serve(listener, publisher, shutdown_signal()).await {
+                tracing::error!(error = %e, "the xDS server stopped");
+            }
+        });
+    }
+    let state = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: args.listen, source })?;

@@ -9,6 +9,7 @@ use crate::identity::Verifier;
 use crate::pdp::PdpClient;
 use crate::repository::Repository;
 use crate::resource_set::ResourceSetClient;
+use crate::xds::XdsPublisher;
 
 use super::error::ApiError;
 use super::service::ResourceService;
@@ -22,6 +23,9 @@ pub struct AppState {
     /// The header the filter's identity JWT comes in, when pepctl accepts those
     /// (`--forward-jwks`); known before the AS is reached, so that such a call is a 503 then.
     pub forwarded_header: Option<String>,
+    /// The filter's configuration served over xDS (`--xds-listen`): writes wait for Envoys
+    /// to apply it.
+    pub xds: Option<Arc<XdsPublisher>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -45,7 +49,20 @@ pub enum AsLink {
 
 impl AppState {
     pub fn new(repo: Repository, link: AsLink, pdp: Option<PdpClient>) -> Self {
-        Self { repo, link: watch::Sender::new(link), pdp, write_lock: Mutex::new(()), forwarded_header: None }
+        Self {
+            repo,
+            link: watch::Sender::new(link),
+            pdp,
+            write_lock: Mutex::new(()),
+            forwarded_header: None,
+            xds: None,
+        }
+    }
+
+    /// Publishes every change over xDS and makes writes wait for it.
+    pub fn with_xds(mut self, publisher: Arc<XdsPublisher>) -> Self {
+        self.xds = Some(publisher);
+        self
     }
 
     /// Accepts the filter's identity JWTs in `header` (the verifier checks them).
