@@ -131,7 +131,8 @@ regenerate:
 	PEPCTL=$(abspath $(PEPCTL_DEBUG)) envoy/regenerate.sh
 
 test-e2e: wasm wasm-no-rs256 deb-tools
-	$(CARGO) build -p pepctl
+	# The examples: xds_swarm, the simulated Envoys of tests/pepctl/test_xds_swarm.py.
+	$(CARGO) build -p pepctl --bins --examples
 	UMA_PEP_WASM=$(abspath $(WASM)) UMA_PEP_WASM_NO_RS256=$(abspath $(WASM_NO_RS256)) PEPCTL_BIN=$(abspath $(PEPCTL_DEBUG)) ENVOY_BIN=$(abspath $(ENVOY)) \
 	  $(VPY) -m pytest -q tests
 

@@ -24,6 +24,7 @@ use url::Url;
 use crate::context::{Common, ContextError};
 use crate::registration::{keycloak_client_fragment, random_token, ClientFile, RegistrationError};
 use crate::repository::{RepoError, Repository, StoredResource};
+use crate::xds::extension::{WASM_HTTP_FILTER, WASM_PLUGIN_NAME, WASM_RUNTIME, WASM_VM_ID};
 
 #[derive(Debug, Error)]
 pub enum RenderError {
@@ -271,12 +272,6 @@ pub fn filter_resources(list: &[StoredResource]) -> Vec<Resource> {
     list.iter().map(crate::rules::filter_resource).collect()
 }
 
-/// The Wasm plugin as `render envoy` writes it and `serve --xds-listen` serves it: one VM
-/// (`vm_id` and code), which Envoy keeps across configurations, and with it the filter's
-/// shared caches.
-pub const WASM_PLUGIN_NAME: &str = "uma_pep";
-pub const WASM_VM_ID: &str = "uma_pep";
-pub const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 /// The cluster that reaches `pepctl serve --xds-listen`.
 pub const XDS_CLUSTER: &str = "pepctl_xds";
 
@@ -578,7 +573,7 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
                             "set_node_on_first_message_only": true
                         }
                     },
-                    "type_urls": [crate::xds::extension::WASM_HTTP_FILTER]
+                    "type_urls": [WASM_HTTP_FILTER]
                 }
             })
         }
@@ -920,8 +915,11 @@ pub fn render(common: &Common, repo: &Repository, args: &RenderArgs) -> Result<S
     }
     let mut filter = filter_config(common, &resources, args)?;
     // The table's generation: a later configuration with an empty table of another generation
-    // (a pepctl that lost its database) is refused by the filter.
-    filter["resource_generation"] = Value::String(repo.stamp()?.1);
+    // (a pepctl that lost its database) is refused by the filter. An empty table needs none
+    // (replacing it unprotects nothing), and so renders the same from any empty repository.
+    if !resources.is_empty() {
+        filter["resource_generation"] = Value::String(repo.stamp()?.1);
+    }
     match args.target {
         Target::FilterConfig => pretty(&filter),
         Target::Envoy if args.json => pretty(&envoy_config(&filter, common, args)?),

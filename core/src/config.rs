@@ -438,6 +438,15 @@ pub struct PepConfig {
     pub resource_lookup: Option<ResourceLookup>,
 }
 
+/// Longest generation id taken: pepctl's are 32 hex digits.
+pub const MAX_GENERATION_LEN: usize = 128;
+
+/// Whether `g` may be a repository generation id (`resource_generation`, a table's
+/// `generation`). It is compared and logged: printable ASCII, short, never empty.
+pub fn is_generation(g: &str) -> bool {
+    !g.is_empty() && g.len() <= MAX_GENERATION_LEN && g.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub const DEFAULT_REALM: &str = "eoepca";
 pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_RPT_MARGIN_S: u64 = 5;
@@ -652,12 +661,12 @@ impl PepConfig {
         };
 
         if let Some(g) = &raw.resource_generation {
-            if !crate::resource_table::is_generation(g) {
+            if !is_generation(g) {
                 return Err(ConfigError::new(
                     "resource_generation",
                     format!(
                         "must be 1 to {} printable ASCII characters (pepctl writes it)",
-                        crate::resource_table::MAX_GENERATION_LEN
+                        MAX_GENERATION_LEN
                     ),
                 ));
             }

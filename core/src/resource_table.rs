@@ -41,14 +41,7 @@ pub struct FilterTable {
     pub generation: Option<String>,
 }
 
-/// Longest generation id taken: pepctl's are 32 hex digits.
-pub const MAX_GENERATION_LEN: usize = 128;
-
-/// Whether `g` may be a generation id. It is compared and logged: printable ASCII, short,
-/// never empty.
-pub fn is_generation(g: &str) -> bool {
-    !g.is_empty() && g.len() <= MAX_GENERATION_LEN && g.bytes().all(|b| b.is_ascii_graphic())
-}
+pub use crate::config::{is_generation, MAX_GENERATION_LEN};
 
 impl ResourceTable {
     /// Parses and validates a non-empty table (the body of `/filter-config`, or its copy in

@@ -9,9 +9,11 @@ One stack for the session, as the old suite ran against one deployment:
   ownership policies into the AS's grants;
 - `pepctl serve` for the Resource API (the old port 5576), with the old startup resource file
   applied first (`resources apply`, the old `default-resources.json`);
-- Envoy with the filter rendered by `pepctl render envoy --eoepca-compat` (the old port 5566):
+- Envoy rendered by `pepctl render envoy --eoepca-compat --xds-address` (the old port 5566):
   FULL mode, and PARTIAL mode at `/authorize` (the old PEP's check endpoint) in the same
-  Envoy, polling pepctl every 10 s (render's default) for the table.
+  Envoy, its filter configuration (`render filter-config --eoepca-compat`) served by pepctl over
+  xDS, so that a resource is enforced when the Resource API answers its creation, as the old
+  PEP's was.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import requests
 
 from support.devas import ALL_SCOPES, SUBS, DevAs
 from support.echo import Echo
@@ -27,8 +30,7 @@ from support.envoy import WASM, RenderedEnvoy
 from support.pdp import PdpStandIn
 from support.pepctl import PEPCTL, Pepctl, Server, write_seed
 from support.eoepca_stack import render_compat_envoy
-
-SYNC_INTERVAL_S = 10
+from support.processes import free_port
 
 # The startup resource file (the old `default-resources.json` format). `/res` is the resource
 # the old concurrency test inserted before starting its flows; the others are the resources the
@@ -96,10 +98,15 @@ def stack(tmp_path_factory):
         # What the old PEP's startup registration left at the PDP: the owner's policy per scope.
         for entry in SEED:
             gluu.grant(entry["default_owner"], seeded[entry["resource_uri"]], ALL_SCOPES)
-        server = pepctl.serve("--pdp-url", pdp.url)
+        filter_config = workdir / "filter.json"
+        filter_config.write_text(
+            pepctl.run("render", "filter-config", "--eoepca-compat", "--authorize-path", "/authorize").stdout)
+        xds = f"127.0.0.1:{free_port()}"
+        server = pepctl.serve("--pdp-url", pdp.url, "--xds-listen", xds, "--xds-filter-config", str(filter_config),
+                              "--xds-wasm", str(WASM))
         started.append(server)
         envoy = render_compat_envoy(pepctl, workdir, echo.port, "--authorize-path", "/authorize",
-                                 "--sync-url", server.base, "--sync-interval-s", str(SYNC_INTERVAL_S))
+                                    "--xds-address", xds)
         started.append(envoy)
         yield Stack(gluu, echo, pdp, pepctl, server, envoy, seeded)
     finally:
@@ -109,8 +116,10 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def filter_json(stack) -> dict:
-    """The filter configuration the stack's Envoy runs with (what render wrote)."""
-    bootstrap = json.loads(stack.envoy.config_path.read_text())
-    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
+    """The filter configuration the stack's Envoy runs with: the one pepctl served it over xDS,
+    read from Envoy's own config dump."""
+    dump = requests.get(f"http://127.0.0.1:{stack.envoy.admin_port}/config_dump", timeout=10).json()
+    ecds = next(c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump"))
+    filters = [f["ecds_filter"] for f in ecds["ecds_filters"]]
+    assert [f["name"] for f in filters] == ["uma-pep"], filters
+    return json.loads(filters[0]["typed_config"]["config"]["configuration"]["value"])

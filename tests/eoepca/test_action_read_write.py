@@ -9,7 +9,6 @@ the client of the UMA grant is the PEP's own, as in the old test (its `rpt.sh`).
 
 from __future__ import annotations
 
-import pytest
 import requests
 
 from support.devas import PEP_CLIENT
@@ -60,8 +59,6 @@ def action_flow(stack, uri: str, rid: str) -> None:
     assert get_rpt(stack, ticket, user2, uri, "write") == 403
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 point 1: a resource created through the Resource API is "
-                   "enforced only after the filter's next poll of pepctl, not when the API answers")
 def test_action(stack):
     """The old sequence: the resource is created through the Resource API (its owner's policies
     go to the PDP), then requested at once."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
 from support.devas import PEP_CLIENT
@@ -49,8 +48,6 @@ def test_concurrent_flows_on_one_resource(stack):
     assert reached() - before == N_THREADS, "each flow reached the upstream once, with its RPT"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 point 1: a resource created through the Resource API is "
-                   "enforced only after the filter's next poll of pepctl, not when the API answers")
 def test_concurrent_flows_on_a_resource_inserted_first(stack):
     """The old sequence: the resource is inserted through the Resource API (200, or 422 when it
     is there already), then the 60 flows start at once. The old body's `scopes` is written

@@ -7,7 +7,6 @@ devas admin's ID token; the client of the UMA grant is the PEP's own, as in the 
 
 from __future__ import annotations
 
-import pytest
 import requests
 
 from support.devas import PEP_CLIENT
@@ -34,8 +33,6 @@ def check_flow(stack, token: str, uri: str) -> None:
     assert authorize(stack, rpt, uri).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 point 1: a resource created through the Resource API is "
-                   "enforced only after the filter's next poll of pepctl, not when the API answers")
 def test_resource(stack):
     """The old sequence: the resource is created through the Resource API and checked at once."""
     operator = id_token(stack.gluu, "admin")

@@ -27,12 +27,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # Every operation of the document, in the order they run: writes that remove things last, so
 # that the ids the other operations are pointed at still exist when they run.
 OPERATIONS = [
-    ("GET", "/openapi.json"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/filter-config"),
+    ("GET", "/openapi.json"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/filter-config"), ("GET", "/xds-status"),
     ("GET", "/resources"), ("POST", "/resources"), ("GET", "/resources/{id}"), ("HEAD", "/resources/{id}"),
     ("PATCH", "/resources/{id}"), ("PUT", "/resources/{id}"), ("DELETE", "/resources/{id}"),
 ]
 
-# Per operation and caller: 11 operations x 2 callers x 2 dialects, under 2,000 requests in all
+# Per operation and caller: 12 operations x 2 callers x 2 dialects, under 2,000 requests in all
 # (operations without parameters run out of distinct examples sooner).
 MAX_EXAMPLES = 40
 

@@ -106,6 +106,15 @@ def test_a_write_is_enforced_when_it_is_answered(stack, devas):
         r = s.server.request("DELETE", f"/resources/{rid}", admin)
         assert r.status_code == 204 and rollout_of(r)["applied"] == 1
         assert s.get(f"/fresh{i}/x").status_code == 200, f"delete {i}: answered, but still enforced"
+    # An update applies when it is answered too: a move, then enforcement switched off.
+    r = s.server.request("POST", "/resources", admin, json={"name": "Mover", "icon_uri": "/before"})
+    rid = r.json()["id"]
+    r = s.server.request("PATCH", f"/resources/{rid}", admin, json={"icon_uri": "/after"})
+    assert r.status_code == 200 and rollout_of(r)["applied"] == 1, (r.status_code, r.text)
+    assert s.get("/after/x").status_code == 401 and s.get("/before/x").status_code == 200
+    r = s.server.request("PATCH", f"/resources/{rid}", admin, json={"enforcement": "disabled"})
+    assert r.status_code == 200 and s.get("/after/x").status_code == 200
+    assert s.server.request("DELETE", f"/resources/{rid}", admin).status_code == 204
     # Deleting the last resource of the repository applies too (same generation).
     static = s.server.request("GET", "/resources?path=/static", admin).json()
     assert s.server.request("DELETE", f"/resources/{static['id']}", admin).status_code == 204

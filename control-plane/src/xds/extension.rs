@@ -18,7 +18,13 @@ use serde_json::{Map, Value};
 use uma_pep_core::config::{PepConfig, Resource};
 
 use super::XdsError;
-use crate::render::{WASM_PLUGIN_NAME, WASM_RUNTIME, WASM_VM_ID};
+
+/// The Wasm plugin as `render envoy` writes it and `serve --xds-listen` serves it: one VM
+/// (`vm_id` and code), which Envoy keeps across configurations, and with it the filter's
+/// shared caches.
+pub const WASM_PLUGIN_NAME: &str = "uma_pep";
+pub const WASM_VM_ID: &str = "uma_pep";
+pub const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 
 /// The type of every ECDS resource.
 pub const TYPED_EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";

@@ -164,6 +164,14 @@ impl ConfigHub {
         rollout
     }
 
+    /// Subscribed Envoys that neither applied nor refused publication `seq` (or a later one).
+    fn pending(&self, seq: u64) -> usize {
+        lock(&self.subscribers)
+            .values()
+            .filter(|s| s.applied < seq && s.refused.as_ref().is_none_or(|(r, _)| *r < seq))
+            .count()
+    }
+
     /// Waits until every subscribed Envoy has applied `published` or a later publication, or
     /// refused it, or `timeout` passed; Envoys that leave meanwhile are not waited for.
     pub async fn wait_applied(&self, published: &Published, timeout: Duration) -> Rollout {
@@ -174,9 +182,9 @@ impl ConfigHub {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let rollout = self.rollout_now(published, started);
-            if rollout.pending.is_empty() {
-                return rollout;
+            // Counted without allocating: with a thousand Envoys this runs once per ACK.
+            if self.pending(published.seq) == 0 {
+                return self.rollout_now(published, started);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.rollout_now(published, started);

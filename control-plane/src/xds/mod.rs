@@ -20,7 +20,6 @@ use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_s
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-use crate::render::filter_resources;
 use crate::repository::{RepoError, Repository};
 use extension::FilterTemplate;
 use hub::{ConfigHub, Published, Rollout};
@@ -76,8 +75,10 @@ impl XdsPublisher {
         }
         let snapshot = repo.run(|r| r.snapshot()).await?;
         let stamp = (snapshot.version, snapshot.generation.clone());
-        let document =
-            self.template.document(filter_resources(&snapshot.resources), Some(&snapshot.generation))?;
+        let document = self.template.document(
+            snapshot.resources.iter().map(crate::rules::filter_resource).collect(),
+            Some(&snapshot.generation),
+        )?;
         let short: String = snapshot.generation.chars().take(8).collect();
         let version_info = format!("{short}.{}", snapshot.version);
         let published = self.hub.publish(stamp, version_info, self.template.extension(document));
