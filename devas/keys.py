@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ALG = "RS256"
@@ -74,6 +75,18 @@ class SigningKey:
     @classmethod
     def generate(cls) -> "SigningKey":
         return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    # A restart keeps the realm's keys, as a real server's database does (`--state`).
+    def to_state(self) -> dict[str, Any]:
+        pem = self._private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+        return {"pem": pem, "hmac": self._hmac, "hmac_kid": self.hmac_kid}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "SigningKey":
+        key = cls(serialization.load_pem_private_key(state["pem"], password=None))
+        key._hmac, key.hmac_kid = state["hmac"], state["hmac_kid"]
+        return key
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [{"kid": self.kid, "kty": "RSA", "alg": ALG, "use": "sig",

@@ -11,6 +11,8 @@ In-process use (pytest): `handle = start("keycloak", port=0)`; `handle.port`, `h
 
 from __future__ import annotations
 
+import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,35 @@ class App:
         with self.lock:
             self.recorder.clear()
             self.store.reset(forget_sessions=forget_tokens)
+
+    # ---- a restart (`--state`) -------------------------------------------------------------
+    # A real server keeps its realm, clients, resources, policies, keys and (Gluu's database,
+    # Keycloak's persistent user sessions) issued tokens across a restart. `--state FILE` does
+    # the same: written when the process is stopped (SIGTERM), read back at start. What was
+    # recorded for the control API (calls, faults) is not kept.
+    STATE_VERSION = 1
+
+    def save_state(self, path: str | Path) -> None:
+        with self.lock:
+            state = {"version": self.STATE_VERSION, "profile": self.dialect.name,
+                     "issuer": self.dialect.issuer, "key": self.key.to_state(),
+                     "store": {k: v for k, v in vars(self.store).items() if k != "seed"}}
+            blob = pickle.dumps(state)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+
+    def load_state(self, path: str | Path) -> None:
+        state = pickle.loads(Path(path).read_bytes())  # our own file, written by save_state
+        if state.get("version") != self.STATE_VERSION or state.get("issuer") != self.dialect.issuer:
+            raise ValueError(f"{path}: state of another devas (issuer {state.get('issuer')!r}, "
+                             f"version {state.get('version')}); remove it to start afresh")
+        with self.lock:
+            self.key = SigningKey.from_state(state["key"])
+            vars(self.store).update(state["store"])
+            self.tokens = Tokens(self.store, self.key, self.dialect.issuer)
+            self.dialect.bind(self)
+            self.routes = self.dialect.routes()
 
     def _route(self, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self.routes:
@@ -103,14 +134,17 @@ class DevasHandle(ServerHandle):
 
 def start(profile: str = "keycloak", port: int = 0, seed: str | Path | dict[str, Any] | None = None, *,
           host: str = "127.0.0.1", realm: str = "eoepca", base_url: str | None = None,
-          log_requests: bool = False) -> DevasHandle:
+          log_requests: bool = False, state: str | Path | None = None) -> DevasHandle:
     """Starts the AS in a daemon thread. Port 0 binds a free port (`handle.port`). `base_url`
-    (default `http://{host}:{port}`) is what the issuer and discovery URLs are built from."""
+    (default `http://{host}:{port}`) is what the issuer and discovery URLs are built from.
+    `state`: a file `save_state` wrote, restored before the first request is served."""
     seed_data = seed_mod.load(seed)
     server = FixtureServer(host, port, "devas", log_requests)
     try:
         bound = server.server_address[1]
         app = App(profile, base_url or f"http://{host}:{bound}", realm, seed_data)
+        if state is not None and Path(state).exists():
+            app.load_state(state)
     except Exception:
         server.server_close()
         raise

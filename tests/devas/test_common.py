@@ -267,3 +267,42 @@ def test_echo(echo):
     assert [e["path"] for e in log] == ["/a/b?status=500&x=1", "/dup", "/h", "/dav", "/dav"]
     assert requests.post(echo.url + "/_echo/reset", timeout=T).ok
     assert requests.get(echo.url + "/_echo/log", timeout=T).json() == []
+
+
+# ---- a restart ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("profile", ["keycloak", "uma2"])
+def test_a_restart_on_its_state_keeps_registrations_keys_and_tokens(profile, tmp_path):
+    """`--state`: what a real server keeps in its database survives a stop (SIGTERM) and start."""
+    from support.devas import PEP_CLIENT, DevAs
+
+    port, state = free_port(), tmp_path / "devas.state"
+    first = DevAs(profile, port=port, state=state)
+    try:
+        d = first.discovery
+        form = {"grant_type": "client_credentials"} | ({} if profile == "keycloak" else {"scope": "uma_protection"})
+        pat = requests.post(d["token_endpoint"], data=form, auth=PEP_CLIENT, timeout=T).json()["access_token"]
+        r = requests.post(d["resource_registration_endpoint"], headers=bearer(pat), timeout=T,
+                          json={"name": "kept", "resource_scopes": ["read"], "icon_uri": "/kept"})
+        assert r.status_code == 201, r.text
+        rid = r.json()["_id"]
+        kid = requests.get(d["jwks_uri"], timeout=T).json()["keys"][0]["kid"]
+    finally:
+        first.stop()
+    assert state.exists(), "written at SIGTERM"
+
+    second = DevAs(profile, port=port, state=state)
+    try:
+        assert requests.get(d["jwks_uri"], timeout=T).json()["keys"][0]["kid"] == kid, "the same keys"
+        r = requests.get(f"{d['resource_registration_endpoint']}/{rid}", headers=bearer(pat), timeout=T)
+        assert r.status_code == 200 and r.json()["name"] == "kept", "the old PAT and the resource"
+    finally:
+        second.stop()
+
+    # Without its state a devas on that port knows neither.
+    fresh = DevAs(profile, port=port)
+    try:
+        r = requests.get(f"{d['resource_registration_endpoint']}/{rid}", headers=bearer(pat), timeout=T)
+        assert r.status_code in (401, 403, 404), r.status_code
+    finally:
+        fresh.stop()

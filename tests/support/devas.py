@@ -42,11 +42,16 @@ class DevAs(Service):
     """devas in one dialect (`keycloak`, `uma2`, `janssen`) on `port` (0: one the kernel picks),
     with its control API (`/_devas/...`, devas/README.md) as methods."""
 
-    def __init__(self, profile: str, port: int = 0, seed: Path | None = None):
+    def __init__(self, profile: str, port: int = 0, seed: Path | None = None, state: Path | None = None):
+        """`state`: devas keeps its realm, registrations, keys and tokens in this file across a
+        restart (`--state`): stop() writes it, a DevAs started on it (and on the same port, so
+        the issuer is the same) reads it back."""
         self.profile = profile
         args = [PYTHON, "-m", "devas", "--profile", profile, "--port", str(port), "--quiet"]
         if seed is not None:
             args += ["--seed", str(seed)]
+        if state is not None:
+            args += ["--state", str(state)]
         super().__init__(args, ready="devas ready", cwd=DEVAS_DIR)
         self.issuer = self.field("issuer")
         self.port = int(self.field("port"))
