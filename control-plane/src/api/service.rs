@@ -19,9 +19,13 @@ use crate::identity::Caller;
 use crate::pdp::{PdpClient, PdpError};
 use crate::repository::{local_resource_id, now_s, IntentOp, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
-use crate::rules::{check_rules, find_at_path, may_claim, registered_scopes, ClaimRefused, RuleError};
+use crate::rules::{
+    check_rules, find_at_path, may_claim, normalize_methods, registered_scopes, ClaimRefused, RuleError,
+};
 
-use super::views::{NewResource, ResourceUpdate};
+use super::error::ApiError;
+use super::extract::parse_json;
+use super::views::{NewResource, ResourceUpdate, ResourceView};
 
 /// What the service needs from the AS's resource registration endpoint.
 pub trait Registry: Send + Sync {
@@ -152,6 +156,140 @@ fn shape_taken(uri: &str, other: &StoredResource) -> ServiceError {
     }
 }
 
+/// The resource `create` makes of a `POST /resources` body, and its pattern: every check that
+/// needs neither the repository nor the AS, in that order (name, uri and rules, owner; the
+/// scopes registered). No id yet, no times.
+fn new_resource(caller: &Caller, body: NewResource) -> Result<(StoredResource, UriPattern), ServiceError> {
+    let name = body
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ServiceError::Invalid("name is required".into()))?;
+    let raw_uri =
+        body.icon_uri.or(body.uri).ok_or_else(|| ServiceError::Invalid("icon_uri is required".into()))?;
+    let exact = body.exact.unwrap_or(false);
+    let methods = normalize_methods(body.methods).map_err(invalid_rule)?;
+    let (uri, pattern) = check_rules(&raw_uri, exact, methods.as_ref()).map_err(invalid_rule)?;
+    // Trimmed as `ownership_id` is: `" bob"` is bob.
+    let owner = match body.uuid.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
+        Some(u) if u != caller.sub && !caller.is_operator => {
+            return Err(ServiceError::Forbidden(
+                "only an operator may create a resource on behalf of another user".into(),
+            ))
+        }
+        Some(u) => u,
+        None => caller.sub.clone(),
+    };
+    let scopes =
+        registered_scopes(&body.resource_scopes.or(body.scopes).unwrap_or_default(), methods.as_ref());
+    let stored = StoredResource {
+        id: String::new(),
+        name,
+        uri,
+        exact,
+        methods,
+        scopes_mode: body.scopes_mode.unwrap_or_default(),
+        enforcement: body.enforcement.unwrap_or_default(),
+        owner,
+        scopes,
+        description: body.description,
+        source: Source::Api,
+        as_expires_at: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    Ok((stored, pattern))
+}
+
+/// A PUT (`full`) names the resource and its scopes: checked before the resource is loaded.
+fn check_full(body: &ResourceUpdate, full: bool) -> Result<(), ServiceError> {
+    if full && (body.name.is_none() || (body.resource_scopes.is_none() && body.scopes.is_none())) {
+        return Err(ServiceError::Invalid("PUT needs name and resource_scopes".into()));
+    }
+    Ok(())
+}
+
+/// What `update` makes of `current` with `body` (`full`: a PUT): every step that needs neither
+/// the repository nor the AS, in that order. `updated_at` is left as it was.
+fn updated(
+    caller: &Caller,
+    current: &StoredResource,
+    body: ResourceUpdate,
+    full: bool,
+) -> Result<StoredResource, ServiceError> {
+    let resource_scopes = body.resource_scopes.or(body.scopes);
+    let mut next = current.clone();
+    if let Some(n) = body.name {
+        let n = n.trim().to_string();
+        if n.is_empty() {
+            return Err(ServiceError::Invalid("name must not be empty".into()));
+        }
+        next.name = n;
+    }
+    if full || body.description.is_some() {
+        next.description = body.description;
+    }
+    match body.methods {
+        Some(methods) => next.methods = normalize_methods(methods).map_err(invalid_rule)?,
+        None if full => next.methods = None,
+        None => {}
+    }
+    match body.scopes_mode {
+        Some(mode) => next.scopes_mode = mode,
+        None if full => next.scopes_mode = Default::default(),
+        None => {}
+    }
+    match body.enforcement {
+        Some(mode) => next.enforcement = mode,
+        None if full => next.enforcement = Default::default(),
+        None => {}
+    }
+    // The scopes given, or the ones held, with what the methods need (without methods, the
+    // seed's six method scopes).
+    match resource_scopes {
+        Some(s) => next.scopes = registered_scopes(&s, next.methods.as_ref()),
+        None if next.methods != current.methods => {
+            next.scopes = registered_scopes(&current.scopes, next.methods.as_ref())
+        }
+        None => {}
+    }
+    let moves = body.icon_uri.is_some() || body.exact.is_some();
+    if moves || next.methods != current.methods {
+        let raw = body.icon_uri.as_deref().unwrap_or(&current.uri);
+        let exact = body.exact.unwrap_or(current.exact);
+        let (u, _) = check_rules(raw, exact, next.methods.as_ref()).map_err(invalid_rule)?;
+        if (u != current.uri || exact != current.exact) && !caller.is_operator {
+            return Err(ServiceError::Forbidden(
+                "only an operator may move a resource to another path (icon_uri, exact)".into(),
+            ));
+        }
+        next.uri = u;
+        next.exact = exact;
+    }
+    if let Some(o) = body.ownership_id {
+        let o = o.trim().to_string();
+        if o.is_empty() {
+            return Err(ServiceError::Invalid("ownership_id must not be empty".into()));
+        }
+        next.owner = o;
+    }
+    Ok(next)
+}
+
+/// An open resource stays open and a registered one registered (checked after the
+/// repository's uniqueness checks).
+fn keeps_openness(current: &StoredResource, next: &StoredResource) -> Result<(), ServiceError> {
+    if is_open(&current.scopes) != is_open(&next.scopes) {
+        // Its id would change (an open resource has no AS id): that is another resource.
+        return Err(ServiceError::Invalid(
+            "resource_scopes: `open` cannot be added to or removed from a resource (an open resource \
+             is not registered at the AS); delete the resource and create it again"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The resources a caller sees: all for an operator, else their own.
 pub async fn list(repo: &Repository, caller: &Caller) -> Result<Vec<StoredResource>, ServiceError> {
     let sub = caller.sub.clone();
@@ -199,6 +337,41 @@ pub struct ResourceService<'a, R, P> {
     pub write_lock: &'a Mutex<()>,
 }
 
+/// The steps of `create` and `update` that need neither the repository nor the AS, from a
+/// request body as sent (read as the handlers' `ApiJson` reads it) to the resource the request
+/// would store or the API error it would get. For the `api_bodies` fuzz target (fuzz/): these
+/// are associated functions because the `views` and `service` modules are not public.
+impl<R, P> ResourceService<'_, R, P> {
+    /// `POST /resources`: the resource `create` would go on to register (no id, no times yet),
+    /// before the repository's checks (ownership of the path, shape and name taken).
+    pub fn check_create_body(caller: &Caller, body: &[u8]) -> Result<StoredResource, ApiError> {
+        let body: NewResource = parse_json(body)?;
+        Ok(new_resource(caller, body)?.0)
+    }
+
+    /// `PUT` (`full`) or `PATCH /resources/{id}` of `current`: the resource `update` would go
+    /// on to store (`updated_at` unchanged), but for the repository's checks (name and shape
+    /// taken by another resource).
+    pub fn check_update_body(
+        caller: &Caller,
+        current: &StoredResource,
+        body: &[u8],
+        full: bool,
+    ) -> Result<StoredResource, ApiError> {
+        let body: ResourceUpdate = parse_json(body)?;
+        check_full(&body, full)?;
+        let current = managed(caller, current.clone())?;
+        let next = updated(caller, &current, body, full)?;
+        keeps_openness(&current, &next)?;
+        Ok(next)
+    }
+
+    /// A resource as the API sends it (`GET /resources/{id}`, and the answer to a change).
+    pub fn representation(r: &StoredResource) -> serde_json::Value {
+        serde_json::to_value(ResourceView::from(r)).unwrap_or_default()
+    }
+}
+
 impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
     /// Creates a resource under a path the caller owns (an operator anywhere, or for `uuid`).
     /// `authorization` is the caller's header, which the PDP is called with.
@@ -208,31 +381,11 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         authorization: &str,
         body: NewResource,
     ) -> Result<StoredResource, ServiceError> {
-        let name = body
-            .name
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| ServiceError::Invalid("name is required".into()))?;
-        let raw_uri =
-            body.icon_uri.or(body.uri).ok_or_else(|| ServiceError::Invalid("icon_uri is required".into()))?;
-        let exact = body.exact.unwrap_or(false);
-        let (uri, pattern) = check_rules(&raw_uri, exact, body.methods.as_ref()).map_err(invalid_rule)?;
-        let owner = match body.uuid.filter(|u| !u.trim().is_empty()) {
-            Some(u) if u != caller.sub && !caller.is_operator => {
-                return Err(ServiceError::Forbidden(
-                    "only an operator may create a resource on behalf of another user".into(),
-                ))
-            }
-            Some(u) => u,
-            None => caller.sub.clone(),
-        };
-        let scopes = registered_scopes(
-            &body.resource_scopes.or(body.scopes).unwrap_or_default(),
-            body.methods.as_ref(),
-        );
+        let (mut stored, pattern) = new_resource(caller, body)?;
 
         let _write = self.write_lock.lock().await;
         {
+            let (uri, name, owner) = (&stored.uri, &stored.name, &stored.owner);
             let (c, u, n, o, p) = (caller.clone(), uri.clone(), name.clone(), owner.clone(), pattern.clone());
             let (allowed, by_shape, by_name) = self
                 .repo
@@ -243,7 +396,7 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
                 .await?;
             allowed.map_err(ServiceError::Forbidden)?;
             if let Some(other) = by_shape {
-                return Err(shape_taken(&uri, &other));
+                return Err(shape_taken(uri, &other));
             }
             // Names are unique per owner (as Keycloak keeps them): another user may deploy an
             // application of the same name.
@@ -252,22 +405,8 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
             }
         }
         let now = now_s();
-        let mut stored = StoredResource {
-            id: String::new(),
-            name,
-            uri,
-            exact,
-            methods: body.methods,
-            scopes_mode: body.scopes_mode.unwrap_or_default(),
-            enforcement: body.enforcement.unwrap_or_default(),
-            owner,
-            scopes,
-            description: body.description,
-            source: Source::Api,
-            as_expires_at: None,
-            created_at: now,
-            updated_at: now,
-        };
+        stored.created_at = now;
+        stored.updated_at = now;
         if is_open(&stored.scopes) {
             stored.id = local_resource_id()?;
             let to_store = stored.clone();
@@ -370,67 +509,10 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
         body: ResourceUpdate,
         full: bool,
     ) -> Result<StoredResource, ServiceError> {
-        let resource_scopes = body.resource_scopes.or(body.scopes);
-        if full && (body.name.is_none() || resource_scopes.is_none()) {
-            return Err(ServiceError::Invalid("PUT needs name and resource_scopes".into()));
-        }
+        check_full(&body, full)?;
         let _write = self.write_lock.lock().await;
         let current = managed(caller, load(self.repo, id).await?)?;
-        let mut next = current.clone();
-        if let Some(n) = body.name {
-            let n = n.trim().to_string();
-            if n.is_empty() {
-                return Err(ServiceError::Invalid("name must not be empty".into()));
-            }
-            next.name = n;
-        }
-        if full || body.description.is_some() {
-            next.description = body.description;
-        }
-        match body.methods {
-            Some(methods) => next.methods = methods,
-            None if full => next.methods = None,
-            None => {}
-        }
-        match body.scopes_mode {
-            Some(mode) => next.scopes_mode = mode,
-            None if full => next.scopes_mode = Default::default(),
-            None => {}
-        }
-        match body.enforcement {
-            Some(mode) => next.enforcement = mode,
-            None if full => next.enforcement = Default::default(),
-            None => {}
-        }
-        // The scopes given, or the ones held, with what the methods need (without methods, the
-        // seed's six method scopes).
-        match resource_scopes {
-            Some(s) => next.scopes = registered_scopes(&s, next.methods.as_ref()),
-            None if next.methods != current.methods => {
-                next.scopes = registered_scopes(&current.scopes, next.methods.as_ref())
-            }
-            None => {}
-        }
-        let moves = body.icon_uri.is_some() || body.exact.is_some();
-        if moves || next.methods != current.methods {
-            let raw = body.icon_uri.as_deref().unwrap_or(&current.uri);
-            let exact = body.exact.unwrap_or(current.exact);
-            let (u, _) = check_rules(raw, exact, next.methods.as_ref()).map_err(invalid_rule)?;
-            if (u != current.uri || exact != current.exact) && !caller.is_operator {
-                return Err(ServiceError::Forbidden(
-                    "only an operator may move a resource to another path (icon_uri, exact)".into(),
-                ));
-            }
-            next.uri = u;
-            next.exact = exact;
-        }
-        if let Some(o) = body.ownership_id {
-            let o = o.trim().to_string();
-            if o.is_empty() {
-                return Err(ServiceError::Invalid("ownership_id must not be empty".into()));
-            }
-            next.owner = o;
-        }
+        let mut next = updated(caller, &current, body, full)?;
         {
             let (n, o) = (next.name.clone(), next.owner.clone());
             let shape = crate::repository::stored_shape(&next.uri, next.exact).unwrap_or_default();
@@ -448,15 +530,8 @@ impl<R: Registry, P: PolicyPoint> ResourceService<'_, R, P> {
                 return Err(shape_taken(&next.uri, &other));
             }
         }
+        keeps_openness(&current, &next)?;
         let open = is_open(&current.scopes);
-        if open != is_open(&next.scopes) {
-            // Its id would change (an open resource has no AS id): that is another resource.
-            return Err(ServiceError::Invalid(
-                "resource_scopes: `open` cannot be added to or removed from a resource (an open resource \
-                 is not registered at the AS); delete the resource and create it again"
-                    .into(),
-            ));
-        }
         let at_as_changed = next.name != current.name
             || next.uri != current.uri
             || next.exact != current.exact
