@@ -14,7 +14,7 @@ use uma_pep_core::keypath::{self, KeyError};
 
 use crate::repository::{local_resource_id, now_s, RepoError, Repository, Source, StoredResource};
 use crate::resource_set::{Description, Registered, ResourceSetClient, ResourceSetError};
-use crate::rules::{check_rules, registered_scopes, Methods};
+use crate::rules::{check_rules, normalize_methods, registered_scopes, Methods, RuleError};
 use uma_pep_core::resource::{is_open, Enforcement, ScopesMode};
 
 pub use crate::repository::NOBODY;
@@ -133,12 +133,13 @@ pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
         if e.name.trim().is_empty() {
             return Err(SeedError::EmptyName { at });
         }
-        let (uri, pattern) =
-            check_rules(&e.resource_uri, e.exact, e.methods.as_ref()).map_err(|r| SeedError::Rule {
-                at: at.clone(),
-                field: if r.field == "uri" { "resource_uri".into() } else { r.field },
-                problem: r.problem,
-            })?;
+        let rule = |r: RuleError| SeedError::Rule {
+            at: at.clone(),
+            field: if r.field == "uri" { "resource_uri".into() } else { r.field },
+            problem: r.problem,
+        };
+        let methods = normalize_methods(e.methods).map_err(rule)?;
+        let (uri, pattern) = check_rules(&e.resource_uri, e.exact, methods.as_ref()).map_err(rule)?;
         if !names.insert(e.name.clone()) {
             return Err(SeedError::DuplicateName { at, name: e.name });
         }
@@ -164,12 +165,12 @@ pub fn parse_seed(bytes: &[u8]) -> Result<Vec<Wanted>, SeedError> {
                 name: e.name,
                 uri,
                 exact: e.exact,
-                scopes: registered_scopes(&e.scopes, e.methods.as_ref()),
+                scopes: registered_scopes(&e.scopes, methods.as_ref()),
                 description: e.description,
                 owner: as_owner(&owner),
             },
             owner,
-            methods: e.methods,
+            methods,
             scopes_mode: e.scopes_mode,
             enforcement: e.enforcement,
         });

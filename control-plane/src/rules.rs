@@ -24,6 +24,27 @@ pub struct RuleError {
     pub problem: String,
 }
 
+/// `methods` as the filter reads them and pepctl stores and registers them: method names
+/// upper-cased (`get` is `GET`), scopes without blanks around them (the scope registered at the
+/// AS is the one the filter asks for). Two names that fold to one are refused: one of them
+/// would be lost. (Found by the `api_bodies` fuzz target: `get` was stored as sent, and
+/// `" read"` enforced while `"read"` was registered.)
+pub fn normalize_methods(methods: Option<Methods>) -> Result<Option<Methods>, RuleError> {
+    let Some(methods) = methods else { return Ok(None) };
+    let mut out = Methods::new();
+    for (method, scopes) in methods {
+        let upper = method.to_ascii_uppercase();
+        let scopes = scopes.iter().map(|s| s.trim().to_string()).collect();
+        if out.insert(upper.clone(), scopes).is_some() {
+            return Err(RuleError {
+                field: "methods".into(),
+                problem: format!("method {upper} is given twice (method names are upper-cased)"),
+            });
+        }
+    }
+    Ok(Some(out))
+}
+
 /// A resource's `uri` and `methods` checked as the filter checks them
 /// (`uma_pep_core::config::validate_resources`, the same errors), and the `uri` written as the
 /// filter matches it: one that the filter would read as another spelling is refused with the

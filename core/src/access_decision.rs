@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::challenge::is_safe_ticket;
 use crate::config::AsProfile;
 use crate::introspection::{IntrospectionResult, Permission};
+use crate::resource::ScopesMode;
 use crate::wire::{form_body, AsError, AsResponse};
 
 pub const UMA_TICKET_GRANT: &str = "urn:ietf:params:oauth:grant-type:uma-ticket";
@@ -89,9 +90,23 @@ pub fn decidable(result: &IntrospectionResult, profile: AsProfile) -> bool {
     }
 }
 
-/// The extra a decision's cache key is made of, beside the token's.
-pub fn decision_key_extra(resource_id: &str, scope: &str) -> String {
-    format!("decide\0{resource_id}\0{scope}")
+/// What a decision's cache key holds besides the token: the resource and the scopes decided on,
+/// each length-prefixed, and how they combine. Unambiguous: a scope named `a|b` (scopes are free
+/// text) and the scopes `a`, `b` with `any` are two keys, so a grant of one is never taken for the
+/// other (found in review: the log form `a|b` was the key).
+pub fn decision_key_extra(resource_id: &str, mode: ScopesMode, scopes: &[String]) -> String {
+    use std::fmt::Write;
+    let mode = match mode {
+        ScopesMode::All => "all",
+        ScopesMode::Any => "any",
+    };
+    let mut key =
+        String::with_capacity(16 + resource_id.len() + scopes.iter().map(|s| s.len() + 4).sum::<usize>());
+    let _ = write!(key, "decide\0{}:{resource_id}\0{mode}", resource_id.len());
+    for s in scopes {
+        let _ = write!(key, "\0{}:{s}", s.len());
+    }
+    key
 }
 
 /// keycloak: the body of one decision call (the user's token goes in `Authorization`).

@@ -365,7 +365,8 @@ impl Flow {
         keyer: &LocalKeyer,
     ) -> Option<(Digest16, impl Fn() -> Option<Digest16> + '_)> {
         let local = self.local_key(keyer)?;
-        let extra = decision_key_extra(&self.target.resource_id, &self.target.scopes_text());
+        let extra =
+            decision_key_extra(&self.target.resource_id, self.target.scopes_mode, &self.target.scopes);
         let local = keyer.keyed(&local, &extra);
         let shared = move || self.digest().map(|d| keyed_digest(&d, &extra));
         Some((local, shared))
@@ -1058,6 +1059,21 @@ mod tests {
         let (other_local, other_shared) = other.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
         assert_ne!(local, other_local);
         assert_ne!(shared(), other_shared());
+        // A scope whose name is the log form of two (`get|put`) is not those two with `any`.
+        let mut named = flow(Some("user-token"));
+        named.target.scopes = vec!["get|put".into()];
+        let mut two = flow(Some("user-token"));
+        two.target.scopes = vec!["get".into(), "put".into()];
+        two.target.scopes_mode = crate::resource::ScopesMode::Any;
+        assert_eq!(named.target.scopes_text(), two.target.scopes_text(), "the same log form");
+        let (named_local, named_shared) = named.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
+        let (two_local, two_shared) = two.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
+        assert_ne!(named_local, two_local);
+        assert_ne!(named_shared(), two_shared());
+        let mut all = flow(Some("user-token"));
+        all.target.scopes = vec!["get".into(), "put".into()];
+        let (all_local, _) = all.decision_keys(&keyer).unwrap_or_else(|| unreachable!());
+        assert_ne!(all_local, two_local, "all and any of the same scopes");
     }
 
     #[test]
