@@ -91,9 +91,11 @@ pub fn check_rules(
 }
 
 /// A canonical spelling with no pattern segment (a `{` or `*` of a plain path is escaped or
-/// refused, so either marks a pattern).
+/// refused, so either marks a pattern), and no whole-segment literal star (`%2A`, `%2A%2A`:
+/// the spelling patterns keep for a literal that would read as a wildcard; a path would
+/// unescape it into one).
 pub fn is_plain(canonical: &str) -> bool {
-    !canonical.contains(['{', '*'])
+    !canonical.contains(['{', '*']) && !canonical.split('/').any(|s| s == "%2A" || s == "%2A%2A")
 }
 
 /// The scopes registered at the AS: without `methods`, the seed's rule (the given scopes plus
@@ -289,6 +291,20 @@ pub fn may_claim(caller: &str, pattern: &UriPattern, table: &[StoredResource]) -
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_literal_star_segment_is_registered_as_written() {
+        // Found by the api_bodies fuzz run: pepctl refused `/a/%2A` and asked for `/a/*`, a
+        // wildcard, which means something else.
+        for uri in ["/a/%2A", "/%2A", "/a/%2A%2A/b"] {
+            let (canonical, pattern) =
+                check_rules(uri, false, None).unwrap_or_else(|e| panic!("{uri}: {e:?}"));
+            assert_eq!(canonical, uri);
+            assert!(pattern.segments.iter().all(|s| matches!(s, Segment::Literal(_))), "{uri}");
+        }
+        assert!(is_plain("/a/b"));
+        assert!(!is_plain("/a/%2A") && !is_plain("/a/{id}") && !is_plain("/a/*"));
+    }
     use super::*;
     use crate::repository::stored_shape;
 
