@@ -14,6 +14,9 @@ use envoy_types::pb::google::protobuf::Any;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+/// How many publications' version names `/xds-status` can show.
+const VERSIONS_KEPT: u64 = 1024;
+
 /// One publication of the filter's configuration.
 #[derive(Debug)]
 pub struct Published {
@@ -119,7 +122,12 @@ impl ConfigHub {
     /// Makes `resource` the publication in force and sends it to every stream.
     pub fn publish(&self, stamp: (i64, String), version_info: String, resource: Any) -> Arc<Published> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        lock(&self.versions).insert(seq, version_info.clone());
+        {
+            let mut versions = lock(&self.versions);
+            // Bounded: an Envoy that applied none of the last ones shows no version name.
+            versions.retain(|kept, _| kept.saturating_add(VERSIONS_KEPT) > seq);
+            versions.insert(seq, version_info.clone());
+        }
         let published = Arc::new(Published { seq, version_info, resource, stamp });
         self.current.send_replace(Some(published.clone()));
         published
