@@ -6,7 +6,6 @@ refuses its empty table, and pepctl shows the refusal)."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -14,17 +13,8 @@ import requests
 
 from support.echo import Echo
 from support.envoy import WASM, RenderedEnvoy
-from support.pepctl import write_seed
+from support.pepctl import rollout_of, write_seed
 from support.processes import free_port
-
-ROLLOUT = re.compile(r"version=(\S+); envoys=(\d+); applied=(\d+); refused=(\d+); pending=(\d+); waited_ms=(\d+)")
-
-
-def rollout_of(response: requests.Response) -> dict:
-    m = ROLLOUT.fullmatch(response.headers.get("x-uma-pep-rollout", ""))
-    assert m, f"no rollout header: {dict(response.headers)}"
-    keys = ("version", "envoys", "applied", "refused", "pending", "waited_ms")
-    return {k: (v if k == "version" else int(v)) for k, v in zip(keys, m.groups())}
 
 
 class XdsStack:

@@ -6,24 +6,16 @@ hold a write forever: the answer comes after --xds-ack-timeout-ms with a Warning
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 
 import pytest
 
 from support.envoy import WASM
-from support.pepctl import PEPCTL, write_seed
+from support.pepctl import PEPCTL, rollout_of, write_seed
 from support.processes import Service, free_port
 
 SWARM = PEPCTL.parent / "examples" / "xds_swarm"
-ROLLOUT = re.compile(r"version=(\S+); envoys=(\d+); applied=(\d+); refused=(\d+); pending=(\d+); waited_ms=(\d+)")
-
-
-def rollout_of(r) -> dict:
-    m = ROLLOUT.fullmatch(r.headers.get("x-uma-pep-rollout", ""))
-    assert m, dict(r.headers)
-    return dict(zip(("envoys", "applied", "refused", "pending", "waited_ms"), map(int, m.groups()[1:])))
 
 
 @pytest.fixture

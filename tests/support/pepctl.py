@@ -28,6 +28,17 @@ def _default_bin() -> Path:
 PEPCTL = Path(os.environ.get("PEPCTL_BIN") or _default_bin()).resolve()
 
 
+ROLLOUT = re.compile(r"version=(\S+); envoys=(\d+); applied=(\d+); refused=(\d+); pending=(\d+); waited_ms=(\d+)")
+
+
+def rollout_of(response: requests.Response) -> dict:
+    """A Resource API write's `x-uma-pep-rollout` (pepctl serve --xds-listen, docs/xds.md)."""
+    m = ROLLOUT.fullmatch(response.headers.get("x-uma-pep-rollout", ""))
+    assert m, f"no rollout header: {dict(response.headers)}"
+    keys = ("version", "envoys", "applied", "refused", "pending", "waited_ms")
+    return {k: (v if k == "version" else int(v)) for k, v in zip(keys, m.groups())}
+
+
 def write_seed(path: Path, resources: list[dict]) -> Path:
     """A seed file (`default_resources`, the EOEPCA PEP's format) of `resources`."""
     path.write_text(json.dumps({"default_resources": resources}))
