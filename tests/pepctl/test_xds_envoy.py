@@ -20,7 +20,7 @@ from support.processes import free_port
 class XdsStack:
     """pepctl serve --xds-listen, and Envoy rendered with --xds-address in front of an echo."""
 
-    def __init__(self, pepctl, tmp_path, *render_extra: str, xds_port: int | None = None):
+    def __init__(self, pepctl, tmp_path, *render_extra: str, xds_port: int | None = None, concurrency: int = 1):
         self.pepctl, self.tmp_path = pepctl, tmp_path
         self.echo = Echo()
         self.filter_config = tmp_path / "filter.json"
@@ -33,7 +33,7 @@ class XdsStack:
                                      "--xds-address", f"127.0.0.1:{self.xds_port}", "--node-id", "envoy-a")
         path = tmp_path / "envoy.json"
         path.write_text(config)
-        self.envoy = RenderedEnvoy(path, self.listen, self.admin)
+        self.envoy = RenderedEnvoy(path, self.listen, self.admin, concurrency)
         self.base = f"http://127.0.0.1:{self.listen}"
 
     def start_pepctl(self, wait_ready: bool = True):
@@ -59,13 +59,13 @@ class XdsStack:
 def stack(pepctl, tmp_path):
     made = []
 
-    def start(*render_extra, seed=None, xds_port=None):
+    def start(*render_extra, seed=None, xds_port=None, concurrency=1):
         pepctl.use_seeded_client()
         entries = seed if seed is not None else [
             {"name": "Static", "description": "s", "resource_uri": "/static", "scopes": [],
              "default_owner": "alice-0001"}]
         pepctl.run("resources", "apply", "-f", str(write_seed(tmp_path / "seed.json", entries)))
-        made.append(XdsStack(pepctl, tmp_path, *render_extra, xds_port=xds_port))
+        made.append(XdsStack(pepctl, tmp_path, *render_extra, xds_port=xds_port, concurrency=concurrency))
         return made[-1]
 
     yield start
@@ -109,6 +109,28 @@ def test_a_write_is_enforced_when_it_is_answered(stack, devas):
     static = s.server.request("GET", "/resources?path=/static", admin).json()
     assert s.server.request("DELETE", f"/resources/{static['id']}", admin).status_code == 204
     assert s.get("/static/x").status_code == 200
+
+
+def test_every_worker_enforces_a_write_when_it_is_answered(stack, devas):
+    """Envoy's main thread acknowledges a version; each worker takes it from its own event loop an
+    instant later. With two workers, requests on fresh connections (spread over both by the
+    kernel) right after each answer must all see the write."""
+    s = stack(concurrency=2)
+    admin = devas.user_token("admin")
+    for i in range(6):
+        r = s.server.request("POST", "/resources", admin, json={"name": f"Spread{i}", "icon_uri": f"/spread{i}"})
+        assert r.status_code == 200 and rollout_of(r)["applied"] == 1, (r.status_code, r.text)
+        # requests.get opens a new connection for each call.
+        codes = [s.get(f"/spread{i}/x").status_code for _ in range(8)]
+        assert codes == [401] * 8, f"create {i}: answered, but some worker let a request through: {codes}"
+        assert s.server.request("DELETE", f"/resources/{r.json()['id']}", admin).status_code == 204
+        codes = [s.get(f"/spread{i}/x").status_code for _ in range(8)]
+        assert codes == [200] * 8, f"delete {i}: answered, but some worker still enforced it: {codes}"
+    stats = requests.get(f"http://127.0.0.1:{s.admin}/stats", timeout=5,
+                         params={"filter": rf"^listener\.127\.0\.0\.1_{s.listen}\.worker_\d+\.downstream_cx_total$",
+                                 "format": "json"}).json()["stats"]
+    per_worker = {stat["name"]: stat["value"] for stat in stats}
+    assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
 
 
 def filter_calls(devas, *endpoints: str) -> int:

@@ -181,10 +181,11 @@ class RenderedEnvoy(Envoy):
     """Envoy on a bootstrap file written elsewhere (`pepctl render envoy`), listening on `listen`
     with its admin on `admin`; logs at `info`, so a failure shows the filter's lines."""
 
-    def __init__(self, config_path: Path, listen: int, admin: int):
+    def __init__(self, config_path: Path, listen: int, admin: int, concurrency: int = 1):
         self._rendered = Path(config_path)
         # 80 s: a loaded machine compiling the module in V8 takes its time.
-        super().__init__(None, 0, 0, port=listen, admin_port=admin, log_level="info", ready_timeout=80.0)
+        super().__init__(None, 0, 0, port=listen, admin_port=admin, log_level="info", ready_timeout=80.0,
+                         concurrency=concurrency)
 
     def _bootstrap(self, filter_json, as_port, upstream_port, with_filter) -> Path:
         return self._rendered

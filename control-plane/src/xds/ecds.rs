@@ -60,9 +60,24 @@ impl ExtensionConfigDiscoveryService for EcdsService {
 
 fn node_of(request: &DiscoveryRequest) -> String {
     match request.node.as_ref().map(|n| n.id.as_str()) {
-        Some(id) if !id.is_empty() => id.to_string(),
+        Some(id) if !id.is_empty() => client_text(id),
         _ => "(no node id)".to_string(),
     }
+}
+
+/// The most characters kept of a node id or a refusal's reason.
+const MAX_CLIENT_TEXT: usize = 512;
+
+/// Text an xDS client sent (its node id, its reason for a refusal), fit for a log line and
+/// `/xds-status`: cut at `MAX_CLIENT_TEXT` characters, control characters shown as `?` so a
+/// client cannot forge a log line or hold megabytes in the books.
+fn client_text(text: &str) -> String {
+    let mut kept: String =
+        text.chars().take(MAX_CLIENT_TEXT).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(MAX_CLIENT_TEXT).is_some() {
+        kept.push('…');
+    }
+    kept
 }
 
 /// One Envoy's stream, until it ends or pepctl stops.
@@ -94,7 +109,7 @@ async fn serve_stream(
                 }
                 if request.type_url != TYPED_EXTENSION_CONFIG {
                     let _ = tx.send(Err(Status::invalid_argument(format!(
-                        "this stream serves {TYPED_EXTENSION_CONFIG}, not {:?}", request.type_url
+                        "this stream serves {TYPED_EXTENSION_CONFIG}, not {:?}", client_text(&request.type_url)
                     )))).await;
                     break;
                 }
@@ -103,9 +118,10 @@ async fn serve_stream(
                         if let Some(sub) = &subscription {
                             match &request.error_detail {
                                 Some(status) => {
-                                    tracing::warn!(%node, version = %request.version_info, reason = %status.message,
+                                    let reason = client_text(&status.message);
+                                    tracing::warn!(%node, version = %client_text(&request.version_info), %reason,
                                         "an Envoy refused the filter configuration; it keeps the one it had");
-                                    sub.refused(*seq, status.message.clone());
+                                    sub.refused(*seq, reason);
                                 }
                                 None => sub.applied(*seq),
                             }
@@ -118,7 +134,8 @@ async fn serve_stream(
                     }
                 }
                 if !request.resource_names.contains(&name) {
-                    tracing::warn!(%node, asked = ?request.resource_names, served = %name,
+                    let asked: Vec<String> = request.resource_names.iter().take(8).map(|n| client_text(n)).collect();
+                    tracing::warn!(%node, ?asked, served = %name,
                         "an Envoy asked for an extension config pepctl does not serve: the HTTP filter's name under config_discovery must be --xds-resource-name");
                     subscription = None;
                     continue;
@@ -155,5 +172,29 @@ async fn serve_stream(
     }
     if subscription.is_some() {
         tracing::info!(%node, "an Envoy left the filter configuration's stream");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+
+    fn request_from(node: &str) -> DiscoveryRequest {
+        DiscoveryRequest { node: Some(Node { id: node.into(), ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn a_node_id_cannot_forge_a_log_line_nor_grow_the_books() {
+        assert_eq!(node_of(&request_from("sidecar~10.0.0.1~web.ns")), "sidecar~10.0.0.1~web.ns");
+        assert_eq!(
+            node_of(&request_from("a\nINFO pepctl: all good\r\u{1b}[2J")),
+            "a?INFO pepctl: all good??[2J"
+        );
+        let long = node_of(&request_from(&"é".repeat(100_000)));
+        assert_eq!(long.chars().count(), MAX_CLIENT_TEXT + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(node_of(&request_from(&"x".repeat(MAX_CLIENT_TEXT))).len(), MAX_CLIENT_TEXT);
+        assert_eq!(node_of(&DiscoveryRequest::default()), "(no node id)");
     }
 }
