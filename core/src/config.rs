@@ -475,6 +475,13 @@ fn check_header_safe(value: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_absolute_path(value: &str, key: &str) -> Result<String, ConfigError> {
+    if value.contains(['?', '#']) {
+        // Checked first: the normaliser would cut them off, and "/#x" would become "/".
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?}: a path here has no query or fragment: remove them"),
+        ));
+    }
     canonical_path(value).map_err(|e| ConfigError::new(key, format!("{value:?}: {e}")))
 }
 
@@ -614,7 +621,8 @@ impl PepConfig {
 
         let path_prefix = match raw.path_prefix.as_deref() {
             None | Some("") | Some("/") => String::new(),
-            Some(p) => check_absolute_path(p, "path_prefix")?,
+            // A spelling of the root ("//", "/.") is no prefix either.
+            Some(p) => Some(check_absolute_path(p, "path_prefix")?).filter(|p| p != "/").unwrap_or_default(),
         };
 
         let resources = validate_resources(raw.resources)?;
@@ -1263,5 +1271,21 @@ mod tests {
         let c = parse(&with(r#""path_prefix":"/pep/","authorize_path":"/authorize""#)).unwrap();
         assert_eq!(c.path_prefix, "/pep");
         assert_eq!(c.authorize_path.as_deref(), Some("/authorize"));
+    }
+
+    #[test]
+    fn a_path_key_with_a_query_or_fragment_is_refused_and_a_root_spelling_is_no_prefix() {
+        // Found by the config fuzz target: "/#pe&" was cut to "/", a prefix that is no prefix.
+        for (key, value) in
+            [("path_prefix", "/#pe&"), ("path_prefix", "/pep?x"), ("authorize_path", "/authorize#")]
+        {
+            let err = parse(&with(&format!(r#""{key}":"{value}""#))).unwrap_err();
+            assert_eq!(err.key, key);
+            assert!(err.to_string().contains("no query or fragment"), "{err}");
+        }
+        for root in ["//", "/.", "/%2e/"] {
+            let c = parse(&with(&format!(r#""path_prefix":"{root}""#))).unwrap();
+            assert_eq!(c.path_prefix, "", "{root:?}");
+        }
     }
 }
