@@ -121,7 +121,9 @@ def test_requests_waiting_for_a_slow_as_are_bounded_by_timeout(envoy_factory, um
      "config key `forward.algo`: unknown key; did you mean `forward.alg`?"),
     ({"resources": [*RESOURCES, {"id": "res-x", "urii": "/x"}]},
      "config key `resources[3].urii`: unknown key; did you mean `resources[3].uri`?"),
-], ids=["value", "unknown-key", "nested-unknown-key", "unknown-key-in-a-list"])
+    # Cut to "/" it was a prefix no path is under: every request unmatched, so allowed by default.
+    ({"path_prefix": "/#pe&"}, "config key `path_prefix`: \"/#pe&\": a path here has no query or fragment"),
+], ids=["value", "unknown-key", "nested-unknown-key", "unknown-key-in-a-list", "prefix-with-fragment"])
 def test_invalid_configuration_names_the_key_and_does_not_load(uma2_as, echo, overrides, line):
     config = filter_config(uma2_as, **{"resources": RESOURCES, **overrides})
     envoy = Envoy(config, uma2_as.port, echo.port, expect_ready=False)
