@@ -193,3 +193,18 @@ def test_goal_lines():
     assert "+3.0" in lines[2] and lines[2].endswith("NOT met")
     assert "1,600,000" in lines[3] and lines[3].endswith("NOT met")
     assert bench.goals(bench.summarize({"cached": [_run(1)]}), None) == []
+
+
+def test_long_path_goal_lines_take_out_what_envoy_adds_for_the_path():
+    # Envoy alone: +30 µs for the long path; the filter: +40 + 12. Its own extra is 12 µs.
+    s = bench.summarize({"none": [_run(100)], "none_long": [_run(130)], "cached": [_run(140)],
+                         "cached_long": [_run(182)], "cached_r10k_long": [_run(200)]})
+    lines = bench.goals(s, None)
+    assert len(lines) == 2
+    assert lines[0].startswith("cached, 16 kB path, filter's extra") and "+12.0" in lines[0]
+    assert lines[0].endswith(": met")
+    # 10,000 resources: 200 against 182 is +9.9 %, over the 5 % goal.
+    assert "+9.9 %" in lines[1] and lines[1].endswith("NOT met")
+    quadratic = bench.summarize({"none": [_run(100)], "none_long": [_run(130)], "cached": [_run(140)],
+                                 "cached_long": [_run(5_000)]})
+    assert bench.goals(quadratic, None)[0].endswith("NOT met")

@@ -115,17 +115,26 @@ impl ResourceMatcher {
     fn walk(&self, path: &str) -> (Option<usize>, Work) {
         let mut work = Work::default();
         let trimmed = path.trim_end_matches('/');
-        let segs: Vec<&str> = match segments(trimmed) {
-            Some(segs) => segs.collect(),
+        // Segments are cut only as deep as the trie goes: a 60 kB path under `/a/**` costs
+        // the walk one segment, not thousands.
+        let mut unread = match segments(trimmed) {
+            Some(segs) => Some(segs),
             // `/` (or `///`): no segment.
-            None if trimmed.is_empty() && path.starts_with('/') => Vec::new(),
+            None if trimmed.is_empty() && path.starts_with('/') => None,
             // Not absolute (a normalised path always is): only `/` covers it, as before.
             None => return (self.nodes.first().and_then(|n| n.rest), work),
         };
+        let mut segs: Vec<&str> = Vec::new();
         // (node, depth, what to try next there)
         let mut stack: Vec<(usize, usize, Next)> = vec![(0, 0, Next::Literal)];
         while let Some((at, depth, next)) = stack.pop() {
             let Some(node) = self.nodes.get(at) else { continue };
+            while segs.len() <= depth {
+                match unread.as_mut().and_then(Iterator::next) {
+                    Some(seg) => segs.push(seg),
+                    None => break,
+                }
+            }
             let Some(seg) = segs.get(depth) else {
                 // The whole path is consumed here: a pattern ending here, or a rest of none.
                 if let Some(found) = node.exact.or(node.rest) {

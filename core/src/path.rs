@@ -63,20 +63,20 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-fn push_escape(out: &mut String, b: u8) {
+fn push_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
 }
 
-/// Decodes what may be decoded and checks every byte; dot segments are left for later.
-fn canonical_escapes(path: &str) -> Result<String, PathError> {
+/// Decodes what may be decoded and checks every byte; dot segments are left for later. The
+/// result is ASCII: every other byte comes out escaped. Bytes, not chars, and runs of plain
+/// bytes copied at once: the cost is linear in the path with a small constant, whatever its
+/// shape (a 60 kB path is a client's to send).
+fn canonical_escapes(path: &str) -> Result<Vec<u8>, PathError> {
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
                 let hi = bytes.get(i + 1).copied().and_then(hex_value);
@@ -96,7 +96,7 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
                     return Err(PathError::PathParameter);
                 }
                 if is_plain_pchar(v) {
-                    out.push(char::from(v));
+                    out.push(v);
                 } else {
                     push_escape(&mut out, v);
                 }
@@ -106,8 +106,14 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
             b';' => return Err(PathError::PathParameter),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             _ if b == b'/' || is_plain_pchar(b) => {
-                out.push(char::from(b));
-                i += 1;
+                let run = bytes
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|&c| c != b'/' && !is_plain_pchar(c))
+                    .unwrap_or(bytes.len() - i);
+                out.extend_from_slice(bytes.get(i..i + run).unwrap_or_default());
+                i += run;
             }
             _ => {
                 push_escape(&mut out, b);
@@ -126,31 +132,32 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let decoded = canonical_escapes(path)?;
-    let mut segments: Vec<&str> = Vec::new();
+    // One pass over the segments, written straight into `out`; `..` cuts `out` back to the
+    // `/` of the segment it undoes (each byte written once and cut at most once: linear).
+    let mut out: Vec<u8> = Vec::with_capacity(decoded.len());
     let mut trailing_slash = false;
-    for segment in decoded.split('/').skip(1) {
+    for segment in decoded.get(1..).unwrap_or_default().split(|&b| b == b'/') {
         trailing_slash = false;
         match segment {
-            "" => trailing_slash = true,
-            "." => trailing_slash = true,
-            ".." => {
-                if segments.pop().is_none() {
+            b"" | b"." => trailing_slash = true,
+            b".." => {
+                let Some(cut) = out.iter().rposition(|&b| b == b'/') else {
                     return Err(PathError::AboveRoot);
-                }
+                };
+                out.truncate(cut);
                 trailing_slash = true;
             }
-            s => segments.push(s),
+            s => {
+                out.push(b'/');
+                out.extend_from_slice(s);
+            }
         }
     }
-    let mut out = String::with_capacity(decoded.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
     if out.is_empty() || trailing_slash {
-        out.push('/');
+        out.push(b'/');
     }
-    Ok(out)
+    // ASCII by construction (`canonical_escapes`); a failure here would be a bug, refused.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 #[cfg(test)]

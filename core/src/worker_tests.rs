@@ -731,3 +731,29 @@ fn hot_path_cost() {
     let sha = start.elapsed() / rounds;
     println!("cached request: {per:?}; local key of 1 kB: {key:?}; SHA-256 of 1 kB: {sha:?}");
 }
+
+/// Native cost of a cached request by the length of its path (8 to 16,000 segments), to tell
+/// linear from worse: `cargo test --release -p uma-pep-core long_path_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn long_path_cost() {
+    let w = worker(json!({}));
+    ready(&w);
+    let token = "long-path-rpt";
+    request(&w, 7, "/alice/x", Some(token));
+    w.on_call_response(7, token_of(&w, "/introspect"), &granting_introspection());
+    let auth = format!("Bearer {token}");
+    for segments in [8usize, 1_000, 4_000, 16_000] {
+        let path = format!("/alice{}", "/a".repeat(segments));
+        w.host.set_headers(&[(":method", "GET"), (":path", &path), ("authorization", &auth)]);
+        let rounds = 2_000u32;
+        let start = std::time::Instant::now();
+        for i in 0..rounds {
+            assert_eq!(w.on_request_headers(100 + i), Verdict::Continue);
+            w.host.facts.borrow_mut().clear();
+            w.host.done.borrow_mut().clear();
+        }
+        let per = start.elapsed() / rounds;
+        println!("{segments:>6} segments ({:>6} bytes): {per:?} per request", path.len());
+    }
+}
