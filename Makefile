@@ -56,9 +56,9 @@ $(VENV)/.installed: Makefile
 	touch $@
 
 # Debian programs the tests run for real (nginx in front of PARTIAL mode, a local OCI registry and
-# skopeo for the image round trip, Chromium for pepctl's /docs page); installed when missing, as
-# CI's fresh machine has none.
-DEB_PACKAGES := nginx docker-registry skopeo chromium
+# skopeo for the image round trip, Chromium for pepctl's /docs page, wrk for the token flood);
+# installed when missing, as CI's fresh machine has none.
+DEB_PACKAGES := nginx docker-registry skopeo chromium wrk
 
 tools: $(VENV)/.installed
 	rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1

@@ -361,9 +361,10 @@ def sizes(path: Path) -> dict:
 
 # ---- measuring -----------------------------------------------------------------------------------
 
-def lua_unique(nonce: str) -> str:
+def lua_unique(nonce: str, path: str = "/bench/x") -> str:
     """A wrk script sending a token never sent before: the run's nonce, wrk's thread, a counter (each
-    wrk thread has its own Lua state, so without the thread number two threads send the same tokens)."""
+    wrk thread has its own Lua state, so without the thread number two threads send the same tokens).
+    Also the token flood of tests/e2e/test_token_flood.py."""
     return f"""
 local threads = 0
 function setup(thread)
@@ -373,7 +374,7 @@ end
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("GET", "/bench/x", {{["Authorization"] = "Bearer t{nonce}-" .. tid .. "-" .. n}})
+  return wrk.format("GET", "{path}", {{["Authorization"] = "Bearer t{nonce}-" .. tid .. "-" .. n}})
 end
 """
 
