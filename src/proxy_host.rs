@@ -9,9 +9,7 @@ use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use uma_pep_core::decision::LocalReply;
 use uma_pep_core::facts::{self, Decision};
 use uma_pep_core::host::{CallResponse, Counter, Host, HttpCall, SharedEntry, SharedWriteError};
-
-/// Largest AS answer the filter reads; a bigger one is garbage.
-const MAX_AS_BODY: usize = 1024 * 1024;
+use uma_pep_core::wire::MAX_AS_ANSWER_BYTES;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -61,7 +59,7 @@ pub fn call_response(num_headers: usize, body_size: usize) -> CallResponse {
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse::<u16>().ok());
-    if body_size > MAX_AS_BODY {
+    if body_size > MAX_AS_ANSWER_BYTES {
         // Keep the status so the error names it, but an oversized body parses as nothing.
         return CallResponse { status, body: b"\0oversized".to_vec() };
     }

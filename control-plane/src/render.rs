@@ -623,11 +623,25 @@ pub fn envoy_config(filter: &Value, common: &Common, args: &RenderArgs) -> Resul
         };
         config["node"] = json!({"id": id, "cluster": "uma-pep"});
     }
+    config["layered_runtime"] = as_answer_limit_runtime();
     if let Some(port) = args.admin_port {
         config["admin"] =
             json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}});
     }
     Ok(config)
+}
+
+/// Envoy's runtime: its async client (what the filter's calls to the AS use) stops receiving an
+/// answer larger than the filter reads, and the call fails (the filter denies). Envoy's default
+/// is 32 MiB per call, held whole before the filter sees its size: a broken or hostile AS could
+/// make Envoy hold that much per call in flight. The admin layer keeps `/runtime_modify` working.
+pub fn as_answer_limit_runtime() -> Value {
+    json!({"layers": [
+        {"name": "uma_pep", "static_layer": {
+            "http.async_response_buffer_limit": uma_pep_core::wire::MAX_AS_ANSWER_BYTES
+        }},
+        {"name": "admin", "admin_layer": {}}
+    ]})
 }
 
 /// The listener's routes, all to the upstream. With the prefix stripped (`--strip-path-prefix`,
@@ -1133,6 +1147,10 @@ mod tests {
         assert_eq!(clusters[1]["type"], "STATIC");
         assert!(clusters[1].get("transport_socket").is_none());
         assert!(yaml(&e).unwrap().contains("envoy.filters.http.wasm"));
+        // Envoy stops receiving an AS answer at the size the filter reads.
+        let layer = &e["layered_runtime"]["layers"][0]["static_layer"];
+        assert_eq!(layer["http.async_response_buffer_limit"], 1_048_576);
+        assert!(e["layered_runtime"]["layers"][1].get("admin_layer").is_some());
     }
 
     #[test]

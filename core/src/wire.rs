@@ -91,6 +91,12 @@ pub struct AccessToken {
     pub expires_in: u64,
 }
 
+/// The largest AS answer the filter reads (a bigger one is garbage, and fails closed). The
+/// rendered Envoy configurations make Envoy stop receiving at the same size
+/// (`http.async_response_buffer_limit`): Envoy gathers a dispatched call's whole answer before
+/// the filter sees it, up to 32 MiB per call by default.
+pub const MAX_AS_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// Used when a token response has no `expires_in`: short, so a PAT is never trusted for long.
 pub const DEFAULT_TOKEN_LIFETIME_S: u64 = 300;
 

@@ -2,7 +2,8 @@
 
 * a flood of distinct valid RPTs must not lock fresh RPTs out of `rpt_max_uses` counting,
 * a PAT lifetime of any size from the AS must give a PAT that is used (no overflow),
-* a huge AS answer must not be buffered whole: bounded memory, fail closed, Envoy stays up,
+* a huge AS answer must not be buffered whole (with the runtime pepctl renders): bounded memory,
+  fail closed, Envoy stays up,
 * a flood of fresh tokens must not flood the AS: introspections in flight are capped per worker,
   the excess gets a fast 503 with `Retry-After`, and nothing is forwarded.
 """
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from support.devas import ALL_SCOPES, RESOURCES
 from support.envoy import Envoy, envoy_config, filter_config
+from support.processes import ROOT
 
 
 def get(envoy, path: str, token: str | None = None) -> requests.Response:
@@ -173,17 +176,25 @@ class BigIntrospectionAs:
         self.server.server_close()
 
 
-class CappedEnvoy(Envoy):
-    """Envoy whose AS cluster has the buffer limit `pepctl render envoy` sets."""
+def shipped_runtime() -> dict:
+    """The `layered_runtime` of the shipped configuration, as `pepctl render envoy` writes it
+    (tests/pepctl/test_render_shipped.py keeps the file equal to the render)."""
+    return yaml.safe_load((ROOT / "envoy/keycloak.yaml").read_text())["layered_runtime"]
 
-    limit: int | None = 32768
+
+class CappedEnvoy(Envoy):
+    """Envoy with the runtime `pepctl render envoy` gives it (`runtime`), or Envoy's defaults
+    (`None`)."""
+
+    def __init__(self, *args, runtime: dict | None, **kw):
+        self.runtime = runtime
+        super().__init__(*args, **kw)
 
     def _bootstrap(self, filter_json, as_port, upstream_port, with_filter):
         bootstrap = envoy_config(filter_json, self.port, self.admin_port, as_port, upstream_port,
                                  with_filter=with_filter)
-        for cluster in bootstrap["static_resources"]["clusters"]:
-            if cluster["name"] == "uma_as" and self.limit is not None:
-                cluster["per_connection_buffer_limit_bytes"] = self.limit
+        if self.runtime is not None:
+            bootstrap["layered_runtime"] = self.runtime
         return bootstrap
 
 
@@ -194,13 +205,13 @@ def peak_rss_kib(envoy) -> int:
     raise AssertionError("no VmHWM")
 
 
-def flood_with_huge_answers(uma2_as, echo) -> tuple[list, float, bool, int]:
+def flood_with_huge_answers(uma2_as, echo, runtime: dict | None) -> tuple[list, float, bool, int]:
     """Four requests whose introspection answers are 40 MiB each: their answers, how much
     Envoy's peak RSS grew (MiB), whether Envoy is still up, and a later request's status."""
     big_as = BigIntrospectionAs(uma2_as)
     config = filter_config(uma2_as, resources=RESOURCES, timeout_ms=3000, local_jwt_validation=False,
                            endpoints={"introspection": BIG_PATH})
-    envoy = CappedEnvoy(config, big_as.port, echo.port, concurrency=2)
+    envoy = CappedEnvoy(config, big_as.port, echo.port, concurrency=2, runtime=runtime)
     try:
         # Session first (discovery and PAT through the proxy), then the peak before the test.
         assert get(envoy, "/bob/x").status_code == 401
@@ -219,8 +230,9 @@ def flood_with_huge_answers(uma2_as, echo) -> tuple[list, float, bool, int]:
         big_as.stop()
 
 
-def test_a_huge_as_answer_fails_closed_and_envoy_stays_up(uma2_as, echo):
-    results, _, alive, later = flood_with_huge_answers(uma2_as, echo)
+@pytest.mark.parametrize("rendered", [True, False], ids=["rendered-runtime", "envoy-defaults"])
+def test_a_huge_as_answer_fails_closed_and_envoy_stays_up(uma2_as, echo, rendered):
+    results, _, alive, later = flood_with_huge_answers(uma2_as, echo, shipped_runtime() if rendered else None)
     assert len(results) == 4
     for r in results:
         # Fail closed, saying the AS did not answer usably.
@@ -230,12 +242,10 @@ def test_a_huge_as_answer_fails_closed_and_envoy_stays_up(uma2_as, echo):
     assert alive and later == 401
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Envoy's wasm dispatch_http_call (AsyncClient) buffers the whole answer before the filter sees "
-    "its size, and the AS cluster's per_connection_buffer_limit_bytes does not bound that buffer "
-    "(measured: peak RSS +66 MiB with a 32 KiB limit, +90 MiB without, for 4 x 40 MiB): no "
-    "per-call limit is reachable from proxy-wasm. See docs/operations.md."))
 def test_a_huge_as_answer_is_not_buffered_whole(uma2_as, echo):
-    _, grown_mib, _, _ = flood_with_huge_answers(uma2_as, echo)
-    # Four 40 MiB answers buffered whole add well over 40 MiB.
-    assert grown_mib < 40, f"Envoy's peak RSS grew by {grown_mib:.0f} MiB"
+    # With the runtime pepctl renders, Envoy stops each answer at 1 MiB (the most the filter
+    # reads) and fails the call. With Envoy's defaults it holds up to 32 MiB per call, whole:
+    # four 40 MiB answers grew the peak RSS by 66 to 90 MiB.
+    _, grown_mib, _, _ = flood_with_huge_answers(uma2_as, echo, shipped_runtime())
+    print(f"\npeak RSS grew by {grown_mib:.1f} MiB for four 40 MiB answers")
+    assert grown_mib < 16, f"Envoy's peak RSS grew by {grown_mib:.0f} MiB"
