@@ -31,11 +31,15 @@ RSS_GROWTH_LIMIT_MIB = 16
 RESOURCE = {"id": "res-flood", "uri": "/flood"}
 
 
-def _bench():
+def _load_bench():
     spec = importlib.util.spec_from_file_location("uma_pep_bench_for_flood", ROOT / "bench/bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The bench's Envoy helpers (listener, direct response, admin) and its wrk script and parser.
+bench = _load_bench()
 
 
 class StandInAs(Envoy):
@@ -55,35 +59,15 @@ class StandInAs(Envoy):
         introspection = {"active": True, "exp": far, "iat": int(time.time()), "sub": "flood-user",
                          "client_id": "flood",
                          "permissions": [{"resource_id": RESOURCE["id"], "resource_scopes": ["protected_get"]}]}
-
-        def direct(path: str, status: int, body: dict) -> dict:
-            return {"match": {"path": path}, "direct_response": {"status": status, "body": {
-                "inline_string": json.dumps(body)}}}
-
         routes = [
-            direct("/.well-known/uma2-configuration", 200, discovery),
-            direct("/token", 200, {"access_token": "flood-pat", "expires_in": 86400}),
-            direct("/introspect", 200, introspection),
-            direct("/perm", 201, {"ticket": "flood-ticket"}),
+            bench.direct("/.well-known/uma2-configuration", 200, json.dumps(discovery)),
+            bench.direct("/token", 200, json.dumps({"access_token": "flood-pat", "expires_in": 86400})),
+            bench.direct("/introspect", 200, json.dumps(introspection)),
+            bench.direct("/perm", 201, json.dumps({"ticket": "flood-ticket"})),
             {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
         ]
-        return {
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
-            "static_resources": {"listeners": [{
-                "name": "stand_in",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
-                                 ".v3.HttpConnectionManager",
-                        "stat_prefix": "stand_in",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-                    }}]}],
-            }]},
-        }
+        return {"admin": bench.admin(self.admin_port),
+                "static_resources": {"listeners": [bench.listener("stand_in", self.port, routes, [])]}}
 
 
 def rss_mib(pid: int) -> float:
@@ -93,7 +77,6 @@ def rss_mib(pid: int) -> float:
 
 def test_a_flood_of_distinct_tokens_keeps_envoy_memory_bounded(envoy_factory, tmp_path):
     assert shutil.which("wrk"), "wrk is missing: make deb-tools installs it"
-    bench = _bench()
     stand_in = StandInAs()
     try:
         config = {"issuer": f"http://127.0.0.1:{stand_in.port}", "as_cluster": "uma_as", "as_profile": "uma2",
